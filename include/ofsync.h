@@ -1,0 +1,80 @@
+/* ofsync.h: the public library API of ofsync, offline IMAP folders.
+ * Small on purpose: opaque handles, every name prefixed ofs_, errors returned. */
+#ifndef OFSYNC_H
+#define OFSYNC_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define OFS_VERSION "0.1.0"
+
+/* Error categories; they map to the CLI's exit statuses (see docs/ofsync.1). */
+enum ofs_errcode {
+    OFS_OK = 0,
+    OFS_E_USAGE = 2,   /* bad command line */
+    OFS_E_CONFIG = 3,  /* bad or missing configuration */
+    OFS_E_NET = 4,     /* cannot reach the server, connection lost, timeout */
+    OFS_E_AUTH = 5,    /* server refused the credentials */
+    OFS_E_PROTO = 6,   /* malformed or unexpected server reply */
+    OFS_E_SERVER = 7,  /* server answered NO/BAD to a command */
+    OFS_E_IO = 8,      /* local file system error */
+    OFS_E_NOSPC = 9,   /* local disk full */
+    OFS_E_STATE = 10,  /* sync state database error */
+    OFS_E_LIMIT = 11,  /* a hard limit was exceeded (line, literal, size) */
+    OFS_E_NAME = 12,   /* a folder name that cannot be mapped safely */
+};
+
+/* The one error type: a category and one line for the user saying what and where. */
+typedef struct ofs_error {
+    int code;
+    char message[1024];
+} ofs_error;
+
+/* Counters of one sync pass, per direction. */
+typedef struct ofs_sync_stats {
+    uint64_t downloaded, uploaded;           /* messages copied server->local, local->server */
+    uint64_t flags_to_local, flags_to_server; /* messages whose flags changed on that side */
+    uint64_t expunged_local, expunged_server; /* messages removed from that side */
+    uint64_t folders_local, folders_server;   /* folders created on that side */
+    uint64_t bytes_down, bytes_up;            /* message bytes moved */
+    uint64_t folders_seen;
+} ofs_sync_stats;
+
+typedef struct ofs_config ofs_config;
+
+/* Loads an INI config; NULL path means $XDG_CONFIG_HOME/ofsync/config. */
+int ofs_config_load(const char *path, ofs_config **out, ofs_error *err);
+void ofs_config_free(ofs_config *cfg);
+
+/* Progress events emitted by a pass; the callback runs on the syncing thread. */
+enum ofs_event_type {
+    OFS_EV_PASS_START,
+    OFS_EV_FOLDER_START,
+    OFS_EV_PROGRESS,
+    OFS_EV_FOLDER_DONE,
+    OFS_EV_NOTICE,
+    OFS_EV_PASS_DONE,
+};
+
+typedef struct ofs_event {
+    enum ofs_event_type type;
+    const char *account;
+    const char *folder;  /* NULL for pass-wide events */
+    const char *text;    /* a human line for NOTICE and FOLDER_DONE */
+    uint64_t done, total; /* messages done/total for PROGRESS */
+    const ofs_sync_stats *stats; /* for FOLDER_DONE (folder) and PASS_DONE (pass) */
+} ofs_event;
+
+typedef void (*ofs_event_fn)(const ofs_event *ev, void *ctx);
+
+/* One pass over one account (NULL: every account in the config). */
+int ofs_sync_account(const ofs_config *cfg, const char *account, ofs_event_fn fn, void *ctx,
+                     ofs_sync_stats *stats, ofs_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

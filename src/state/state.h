@@ -1,0 +1,74 @@
+/* state.h: the sync state of one account, in SQLite: folders and message pairs.
+ * The base of the three-way merge, and the write-ahead intents that make a pass resumable. */
+#ifndef OFS_STATE_STATE_H
+#define OFS_STATE_STATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ofsync.h"
+#include "util/mem.h"
+
+typedef struct state state;
+
+typedef struct state_folder {
+    int64_t id;
+    char *name; /* canonical folder name */
+    uint32_t uidvalidity;
+    uint32_t uidnext;
+    uint64_t highestmodseq;
+    int64_t last_sync; /* unix time of the last complete pass, 0 never */
+} state_folder;
+
+/* Why a pair is not (yet) a plain synced pair. */
+enum state_pending {
+    PENDING_NONE = 0,
+    PENDING_DOWNLOAD = 1, /* uid known, local file key chosen, file may or may not exist */
+    PENDING_UPLOAD = 2,   /* key known, APPEND may or may not have reached the server */
+};
+
+typedef struct state_pair {
+    int64_t id;
+    uint32_t uid;   /* 0 = not known (pending upload) */
+    char *key;      /* NULL = not known */
+    unsigned flags; /* FLAG_* as last synced: the base of the merge */
+    uint64_t size;
+    char *msgid;
+    int pending;           /* enum state_pending */
+    uint32_t uidnext_seen; /* PENDING_UPLOAD: the folder's UIDNEXT before the APPEND */
+} state_pair;
+
+typedef struct state_pair_list {
+    state_pair *v;
+    size_t n, cap;
+} state_pair_list;
+
+void state_pair_list_free(state_pair_list *l);
+void state_folder_free(state_folder *f);
+
+/* Opens or creates the database (and its directory), migrating the schema to the current version.
+ * A database from a newer ofsync is refused. */
+int state_open(const char *path, state **out, ofs_error *err);
+void state_close(state *st);
+int state_schema_version(state *st);
+
+int state_begin(state *st, ofs_error *err);
+int state_commit(state *st, ofs_error *err);
+void state_rollback(state *st);
+
+/* Folders. get: returns 0 and fills f (found), 1 when absent, -1 on error. */
+int state_folder_get(state *st, const char *name, state_folder *f, ofs_error *err);
+int state_folder_add(state *st, const char *name, state_folder *f, ofs_error *err);
+int state_folder_update(state *st, const state_folder *f, ofs_error *err);
+int state_folder_delete(state *st, int64_t id, ofs_error *err); /* and its pairs */
+int state_folder_names(state *st, strlist *out, ofs_error *err);
+
+/* Pairs of one folder. */
+int state_pairs_load(state *st, int64_t folder_id, state_pair_list *out, ofs_error *err);
+int state_pair_add(state *st, int64_t folder_id, state_pair *p, ofs_error *err); /* sets p->id */
+int state_pair_update(state *st, const state_pair *p, ofs_error *err);           /* by p->id */
+int state_pair_delete(state *st, int64_t pair_id, ofs_error *err);
+/* Drops every pair of a folder (UIDVALIDITY change). */
+int state_pairs_clear(state *st, int64_t folder_id, ofs_error *err);
+
+#endif

@@ -1,0 +1,41 @@
+/* config.h: the parsed configuration: accounts and their settings.
+ * INI-style file, one [account NAME] section each; every error names the file and line. */
+#ifndef OFS_SYNC_CONFIG_H
+#define OFS_SYNC_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ofsync.h"
+
+enum cfg_tls { CFG_TLS_IMPLICIT = 0, CFG_TLS_STARTTLS, CFG_TLS_NONE };
+enum cfg_layout { CFG_LAYOUT_MAILDIRPP = 0, CFG_LAYOUT_VERBATIM };
+
+typedef struct cfg_account {
+    char *name;
+    char *host;
+    int port;       /* default 993 for implicit TLS, 143 otherwise */
+    int tls;        /* enum cfg_tls */
+    char *user;
+    char *pass_cmd; /* shell command printing the password */
+    char *password_file;
+    char *local;    /* Maildir root, ~ expanded */
+    char *state;    /* database path; default $XDG_STATE_HOME/ofsync/NAME.db */
+    int layout;     /* enum cfg_layout */
+    int timeout;    /* seconds of silence before a read fails (default 60) */
+} cfg_account;
+
+struct ofs_config {
+    char *path;
+    cfg_account *accounts;
+    size_t n_accounts;
+};
+
+/* Parses text as if read from path (for tests and the fuzzer). */
+int cfg_parse(const char *path, const char *text, size_t len, ofs_config **out, ofs_error *err);
+const cfg_account *cfg_find_account(const ofs_config *cfg, const char *name);
+/* Runs pass-cmd or reads password-file (refusing one readable by group or others).
+ * Returns a malloc'd password without its trailing newline. */
+int cfg_account_password(const cfg_account *a, char **out, ofs_error *err);
+
+#endif

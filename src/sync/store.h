@@ -1,0 +1,98 @@
+/* store.h: the one interface both mail stores implement, the IMAP server and the local Maildir.
+ * The sync engine sees folders and messages only through it (isync's driver split). */
+#ifndef OFS_SYNC_STORE_H
+#define OFS_SYNC_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ofsync.h"
+#include "util/mem.h"
+
+/* System flags, as a bit set. Maildir letters: S R F T D. IMAP: \Seen \Answered ... */
+enum {
+    FLAG_SEEN = 1u << 0,     /* S  \Seen */
+    FLAG_ANSWERED = 1u << 1, /* R  \Answered */
+    FLAG_FLAGGED = 1u << 2,  /* F  \Flagged */
+    FLAG_DELETED = 1u << 3,  /* T  \Deleted */
+    FLAG_DRAFT = 1u << 4,    /* D  \Draft */
+    FLAG_ALL = (1u << 5) - 1,
+};
+
+/* One message as a store lists it. The server fills uid, the Maildir fills key.
+ * Folder names everywhere in this interface are canonical: UTF-8, '/' between levels,
+ * "INBOX" for the inbox. Each store maps them to its own form and refuses unsafe ones. */
+typedef struct store_msg {
+    uint32_t uid;   /* server: UID; local: 0 */
+    char *key;      /* local: Maildir base name (stable across flag renames); server: NULL */
+    unsigned flags; /* FLAG_* */
+    uint64_t size;  /* bytes, or 0 when the store did not need to look (Maildir scan) */
+    char *msgid;    /* Message-ID header value, only when asked for (store_list_opts) */
+} store_msg;
+
+typedef struct store_msg_list {
+    store_msg *v;
+    size_t n, cap;
+} store_msg_list;
+
+void store_msg_list_init(store_msg_list *l);
+void store_msg_list_free(store_msg_list *l);
+/* Appends a zeroed message and returns it. */
+store_msg *store_msg_list_push(store_msg_list *l);
+
+typedef struct store_folder_info {
+    uint32_t uidvalidity; /* server: UIDVALIDITY; local: 0 */
+    uint32_t uidnext;     /* server: UIDNEXT (0 when the server did not say) */
+    uint64_t highestmodseq;
+    uint32_t exists;
+} store_folder_info;
+
+typedef struct store_list_opts {
+    uint32_t since_uid; /* server: list only UIDs >= this (0: all) */
+    bool want_msgid;    /* server: also fetch the Message-ID header */
+    bool want_size;     /* both: fill size */
+} store_list_opts;
+
+/* Where fetched message bytes go. open() is called once per message before its bytes,
+ * returns a writable fd (or -1 after filling err); done() is called when the whole message
+ * has been written to that fd, with the message's flags and size. */
+typedef struct store_sink {
+    int (*open)(void *ctx, const store_msg *m, uint64_t size, ofs_error *err);
+    int (*done)(void *ctx, const store_msg *m, int fd, uint64_t size, ofs_error *err);
+    void *ctx;
+} store_sink;
+
+typedef struct store store;
+
+typedef struct store_ops {
+    const char *side; /* "server" or "local", for messages */
+    /* Every selectable folder, canonical names. */
+    int (*list_folders)(store *s, strlist *out, ofs_error *err);
+    int (*create_folder)(store *s, const char *name, ofs_error *err);
+    /* Makes name the current folder; the message operations below act on it. */
+    int (*open_folder)(store *s, const char *name, store_folder_info *info, ofs_error *err);
+    int (*list_messages)(store *s, const store_list_opts *o, store_msg_list *out, ofs_error *err);
+    /* Copies messages out, in the order given, through the sink. A message that vanished
+     * meanwhile is skipped (sink not called) rather than failing the batch. */
+    int (*fetch_messages)(store *s, const store_msg *msgs, size_t n, const store_sink *sink,
+                          ofs_error *err);
+    /* Stores size bytes read from fd (positioned at 0) as a new message in the current folder.
+     * Fills out->uid (server, 0 when the server does not say: no UIDPLUS) or out->key (local).
+     * The local side makes it visible and durable only at flush(). */
+    int (*store_message)(store *s, int fd, uint64_t size, unsigned flags, store_msg *out,
+                         ofs_error *err);
+    /* Makes every message stored since the last flush durable and visible. */
+    int (*flush)(store *s, ofs_error *err);
+    /* Adds and removes flags on the given messages. */
+    int (*set_flags)(store *s, const store_msg *msgs, size_t n, unsigned add, unsigned del,
+                     ofs_error *err);
+    /* Removes the given messages for good (server: \Deleted + UID EXPUNGE, or a safe fallback). */
+    int (*remove_messages)(store *s, const store_msg *msgs, size_t n, ofs_error *err);
+    void (*close)(store *s); /* frees the store */
+} store_ops;
+
+struct store {
+    const store_ops *ops;
+};
+
+#endif
