@@ -52,7 +52,15 @@ int err_prefix(ofs_error *err, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err->message, sizeof old);
-    snprintf(err->message, sizeof err->message, "%s: %s", prefix, old);
+    size_t n = strlen(prefix);
+    if (n > sizeof err->message - 3)
+        n = sizeof err->message - 3;
+    memcpy(err->message, prefix, n);
+    memcpy(err->message + n, ": ", 2);
+    size_t rest = sizeof err->message - n - 3;
+    size_t olen = strnlen(old, rest);
+    memcpy(err->message + n + 2, old, olen);
+    err->message[n + 2 + olen] = '\0';
     sanitize(err->message);
     return -1;
 }
