@@ -1,0 +1,37 @@
+# Thin wrapper over CMake: the two commands a user needs are `make demo` and `make test`.
+# Everything else (build dirs, sanitizer build) lives here so .ci/run stays one line.
+
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+.PHONY: all deps build build-asan test test-unit demo clean format
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+build:
+	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) -DOFS_WERROR=$(if $(CI),ON,OFF) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+build-asan:
+	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DOFS_SANITIZE=ON -DOFS_WERROR=$(if $(CI),ON,OFF) >/dev/null
+	@cmake --build $(BUILD_ASAN) -j $(JOBS)
+
+# Runs the whole suite twice (plain build, then ASan+UBSan) and ends with "N passed, N failed".
+test: deps
+	@$(MAKE) --no-print-directory build CMAKE_FLAGS="$(CMAKE_FLAGS)" CI=1
+	@$(MAKE) --no-print-directory build-asan CI=1
+	@bash scripts/run-tests.sh $(BUILD) $(BUILD_ASAN)
+
+demo: deps build
+	@OFSYNC_BIN=$(BUILD)/ofsync bash scripts/demo.sh
+
+format:
+	@clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN) demo

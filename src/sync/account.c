@@ -1,0 +1,243 @@
+/* account.c: one pass over one account: lock, state, both stores, the folder set, each folder.
+ * Folder-level failures are reported and the pass goes on; connection-level ones end it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "imap/imap_store.h"
+#include "maildir/maildir_store.h"
+#include "sync/engine.h"
+#include "util/err.h"
+
+static void pass_event(sync_ctx *c, enum ofs_event_type type, const char *folder,
+                       const char *text)
+{
+    if (!c->fn)
+        return;
+    ofs_event ev = {
+        .type = type, .account = c->acct->name, .folder = folder, .text = text, .stats = &c->stats};
+    c->fn(&ev, c->fn_ctx);
+}
+
+/* Errors after which nothing more can be done on this connection or this state. */
+static bool fatal_for_pass(int code)
+{
+    return code == OFS_E_NET || code == OFS_E_PROTO || code == OFS_E_AUTH ||
+           code == OFS_E_STATE || code == OFS_E_NOSPC || code == OFS_E_LIMIT;
+}
+
+static void add_unique(strlist *all, const strlist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strlist_find(all, l->v[i]) < 0)
+            strlist_add(all, l->v[i]);
+}
+
+/* A folder the state knows but one side lost was deleted there. Deletion of folders is not
+ * propagated (yet): the folder is restored from the other side, never emptied on it. */
+static int forget_lost_folder(sync_ctx *c, const char *name, const char *side, ofs_error *err)
+{
+    state_folder f = {0};
+    int rc = state_folder_get(c->st, name, &f, err);
+    if (rc == 0) {
+        char *line = xasprintf("folder is gone on the %s side; restoring it from the other side",
+                               side);
+        pass_event(c, OFS_EV_NOTICE, name, line);
+        free(line);
+        rc = state_folder_delete(c->st, f.id, err);
+    } else if (rc == 1) {
+        rc = 0;
+    }
+    state_folder_free(&f);
+    return rc;
+}
+
+/* Makes the folder exist on both sides. Returns 1 when it exists on neither (skip it). */
+static int align_folder(sync_ctx *c, const char *name, bool on_srv, bool on_loc, ofs_error *err)
+{
+    if (!on_srv && !on_loc) {
+        state_folder f = {0};
+        int rc = state_folder_get(c->st, name, &f, err);
+        if (rc == 0)
+            rc = state_folder_delete(c->st, f.id, err);
+        state_folder_free(&f);
+        return rc < 0 ? -1 : 1;
+    }
+    store *missing = on_srv ? c->loc : c->srv;
+    if (on_srv && on_loc)
+        return 0;
+    if (forget_lost_folder(c, name, missing->ops->side, err) < 0)
+        return -1;
+    if (missing->ops->create_folder(missing, name, err) < 0)
+        return -1;
+    if (on_srv)
+        c->stats.folders_local++;
+    else
+        c->stats.folders_server++;
+    return 0;
+}
+
+static int folder_set(sync_ctx *c, strlist *srv, strlist *loc, strlist *all, ofs_error *err)
+{
+    strlist known;
+    strlist_init(&known);
+    int rc = c->srv->ops->list_folders(c->srv, srv, err);
+    if (rc == 0)
+        rc = c->loc->ops->list_folders(c->loc, loc, err);
+    if (rc == 0)
+        rc = state_folder_names(c->st, &known, err);
+    if (rc == 0) {
+        strlist_add(all, "INBOX");
+        add_unique(all, srv);
+        add_unique(all, loc);
+        add_unique(all, &known);
+        strlist_sort(all);
+    }
+    strlist_free(&known);
+    return rc;
+}
+
+/* Records a folder's failure; returns -1 when the pass must stop. */
+static int folder_failed(sync_ctx *c, const char *name, ofs_error *ferr, ofs_error *err)
+{
+    if (fatal_for_pass(ferr->code)) {
+        *err = *ferr;
+        return -1;
+    }
+    if (!c->folder_failures++)
+        c->folder_err = *ferr;
+    pass_event(c, OFS_EV_NOTICE, name, ferr->message);
+    return 0;
+}
+
+int sync_run_pass(sync_ctx *c, ofs_error *err)
+{
+    strlist srv, loc, all;
+    strlist_init(&srv);
+    strlist_init(&loc);
+    strlist_init(&all);
+    pass_event(c, OFS_EV_PASS_START, NULL, NULL);
+    int rc = folder_set(c, &srv, &loc, &all, err);
+    for (size_t i = 0; rc == 0 && i < all.n; i++) {
+        const char *name = all.v[i];
+        bool on_srv = strlist_find(&srv, name) >= 0;
+        bool on_loc = strlist_find(&loc, name) >= 0 || (!strcmp(name, "INBOX") && on_srv);
+        ofs_error ferr = {0};
+        int a = align_folder(c, name, on_srv, on_loc, &ferr);
+        if (a == 1)
+            continue;
+        c->stats.folders_seen++;
+        if (a < 0 || sync_folder(c, name, &ferr) < 0)
+            rc = folder_failed(c, name, &ferr, err);
+    }
+    if (rc == 0 && c->folder_failures) {
+        *err = c->folder_err;
+        if (c->folder_failures > 1)
+            err_prefix(err, "%d folders failed, the first", c->folder_failures);
+        rc = -1;
+    }
+    pass_event(c, OFS_EV_PASS_DONE, NULL, NULL);
+    strlist_free(&srv);
+    strlist_free(&loc);
+    strlist_free(&all);
+    return rc;
+}
+
+/* One ofsync per account at a time: a second one would read half-written state. */
+static int lock_account(const cfg_account *a, int *fd, ofs_error *err)
+{
+    char *path = xasprintf("%s.lock", a->state);
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int rc = 0;
+    if (*fd < 0)
+        rc = err_errno(err, OFS_E_STATE, errno, "cannot open lock file %s", path);
+    else if (flock(*fd, LOCK_EX | LOCK_NB) < 0)
+        rc = err_set(err, OFS_E_STATE,
+                     "account '%s' is being synced by another ofsync (lock %s is held)", a->name,
+                     path);
+    free(path);
+    return rc;
+}
+
+static int open_stores(sync_ctx *c, ofs_error *err)
+{
+    const cfg_account *a = c->acct;
+    if (maildir_store_open(a->local, a->layout, &c->loc, err) < 0)
+        return -1;
+    char *password = NULL;
+    if (cfg_account_password(a, &password, err) < 0)
+        return -1;
+    imap_store_opts o = {.host = a->host,
+                         .port = a->port,
+                         .tls = a->tls,
+                         .user = a->user,
+                         .password = password,
+                         .timeout = a->timeout};
+    int rc = imap_store_open(&o, &c->srv, err);
+    explicit_bzero(password, strlen(password));
+    free(password);
+    return rc;
+}
+
+static int sync_one(const cfg_account *a, ofs_event_fn fn, void *ctx, ofs_sync_stats *total,
+                    ofs_error *err)
+{
+    sync_ctx c = {.acct = a, .fn = fn, .fn_ctx = ctx};
+    int lock = -1;
+    int rc = state_open(a->state, &c.st, err);
+    if (rc == 0)
+        rc = lock_account(a, &lock, err);
+    if (rc == 0)
+        rc = open_stores(&c, err);
+    if (rc == 0)
+        rc = sync_run_pass(&c, err);
+    if (c.srv)
+        c.srv->ops->close(c.srv);
+    if (c.loc)
+        c.loc->ops->close(c.loc);
+    if (c.st)
+        state_close(c.st);
+    if (lock >= 0)
+        close(lock);
+    if (rc < 0)
+        err_prefix(err, "%s", a->name);
+    if (total) {
+        total->downloaded += c.stats.downloaded;
+        total->uploaded += c.stats.uploaded;
+        total->flags_to_local += c.stats.flags_to_local;
+        total->flags_to_server += c.stats.flags_to_server;
+        total->expunged_local += c.stats.expunged_local;
+        total->expunged_server += c.stats.expunged_server;
+        total->folders_local += c.stats.folders_local;
+        total->folders_server += c.stats.folders_server;
+        total->bytes_down += c.stats.bytes_down;
+        total->bytes_up += c.stats.bytes_up;
+        total->folders_seen += c.stats.folders_seen;
+    }
+    return rc;
+}
+
+int ofs_sync_account(const ofs_config *cfg, const char *account, ofs_event_fn fn, void *ctx,
+                     ofs_sync_stats *stats, ofs_error *err)
+{
+    if (stats)
+        memset(stats, 0, sizeof *stats);
+    if (account) {
+        const cfg_account *a = cfg_find_account(cfg, account);
+        if (!a)
+            return err_set(err, OFS_E_USAGE, "no account '%s' in %s", account, cfg->path);
+        return sync_one(a, fn, ctx, stats, err);
+    }
+    int rc = 0;
+    for (size_t i = 0; i < cfg->n_accounts; i++) {
+        ofs_error e = {0};
+        if (sync_one(&cfg->accounts[i], fn, ctx, stats, &e) < 0 && rc == 0) {
+            *err = e;
+            rc = -1;
+        }
+    }
+    return rc;
+}

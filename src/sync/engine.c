@@ -1,0 +1,740 @@
+/* engine.c: executes one folder's plan against both stores and the state.
+ * Order of every step: intent in the state, store change made durable, then the state commit. */
+#include "sync/engine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sync/message.h"
+#include "sync/plan.h"
+#include "util/err.h"
+
+enum {
+    DOWNLOAD_BATCH = 256,    /* messages made durable together: one flush, two commits */
+    UPLOAD_BATCH = 64,       /* open temp files held at once */
+};
+
+typedef struct folder_run {
+    sync_ctx *c;
+    const char *name;
+    state_folder sf;
+    store_folder_info si, li;
+    state_pair_list pairs;
+    store_msg_list srv, loc;
+    ofs_sync_stats st;
+    uint64_t done, total;
+} folder_run;
+
+static void emit(folder_run *r, enum ofs_event_type type, const char *text)
+{
+    sync_ctx *c = r->c;
+    if (!c->fn)
+        return;
+    ofs_event ev = {.type = type,
+                    .account = c->acct->name,
+                    .folder = r->name,
+                    .text = text,
+                    .done = r->done,
+                    .total = r->total,
+                    .stats = &r->st};
+    c->fn(&ev, c->fn_ctx);
+}
+
+static void notice(folder_run *r, const char *text)
+{
+    emit(r, OFS_EV_NOTICE, text);
+}
+
+/* An unnamed file on the local file system to stage one message's bytes. */
+static int temp_open(folder_run *r, ofs_error *err)
+{
+    const char *dir = r->c->acct->local;
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        return fd;
+    char *path = xasprintf("%s/.ofsync-stage-XXXXXX", dir);
+    fd = mkostemp(path, O_CLOEXEC);
+    if (fd >= 0)
+        unlink(path);
+    else
+        err_errno(err, OFS_E_IO, errno, "cannot create a staging file in %s", dir);
+    free(path);
+    return fd;
+}
+
+static int in_txn(folder_run *r, int (*fn)(folder_run *, void *, ofs_error *), void *arg,
+                  ofs_error *err)
+{
+    state *st = r->c->st;
+    if (state_begin(st, err) < 0)
+        return -1;
+    if (fn(r, arg, err) < 0) {
+        state_rollback(st);
+        return -1;
+    }
+    return state_commit(st, err);
+}
+
+/* ---- pending intents from an earlier, interrupted pass ---- */
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int cmp_keyp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool local_has_key(char **sorted, size_t n, const char *key)
+{
+    return key && bsearch(&key, sorted, n, sizeof *sorted, cmp_keyp) != NULL;
+}
+
+static bool same_msgid(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Finds the server message an upload intent became: UIDs at or above the UIDNEXT recorded
+ * before the APPEND, same Message-ID and size, not paired with anything else. */
+static long match_upload(const state_pair *p, const store_msg_list *cand, char *used,
+                         uint32_t *paired, size_t n_paired)
+{
+    for (size_t i = 0; i < cand->n; i++) {
+        const store_msg *m = &cand->v[i];
+        if (used[i] || m->uid < p->uidnext_seen)
+            continue;
+        if (bsearch(&m->uid, paired, n_paired, sizeof *paired, cmp_u32))
+            continue;
+        if (!same_msgid(p->msgid, m->msgid) || (p->size && m->size && p->size != m->size))
+            continue;
+        used[i] = 1;
+        return (long)i;
+    }
+    return -1;
+}
+
+static int resolve_downloads(folder_run *r, void *arg, ofs_error *err)
+{
+    (void)arg;
+    char **keys = xmalloc((r->loc.n ? r->loc.n : 1) * sizeof *keys);
+    for (size_t i = 0; i < r->loc.n; i++)
+        keys[i] = r->loc.v[i].key;
+    qsort(keys, r->loc.n, sizeof *keys, cmp_keyp);
+    int rc = 0;
+    for (size_t i = 0; i < r->pairs.n && rc == 0; i++) {
+        state_pair *p = &r->pairs.v[i];
+        if (p->pending != PENDING_DOWNLOAD)
+            continue;
+        if (local_has_key(keys, r->loc.n, p->key)) {
+            p->pending = PENDING_NONE;
+            rc = state_pair_update(r->c->st, p, err);
+        } else {
+            rc = state_pair_delete(r->c->st, p->id, err); /* downloaded again below */
+        }
+    }
+    free(keys);
+    return rc;
+}
+
+static int resolve_uploads(folder_run *r, void *arg, ofs_error *err)
+{
+    const store_msg_list *cand = arg;
+    uint32_t *paired = xmalloc((r->pairs.n ? r->pairs.n : 1) * sizeof *paired);
+    size_t n_paired = 0;
+    for (size_t i = 0; i < r->pairs.n; i++)
+        if (r->pairs.v[i].uid)
+            paired[n_paired++] = r->pairs.v[i].uid;
+    qsort(paired, n_paired, sizeof *paired, cmp_u32);
+    char *used = xcalloc(cand->n ? cand->n : 1, 1);
+    int rc = 0;
+    for (size_t i = 0; i < r->pairs.n && rc == 0; i++) {
+        state_pair *p = &r->pairs.v[i];
+        if (p->pending != PENDING_UPLOAD)
+            continue;
+        long m = match_upload(p, cand, used, paired, n_paired);
+        if (m >= 0) {
+            p->uid = cand->v[m].uid;
+            p->pending = PENDING_NONE;
+            rc = state_pair_update(r->c->st, p, err);
+        } else {
+            rc = state_pair_delete(r->c->st, p->id, err); /* uploaded again below */
+        }
+    }
+    free(used);
+    free(paired);
+    return rc;
+}
+
+static int reload_pairs(folder_run *r, ofs_error *err)
+{
+    state_pair_list_free(&r->pairs);
+    return state_pairs_load(r->c->st, r->sf.id, &r->pairs, err);
+}
+
+static int resolve_pending(folder_run *r, ofs_error *err)
+{
+    bool downloads = false;
+    uint32_t since = 0;
+    for (size_t i = 0; i < r->pairs.n; i++) {
+        const state_pair *p = &r->pairs.v[i];
+        if (p->pending == PENDING_DOWNLOAD)
+            downloads = true;
+        if (p->pending == PENDING_UPLOAD && (!since || p->uidnext_seen < since))
+            since = p->uidnext_seen ? p->uidnext_seen : 1;
+    }
+    if (downloads && in_txn(r, resolve_downloads, NULL, err) < 0)
+        return -1;
+    if (since) {
+        store_msg_list cand;
+        store_msg_list_init(&cand);
+        store_list_opts o = {.since_uid = since, .want_msgid = true, .want_size = true};
+        int rc = r->c->srv->ops->list_messages(r->c->srv, &o, &cand, err);
+        if (rc == 0)
+            rc = in_txn(r, resolve_uploads, &cand, err);
+        store_msg_list_free(&cand);
+        if (rc < 0)
+            return -1;
+    }
+    return (downloads || since) ? reload_pairs(r, err) : 0;
+}
+
+/* A new UIDVALIDITY means every UID we knew is void. Each pair becomes an upload intent
+ * with no lower UID bound, so resolve_pending re-pairs it by Message-ID and size; what
+ * finds no partner is copied again, never dropped and never duplicated. */
+static int void_uids(folder_run *r, void *arg, ofs_error *err)
+{
+    (void)arg;
+    for (size_t i = 0; i < r->pairs.n; i++) {
+        state_pair *p = &r->pairs.v[i];
+        if (!p->key) {
+            if (state_pair_delete(r->c->st, p->id, err) < 0)
+                return -1;
+            continue;
+        }
+        p->uid = 0;
+        p->pending = PENDING_UPLOAD;
+        p->uidnext_seen = 1;
+        if (state_pair_update(r->c->st, p, err) < 0)
+            return -1;
+    }
+    r->sf.uidvalidity = r->si.uidvalidity;
+    return state_folder_update(r->c->st, &r->sf, err);
+}
+
+static int check_uidvalidity(folder_run *r, ofs_error *err)
+{
+    if (!r->sf.uidvalidity || r->sf.uidvalidity == r->si.uidvalidity) {
+        r->sf.uidvalidity = r->si.uidvalidity;
+        return 0;
+    }
+    char *line = xasprintf("UIDVALIDITY changed from %u to %u (folder recreated on the server?): "
+                           "re-pairing %zu messages by Message-ID and size",
+                           r->sf.uidvalidity, r->si.uidvalidity, r->pairs.n);
+    notice(r, line);
+    free(line);
+    if (in_txn(r, void_uids, NULL, err) < 0)
+        return -1;
+    return reload_pairs(r, err);
+}
+
+/* ---- flags ---- */
+
+typedef struct flag_op {
+    unsigned add, del;
+    store_msg m;
+} flag_op;
+
+static int cmp_flag_op(const void *a, const void *b)
+{
+    const flag_op *x = a, *y = b;
+    if (x->add != y->add)
+        return (x->add > y->add) - (x->add < y->add);
+    return (x->del > y->del) - (x->del < y->del);
+}
+
+/* Applies ops grouped by (add, del), so the server gets one UID STORE per flag change. */
+static int apply_flag_ops(store *s, flag_op *ops, size_t n, ofs_error *err)
+{
+    qsort(ops, n, sizeof *ops, cmp_flag_op);
+    store_msg *msgs = xmalloc((n ? n : 1) * sizeof *msgs);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0;) {
+        size_t j = i;
+        while (j < n && ops[j].add == ops[i].add && ops[j].del == ops[i].del) {
+            msgs[j - i] = ops[j].m;
+            j++;
+        }
+        rc = s->ops->set_flags(s, msgs, j - i, ops[i].add, ops[i].del, err);
+        i = j;
+    }
+    free(msgs);
+    return rc;
+}
+
+static int commit_flag_bases(folder_run *r, void *arg, ofs_error *err)
+{
+    const sync_plan *plan = arg;
+    for (size_t i = 0; i < plan->n; i++) {
+        const sync_action *a = &plan->v[i];
+        if (a->kind != ACT_FLAGS)
+            continue;
+        state_pair *p = &r->pairs.v[a->pair];
+        p->flags = a->flags;
+        if (state_pair_update(r->c->st, p, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int exec_flags(folder_run *r, const sync_plan *plan, ofs_error *err)
+{
+    size_t n = plan->count[ACT_FLAGS];
+    if (!n)
+        return 0;
+    flag_op *to_srv = xmalloc(n * sizeof *to_srv), *to_loc = xmalloc(n * sizeof *to_loc);
+    size_t ns = 0, nl = 0;
+    for (size_t i = 0; i < plan->n; i++) {
+        const sync_action *a = &plan->v[i];
+        if (a->kind != ACT_FLAGS)
+            continue;
+        const store_msg *s = &r->srv.v[a->srv], *l = &r->loc.v[a->loc];
+        if (s->flags != a->flags)
+            to_srv[ns++] = (flag_op){a->flags & ~s->flags, s->flags & ~a->flags, *s};
+        if (l->flags != a->flags)
+            to_loc[nl++] = (flag_op){a->flags & ~l->flags, l->flags & ~a->flags, *l};
+    }
+    int rc = apply_flag_ops(r->c->srv, to_srv, ns, err);
+    if (rc == 0)
+        rc = apply_flag_ops(r->c->loc, to_loc, nl, err);
+    free(to_srv);
+    free(to_loc);
+    if (rc < 0)
+        return -1;
+    r->st.flags_to_server += ns;
+    r->st.flags_to_local += nl;
+    return in_txn(r, commit_flag_bases, (void *)plan, err);
+}
+
+/* ---- expunges ---- */
+
+static int forget_pairs(folder_run *r, void *arg, ofs_error *err)
+{
+    const sync_plan *plan = arg;
+    for (size_t i = 0; i < plan->n; i++) {
+        int k = plan->v[i].kind;
+        if (k == ACT_EXPUNGE_SERVER || k == ACT_EXPUNGE_LOCAL || k == ACT_FORGET)
+            if (state_pair_delete(r->c->st, r->pairs.v[plan->v[i].pair].id, err) < 0)
+                return -1;
+    }
+    return 0;
+}
+
+static int remove_from(store *s, const sync_plan *plan, int kind, const store_msg_list *l,
+                       ofs_error *err)
+{
+    size_t n = plan->count[kind], k = 0;
+    if (!n)
+        return 0;
+    store_msg *msgs = xmalloc(n * sizeof *msgs);
+    for (size_t i = 0; i < plan->n; i++)
+        if (plan->v[i].kind == kind)
+            msgs[k++] = l->v[kind == ACT_EXPUNGE_SERVER ? plan->v[i].srv : plan->v[i].loc];
+    int rc = s->ops->remove_messages(s, msgs, k, err);
+    free(msgs);
+    return rc;
+}
+
+static int exec_expunges(folder_run *r, const sync_plan *plan, ofs_error *err)
+{
+    if (!plan->count[ACT_EXPUNGE_SERVER] && !plan->count[ACT_EXPUNGE_LOCAL] &&
+        !plan->count[ACT_FORGET])
+        return 0;
+    if (remove_from(r->c->srv, plan, ACT_EXPUNGE_SERVER, &r->srv, err) < 0 ||
+        remove_from(r->c->loc, plan, ACT_EXPUNGE_LOCAL, &r->loc, err) < 0)
+        return -1;
+    r->st.expunged_server += plan->count[ACT_EXPUNGE_SERVER];
+    r->st.expunged_local += plan->count[ACT_EXPUNGE_LOCAL];
+    return in_txn(r, forget_pairs, (void *)plan, err);
+}
+
+/* ---- copies ---- */
+
+typedef struct copy_item {
+    state_pair p;
+    int fd;
+} copy_item;
+
+typedef struct copy_batch {
+    folder_run *r;
+    copy_item *items;
+    size_t n, cap;
+    int fd; /* the staging file being written */
+} copy_batch;
+
+static void batch_free(copy_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        free(b->items[i].p.key);
+        free(b->items[i].p.msgid);
+        if (b->items[i].fd >= 0)
+            close(b->items[i].fd);
+    }
+    if (b->fd >= 0)
+        close(b->fd);
+    free(b->items);
+    b->items = NULL;
+    b->n = b->cap = 0;
+    b->fd = -1;
+}
+
+static copy_item *batch_push(copy_batch *b)
+{
+    if (b->n == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 64;
+        b->items = xrealloc(b->items, b->cap * sizeof *b->items);
+    }
+    copy_item *it = &b->items[b->n++];
+    memset(it, 0, sizeof *it);
+    it->fd = -1;
+    return it;
+}
+
+static int sink_open(void *ctx, const store_msg *m, uint64_t size, ofs_error *err)
+{
+    (void)m;
+    (void)size;
+    copy_batch *b = ctx;
+    if (b->fd >= 0)
+        close(b->fd);
+    b->fd = temp_open(b->r, err);
+    return b->fd;
+}
+
+/* Stages the message as a pair-to-be: Message-ID and size now, for re-pairing later. */
+static copy_item *stage_item(copy_batch *b, const store_msg *m, uint64_t size)
+{
+    copy_item *it = batch_push(b);
+    it->p.uid = m->uid;
+    it->p.key = m->key ? xstrdup(m->key) : NULL;
+    it->p.flags = m->flags;
+    it->p.size = size;
+    it->p.msgid = msg_read_msgid(b->fd);
+    return it;
+}
+
+static int download_done(void *ctx, const store_msg *m, int fd, uint64_t size, ofs_error *err)
+{
+    copy_batch *b = ctx;
+    folder_run *r = b->r;
+    copy_item *it = stage_item(b, m, size);
+    if (lseek(fd, 0, SEEK_SET) < 0)
+        return err_errno(err, OFS_E_IO, errno, "cannot rewind a staging file");
+    store_msg out = {0};
+    int rc = r->c->loc->ops->store_message(r->c->loc, fd, size, m->flags, &out, err);
+    close(b->fd);
+    b->fd = -1;
+    if (rc < 0) {
+        b->n--;
+        free(it->p.key);
+        free(it->p.msgid);
+        return -1;
+    }
+    it->p.key = out.key;
+    free(out.msgid);
+    r->st.bytes_down += size;
+    return 0;
+}
+
+static int add_intents(folder_run *r, void *arg, ofs_error *err)
+{
+    copy_batch *b = arg;
+    for (size_t i = 0; i < b->n; i++)
+        if (state_pair_add(r->c->st, r->sf.id, &b->items[i].p, err) < 0)
+            return -1;
+    return 0;
+}
+
+static int settle_items(folder_run *r, void *arg, ofs_error *err)
+{
+    copy_batch *b = arg;
+    for (size_t i = 0; i < b->n; i++) {
+        state_pair *p = &b->items[i].p;
+        if (p->pending == PENDING_UPLOAD && !p->uid)
+            continue; /* no APPENDUID: re-paired by Message-ID after the batch */
+        p->pending = PENDING_NONE;
+        if (state_pair_update(r->c->st, p, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Intents committed, files flushed into cur/ and new/, pairs settled: a crash anywhere in
+ * between leaves intents that resolve_downloads settles without copying anything twice. */
+static int commit_downloads(folder_run *r, copy_batch *b, ofs_error *err)
+{
+    if (!b->n)
+        return 0;
+    for (size_t i = 0; i < b->n; i++)
+        b->items[i].p.pending = PENDING_DOWNLOAD;
+    if (in_txn(r, add_intents, b, err) < 0 || r->c->loc->ops->flush(r->c->loc, err) < 0 ||
+        in_txn(r, settle_items, b, err) < 0)
+        return -1;
+    r->st.downloaded += b->n;
+    r->done += b->n;
+    emit(r, OFS_EV_PROGRESS, NULL);
+    return 0;
+}
+
+static int exec_downloads(folder_run *r, const sync_plan *plan, ofs_error *err)
+{
+    size_t n = plan->count[ACT_DOWNLOAD];
+    if (!n)
+        return 0;
+    store_msg *msgs = xmalloc(n * sizeof *msgs);
+    size_t k = 0;
+    for (size_t i = 0; i < plan->n; i++)
+        if (plan->v[i].kind == ACT_DOWNLOAD)
+            msgs[k++] = r->srv.v[plan->v[i].srv];
+    copy_batch b = {.r = r, .fd = -1};
+    store_sink sink = {sink_open, download_done, &b};
+    int rc = 0;
+    for (size_t i = 0; i < k && rc == 0; i += DOWNLOAD_BATCH) {
+        size_t len = k - i < DOWNLOAD_BATCH ? k - i : DOWNLOAD_BATCH;
+        rc = r->c->srv->ops->fetch_messages(r->c->srv, msgs + i, len, &sink, err);
+        /* What arrived before a failure is kept: it is complete and staged. */
+        ofs_error e2;
+        if (commit_downloads(r, &b, rc < 0 ? &e2 : err) < 0 && rc == 0)
+            rc = -1;
+        batch_free(&b);
+    }
+    free(msgs);
+    return rc;
+}
+
+static int upload_done(void *ctx, const store_msg *m, int fd, uint64_t size, ofs_error *err)
+{
+    (void)err;
+    copy_batch *b = ctx;
+    copy_item *it = stage_item(b, m, size);
+    it->fd = fd;
+    b->fd = -1; /* now owned by the item */
+    return 0;
+}
+
+static uint32_t upload_floor(const folder_run *r)
+{
+    if (r->si.uidnext)
+        return r->si.uidnext;
+    uint32_t max = 0;
+    for (size_t i = 0; i < r->srv.n; i++)
+        if (r->srv.v[i].uid > max)
+            max = r->srv.v[i].uid;
+    return max + 1;
+}
+
+static int append_items(folder_run *r, copy_batch *b, ofs_error *err)
+{
+    store *srv = r->c->srv;
+    for (size_t i = 0; i < b->n; i++) {
+        copy_item *it = &b->items[i];
+        store_msg out = {0};
+        if (lseek(it->fd, 0, SEEK_SET) < 0)
+            return err_errno(err, OFS_E_IO, errno, "cannot rewind a staging file");
+        /* On failure the unsent rest stay upload intents; the next pass finds them absent
+         * from the server and sends them then. */
+        if (srv->ops->store_message(srv, it->fd, it->p.size, it->p.flags, &out, err) < 0)
+            return -1;
+        it->p.uid = out.uid;
+        free(out.key);
+        free(out.msgid);
+        r->st.bytes_up += it->p.size;
+        r->st.uploaded++;
+        r->done++;
+    }
+    return 0;
+}
+
+static int upload_batch(folder_run *r, const store_msg *msgs, size_t n, bool *unpaired,
+                        ofs_error *err)
+{
+    copy_batch b = {.r = r, .fd = -1};
+    store_sink sink = {sink_open, upload_done, &b};
+    int rc = r->c->loc->ops->fetch_messages(r->c->loc, msgs, n, &sink, err);
+    for (size_t i = 0; i < b.n; i++) {
+        b.items[i].p.pending = PENDING_UPLOAD;
+        b.items[i].p.uidnext_seen = upload_floor(r);
+    }
+    if (rc == 0)
+        rc = in_txn(r, add_intents, &b, err);
+    if (rc == 0) {
+        rc = append_items(r, &b, err);
+        ofs_error e2;
+        if (in_txn(r, settle_items, &b, rc < 0 ? &e2 : err) < 0)
+            rc = -1;
+        for (size_t i = 0; i < b.n; i++)
+            if (!b.items[i].p.uid)
+                *unpaired = true;
+        emit(r, OFS_EV_PROGRESS, NULL);
+    }
+    batch_free(&b);
+    return rc;
+}
+
+static int exec_uploads(folder_run *r, const sync_plan *plan, ofs_error *err)
+{
+    size_t n = plan->count[ACT_UPLOAD], k = 0;
+    if (!n)
+        return 0;
+    store_msg *msgs = xmalloc(n * sizeof *msgs);
+    for (size_t i = 0; i < plan->n; i++)
+        if (plan->v[i].kind == ACT_UPLOAD)
+            msgs[k++] = r->loc.v[plan->v[i].loc];
+    bool unpaired = false;
+    int rc = 0;
+    for (size_t i = 0; i < k && rc == 0; i += UPLOAD_BATCH)
+        rc = upload_batch(r, msgs + i, k - i < UPLOAD_BATCH ? k - i : UPLOAD_BATCH, &unpaired,
+                          err);
+    free(msgs);
+    /* Without UIDPLUS the server did not say which UIDs it gave: find them now. */
+    if (rc == 0 && unpaired && (rc = reload_pairs(r, err)) == 0)
+        rc = resolve_pending(r, err);
+    return rc;
+}
+
+/* ---- one folder ---- */
+
+static int load_folder_state(folder_run *r, ofs_error *err)
+{
+    int rc = state_folder_get(r->c->st, r->name, &r->sf, err);
+    if (rc == 1)
+        rc = state_folder_add(r->c->st, r->name, &r->sf, err);
+    if (rc < 0)
+        return -1;
+    return state_pairs_load(r->c->st, r->sf.id, &r->pairs, err);
+}
+
+static int list_both(folder_run *r, ofs_error *err)
+{
+    store_list_opts so = {.want_size = true}, lo = {0};
+    store_msg_list_free(&r->srv);
+    store_msg_list_free(&r->loc);
+    if (r->c->srv->ops->list_messages(r->c->srv, &so, &r->srv, err) < 0)
+        return -1;
+    return r->c->loc->ops->list_messages(r->c->loc, &lo, &r->loc, err);
+}
+
+static int open_and_list(folder_run *r, ofs_error *err)
+{
+    store *srv = r->c->srv, *loc = r->c->loc;
+    if (srv->ops->open_folder(srv, r->name, &r->si, err) < 0 ||
+        loc->ops->open_folder(loc, r->name, &r->li, err) < 0 || load_folder_state(r, err) < 0 ||
+        check_uidvalidity(r, err) < 0 || list_both(r, err) < 0)
+        return -1;
+    bool pending = false;
+    for (size_t i = 0; i < r->pairs.n; i++)
+        pending |= r->pairs.v[i].pending != PENDING_NONE;
+    if (!pending)
+        return 0;
+    if (resolve_pending(r, err) < 0)
+        return -1;
+    return 0;
+}
+
+static void summarize(folder_run *r)
+{
+    const ofs_sync_stats *s = &r->st;
+    if (!s->downloaded && !s->uploaded && !s->flags_to_local && !s->flags_to_server &&
+        !s->expunged_local && !s->expunged_server) {
+        emit(r, OFS_EV_FOLDER_DONE, "in sync");
+        return;
+    }
+    buf line;
+    buf_init(&line);
+    if (s->downloaded)
+        buf_printf(&line, "%s%llu downloaded", line.len ? ", " : "",
+                   (unsigned long long)s->downloaded);
+    if (s->uploaded)
+        buf_printf(&line, "%s%llu uploaded", line.len ? ", " : "", (unsigned long long)s->uploaded);
+    if (s->flags_to_local)
+        buf_printf(&line, "%sflags of %llu changed locally", line.len ? ", " : "",
+                   (unsigned long long)s->flags_to_local);
+    if (s->flags_to_server)
+        buf_printf(&line, "%sflags of %llu changed on the server", line.len ? ", " : "",
+                   (unsigned long long)s->flags_to_server);
+    if (s->expunged_local)
+        buf_printf(&line, "%s%llu removed locally", line.len ? ", " : "",
+                   (unsigned long long)s->expunged_local);
+    if (s->expunged_server)
+        buf_printf(&line, "%s%llu removed from the server", line.len ? ", " : "",
+                   (unsigned long long)s->expunged_server);
+    emit(r, OFS_EV_FOLDER_DONE, line.data);
+    buf_free(&line);
+}
+
+static void add_stats(ofs_sync_stats *to, const ofs_sync_stats *from)
+{
+    to->downloaded += from->downloaded;
+    to->uploaded += from->uploaded;
+    to->flags_to_local += from->flags_to_local;
+    to->flags_to_server += from->flags_to_server;
+    to->expunged_local += from->expunged_local;
+    to->expunged_server += from->expunged_server;
+    to->bytes_down += from->bytes_down;
+    to->bytes_up += from->bytes_up;
+}
+
+static int finish_folder(folder_run *r, ofs_error *err)
+{
+    r->sf.uidnext = r->si.uidnext;
+    r->sf.highestmodseq = r->si.highestmodseq;
+    r->sf.last_sync = (int64_t)time(NULL);
+    if (state_folder_update(r->c->st, &r->sf, err) < 0)
+        return -1;
+    summarize(r);
+    return 0;
+}
+
+static int run_folder(folder_run *r, ofs_error *err)
+{
+    emit(r, OFS_EV_FOLDER_START, NULL);
+    if (open_and_list(r, err) < 0)
+        return -1;
+    sync_plan plan;
+    sync_plan_folder(&r->pairs, &r->srv, &r->loc, &plan);
+    r->total = plan.count[ACT_DOWNLOAD] + plan.count[ACT_UPLOAD];
+    int rc = exec_flags(r, &plan, err);
+    if (rc == 0)
+        rc = exec_expunges(r, &plan, err);
+    if (rc == 0)
+        rc = exec_downloads(r, &plan, err);
+    if (rc == 0)
+        rc = exec_uploads(r, &plan, err);
+    sync_plan_free(&plan);
+    if (rc == 0)
+        rc = finish_folder(r, err);
+    return rc;
+}
+
+int sync_folder(sync_ctx *c, const char *name, ofs_error *err)
+{
+    folder_run r = {.c = c, .name = name};
+    store_msg_list_init(&r.srv);
+    store_msg_list_init(&r.loc);
+    int rc = run_folder(&r, err);
+    if (rc < 0)
+        err_prefix(err, "%s", name);
+    add_stats(&c->stats, &r.st);
+    state_folder_free(&r.sf);
+    state_pair_list_free(&r.pairs);
+    store_msg_list_free(&r.srv);
+    store_msg_list_free(&r.loc);
+    return rc;
+}

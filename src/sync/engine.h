@@ -1,0 +1,29 @@
+/* engine.h: one sync pass of one account: the folder set, then each folder's plan, executed.
+ * Every store change is made durable before the state says it happened (DESIGN.md section 3). */
+#ifndef OFS_SYNC_ENGINE_H
+#define OFS_SYNC_ENGINE_H
+
+#include "ofsync.h"
+#include "state/state.h"
+#include "sync/config.h"
+#include "sync/store.h"
+
+typedef struct sync_ctx {
+    const cfg_account *acct;
+    state *st;
+    store *srv, *loc;
+    ofs_event_fn fn;
+    void *fn_ctx;
+    ofs_sync_stats stats;  /* the whole pass */
+    ofs_error folder_err;  /* the first folder-level error; the pass goes on past it */
+    int folder_failures;
+} sync_ctx;
+
+/* Syncs the folder set and every folder. Returns -1 when the pass could not go on (network,
+ * state, disk) or when any folder failed; err then holds the first error. */
+int sync_run_pass(sync_ctx *c, ofs_error *err);
+
+/* One folder, which exists on both sides when called. */
+int sync_folder(sync_ctx *c, const char *name, ofs_error *err);
+
+#endif

@@ -1,0 +1,84 @@
+/* message.c: Message-ID extraction from a message header (RFC 5322 folding rules).
+ * Reads only the header block and bounds it, whatever the file holds. */
+#include "sync/message.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "util/mem.h"
+
+enum { HEADER_MAX = 256 * 1024 };
+
+/* Length of the line starting at p, including its line ending. */
+static size_t line_len(const char *p, const char *end)
+{
+    const char *q = p;
+    while (q < end && *q != '\n')
+        q++;
+    return (size_t)(q - p) + (q < end);
+}
+
+static int is_blank_line(const char *p, size_t n)
+{
+    return n == 0 || (n == 1 && p[0] == '\n') || (n == 2 && p[0] == '\r' && p[1] == '\n');
+}
+
+char *msg_parse_msgid(const char *text, size_t len)
+{
+    static const char name[] = "message-id:";
+    const char *p = text, *end = text + len;
+    while (p < end) {
+        size_t n = line_len(p, end);
+        if (is_blank_line(p, n))
+            return NULL;
+        if (n >= sizeof name - 1 && strncasecmp(p, name, sizeof name - 1) == 0) {
+            buf value;
+            buf_init(&value);
+            const char *v = p + sizeof name - 1;
+            size_t vn = n - (sizeof name - 1);
+            for (;;) {
+                for (size_t i = 0; i < vn; i++)
+                    if (v[i] != '\r' && v[i] != '\n')
+                        buf_addc(&value, v[i] == '\t' ? ' ' : v[i]);
+                p = v + vn;
+                if (p >= end || (*p != ' ' && *p != '\t'))
+                    break;
+                v = p;
+                vn = line_len(p, end);
+            }
+            char *s = value.data ? value.data : xstrdup("");
+            char *b = s;
+            while (*b && isspace((unsigned char)*b))
+                b++;
+            size_t bl = strlen(b);
+            while (bl && isspace((unsigned char)b[bl - 1]))
+                bl--;
+            char *out = bl ? xstrndup(b, bl) : NULL;
+            free(s);
+            return out;
+        }
+        p += n;
+    }
+    return NULL;
+}
+
+char *msg_read_msgid(int fd)
+{
+    off_t at = lseek(fd, 0, SEEK_CUR);
+    char *text = xmalloc(HEADER_MAX);
+    size_t len = 0;
+    while (len < HEADER_MAX) {
+        ssize_t r = pread(fd, text + len, HEADER_MAX - len, (off_t)len);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    char *id = msg_parse_msgid(text, len);
+    free(text);
+    if (at >= 0)
+        lseek(fd, at, SEEK_SET);
+    return id;
+}

@@ -1,0 +1,46 @@
+/* plan.h: the three-way rule of one folder, as a pure function of state, server and local lists.
+ * No I/O here: the engine executes the plan, tests check every rule without a server. */
+#ifndef OFS_SYNC_PLAN_H
+#define OFS_SYNC_PLAN_H
+
+#include <stddef.h>
+
+#include "state/state.h"
+#include "sync/store.h"
+
+/* Per flag: a side that changed it since the base wins; unchanged on both keeps the base.
+ * One bit cannot change differently on both sides, so this never conflicts. */
+unsigned sync_merge_flags(unsigned base, unsigned server, unsigned local);
+
+enum sync_action_kind {
+    ACT_DOWNLOAD,        /* server message with no pair: copy to local */
+    ACT_UPLOAD,          /* local message with no pair: copy to server */
+    ACT_FLAGS,           /* paired on both sides: bring flags to `flags` where they differ */
+    ACT_EXPUNGE_SERVER,  /* gone locally, was synced: remove from the server */
+    ACT_EXPUNGE_LOCAL,   /* gone on the server, was synced: remove locally */
+    ACT_FORGET,          /* gone on both sides: drop the pair */
+};
+
+typedef struct sync_action {
+    int kind;         /* enum sync_action_kind */
+    long pair;        /* index into the state pairs, or -1 */
+    long srv;         /* index into the server list, or -1 */
+    long loc;         /* index into the local list, or -1 */
+    unsigned flags;   /* ACT_FLAGS: the merged flags */
+} sync_action;
+
+typedef struct sync_plan {
+    sync_action *v;
+    size_t n, cap;
+    size_t count[ACT_FORGET + 1];
+    size_t to_server_flags, to_local_flags; /* ACT_FLAGS that change that side */
+} sync_plan;
+
+void sync_plan_free(sync_plan *p);
+
+/* Plans one folder. pairs must hold no pending entries (resolve them first); srv and loc are
+ * the stores' current listings. Lists are not modified; the plan refers to them by index. */
+void sync_plan_folder(const state_pair_list *pairs, const store_msg_list *srv,
+                      const store_msg_list *loc, sync_plan *out);
+
+#endif

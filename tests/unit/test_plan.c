@@ -1,0 +1,257 @@
+/* test_plan.c: the three-way rule, one test per rule of DESIGN.md section 3.
+ * Pure planning: state pairs, server and local listings in, actions out. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sync/plan.h"
+
+enum { S = FLAG_SEEN, R = FLAG_ANSWERED, F = FLAG_FLAGGED, T = FLAG_DELETED, D = FLAG_DRAFT };
+
+typedef struct fixture {
+    state_pair_list pairs;
+    store_msg_list srv, loc;
+    sync_plan plan;
+} fixture;
+
+static void pair(fixture *f, uint32_t uid, const char *key, unsigned flags)
+{
+    if (f->pairs.n == f->pairs.cap) {
+        f->pairs.cap = f->pairs.cap ? f->pairs.cap * 2 : 8;
+        f->pairs.v = realloc(f->pairs.v, f->pairs.cap * sizeof *f->pairs.v);
+    }
+    state_pair *p = &f->pairs.v[f->pairs.n++];
+    memset(p, 0, sizeof *p);
+    p->uid = uid;
+    p->key = key ? strdup(key) : NULL;
+    p->flags = flags;
+}
+
+static void srv(fixture *f, uint32_t uid, unsigned flags)
+{
+    store_msg *m = store_msg_list_push(&f->srv);
+    m->uid = uid;
+    m->flags = flags;
+}
+
+static void loc(fixture *f, const char *key, unsigned flags)
+{
+    store_msg *m = store_msg_list_push(&f->loc);
+    m->key = strdup(key);
+    m->flags = flags;
+}
+
+static int setup(void **st)
+{
+    fixture *f = calloc(1, sizeof *f);
+    store_msg_list_init(&f->srv);
+    store_msg_list_init(&f->loc);
+    *st = f;
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    fixture *f = *st;
+    state_pair_list_free(&f->pairs);
+    store_msg_list_free(&f->srv);
+    store_msg_list_free(&f->loc);
+    sync_plan_free(&f->plan);
+    free(f);
+    return 0;
+}
+
+static void plan(fixture *f)
+{
+    sync_plan_folder(&f->pairs, &f->srv, &f->loc, &f->plan);
+}
+
+static const sync_action *only_action(fixture *f, int kind)
+{
+    assert_int_equal(f->plan.n, 1);
+    assert_int_equal(f->plan.v[0].kind, kind);
+    return &f->plan.v[0];
+}
+
+static void test_merge_per_flag(void **st)
+{
+    (void)st;
+    assert_int_equal(sync_merge_flags(0, S, 0), S);             /* server set */
+    assert_int_equal(sync_merge_flags(0, 0, F), F);             /* local set */
+    assert_int_equal(sync_merge_flags(S | F, S, S | F), S);     /* server cleared F */
+    assert_int_equal(sync_merge_flags(S, S | F, R), R | F);     /* both sides, different flags */
+    assert_int_equal(sync_merge_flags(S, 0, 0), 0);             /* both cleared */
+    assert_int_equal(sync_merge_flags(D, D | T, 0), T);         /* local cleared D, server set T */
+    assert_int_equal(sync_merge_flags(S | R, S | R, S | R), S | R);
+}
+
+static void test_in_sync_needs_nothing(void **st)
+{
+    fixture *f = *st;
+    pair(f, 1, "k1", S);
+    srv(f, 1, S);
+    loc(f, "k1", S);
+    plan(f);
+    assert_int_equal(f->plan.n, 0);
+}
+
+static void test_new_on_server_downloads(void **st)
+{
+    fixture *f = *st;
+    srv(f, 7, F);
+    plan(f);
+    const sync_action *a = only_action(f, ACT_DOWNLOAD);
+    assert_int_equal(a->srv, 0);
+    assert_int_equal(a->flags, F);
+}
+
+static void test_new_locally_uploads(void **st)
+{
+    fixture *f = *st;
+    loc(f, "new1", S);
+    plan(f);
+    assert_int_equal(only_action(f, ACT_UPLOAD)->loc, 0);
+}
+
+static void test_flag_changed_on_server_goes_local(void **st)
+{
+    fixture *f = *st;
+    pair(f, 3, "k3", 0);
+    srv(f, 3, S | F);
+    loc(f, "k3", 0);
+    plan(f);
+    const sync_action *a = only_action(f, ACT_FLAGS);
+    assert_int_equal(a->flags, S | F);
+    assert_int_equal(f->plan.to_local_flags, 1);
+    assert_int_equal(f->plan.to_server_flags, 0);
+}
+
+static void test_flag_changed_locally_goes_to_server(void **st)
+{
+    fixture *f = *st;
+    pair(f, 3, "k3", S | F);
+    srv(f, 3, S | F);
+    loc(f, "k3", S | R);
+    plan(f);
+    const sync_action *a = only_action(f, ACT_FLAGS);
+    assert_int_equal(a->flags, S | R);
+    assert_int_equal(f->plan.to_server_flags, 1);
+    assert_int_equal(f->plan.to_local_flags, 0);
+}
+
+static void test_flags_changed_on_both_sides_merge(void **st)
+{
+    fixture *f = *st;
+    pair(f, 3, "k3", 0);
+    srv(f, 3, S);
+    loc(f, "k3", F);
+    plan(f);
+    const sync_action *a = only_action(f, ACT_FLAGS);
+    assert_int_equal(a->flags, S | F);
+    assert_int_equal(f->plan.to_server_flags, 1);
+    assert_int_equal(f->plan.to_local_flags, 1);
+}
+
+static void test_same_change_on_both_sides_updates_base_only(void **st)
+{
+    fixture *f = *st;
+    pair(f, 3, "k3", 0);
+    srv(f, 3, S);
+    loc(f, "k3", S);
+    plan(f);
+    const sync_action *a = only_action(f, ACT_FLAGS);
+    assert_int_equal(a->flags, S);
+    assert_int_equal(f->plan.to_server_flags, 0);
+    assert_int_equal(f->plan.to_local_flags, 0);
+}
+
+static void test_deleted_locally_expunges_server(void **st)
+{
+    fixture *f = *st;
+    pair(f, 4, "k4", S);
+    srv(f, 4, S);
+    plan(f);
+    assert_int_equal(only_action(f, ACT_EXPUNGE_SERVER)->srv, 0);
+}
+
+static void test_expunged_on_server_removes_local(void **st)
+{
+    fixture *f = *st;
+    pair(f, 4, "k4", S);
+    loc(f, "k4", S);
+    plan(f);
+    assert_int_equal(only_action(f, ACT_EXPUNGE_LOCAL)->loc, 0);
+}
+
+static void test_deletion_wins_over_flag_change(void **st)
+{
+    fixture *f = *st;
+    pair(f, 4, "k4", 0);
+    srv(f, 4, F); /* flagged on the server ... */
+    plan(f);      /* ... deleted locally: a deletion is a deliberate act */
+    only_action(f, ACT_EXPUNGE_SERVER);
+}
+
+static void test_gone_on_both_sides_forgets(void **st)
+{
+    fixture *f = *st;
+    pair(f, 4, "k4", 0);
+    plan(f);
+    only_action(f, ACT_FORGET);
+}
+
+static void test_one_sided_message_is_never_deleted(void **st)
+{
+    fixture *f = *st;
+    /* A pair whose uid is unknown cannot expunge anything on the server, and a local
+     * message with no pair is copied, never removed. */
+    srv(f, 10, 0);
+    loc(f, "lonely", 0);
+    plan(f);
+    assert_int_equal(f->plan.n, 2);
+    assert_int_equal(f->plan.count[ACT_DOWNLOAD], 1);
+    assert_int_equal(f->plan.count[ACT_UPLOAD], 1);
+    assert_int_equal(f->plan.count[ACT_EXPUNGE_LOCAL] + f->plan.count[ACT_EXPUNGE_SERVER], 0);
+}
+
+static void test_large_folder_pairs_by_uid_and_key(void **st)
+{
+    fixture *f = *st;
+    char key[32];
+    for (uint32_t i = 1; i <= 5000; i++) {
+        snprintf(key, sizeof key, "k%05u", 5001 - i); /* keys in the opposite order */
+        pair(f, i, key, S);
+        srv(f, i, i == 2500 ? S | F : S);
+        loc(f, key, S);
+    }
+    plan(f);
+    const sync_action *a = only_action(f, ACT_FLAGS);
+    assert_int_equal(f->pairs.v[a->pair].uid, 2500);
+    assert_int_equal(a->flags, S | F);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_merge_per_flag),
+        cmocka_unit_test_setup_teardown(test_in_sync_needs_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_new_on_server_downloads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_new_locally_uploads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flag_changed_on_server_goes_local, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flag_changed_locally_goes_to_server, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flags_changed_on_both_sides_merge, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_same_change_on_both_sides_updates_base_only, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_deleted_locally_expunges_server, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expunged_on_server_removes_local, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deletion_wins_over_flag_change, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gone_on_both_sides_forgets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_sided_message_is_never_deleted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_folder_pairs_by_uid_and_key, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
