@@ -1,0 +1,83 @@
+/* test_message.c: Message-ID extraction, the key that re-pairs messages after an APPEND
+ * without UIDPLUS and after a UIDVALIDITY change. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "sync/message.h"
+
+static void expect_id(const char *text, const char *want)
+{
+    char *got = msg_parse_msgid(text, strlen(text));
+    if (!want) {
+        assert_null(got);
+        return;
+    }
+    assert_non_null(got);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static void test_simple(void **st)
+{
+    (void)st;
+    expect_id("From: a@b\r\nMessage-ID: <1@x>\r\n\r\nbody", "<1@x>");
+    expect_id("message-id:<2@x>\n\nbody", "<2@x>");
+    expect_id("MESSAGE-ID:   <3@x>   \n", "<3@x>");
+}
+
+static void test_folded(void **st)
+{
+    (void)st;
+    expect_id("Subject: s\r\nMessage-Id:\r\n <4@x>\r\n\r\n", "<4@x>");
+    expect_id("Message-Id: <5@\n\tx>\nX: y\n\n", "<5@ x>");
+}
+
+static void test_absent_or_in_body(void **st)
+{
+    (void)st;
+    expect_id("From: a\r\n\r\nMessage-ID: <body@x>\r\n", NULL);
+    expect_id("", NULL);
+    expect_id("Message-ID:\r\n\r\n", NULL);
+    expect_id("X-Message-ID: <no@x>\r\n\r\n", NULL);
+}
+
+static void test_truncated_header(void **st)
+{
+    (void)st;
+    expect_id("Message-ID: <6@x", "<6@x");
+    expect_id("Message-ID:", NULL);
+}
+
+static void test_from_fd_restores_offset(void **st)
+{
+    (void)st;
+    int fd = memfd_create("msg", 0);
+    assert_true(fd >= 0);
+    const char *text = "Message-ID: <7@x>\r\n\r\nhello";
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    char *id = msg_read_msgid(fd);
+    assert_string_equal(id, "<7@x>");
+    assert_int_equal(lseek(fd, 0, SEEK_CUR), (off_t)strlen(text));
+    free(id);
+    close(fd);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_simple),
+        cmocka_unit_test(test_folded),
+        cmocka_unit_test(test_absent_or_in_body),
+        cmocka_unit_test(test_truncated_header),
+        cmocka_unit_test(test_from_fd_restores_offset),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
