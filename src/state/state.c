@@ -1,0 +1,518 @@
+/* state.c: the per-account sync state in SQLite: schema migrations, folders and message pairs.
+ * Statements are prepared once and reused, because the engine calls them per message. */
+#include "state/state.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "util/err.h"
+
+/* Cached statements; the SQL lives in stmt_sql at the same index. */
+enum {
+    S_BEGIN,
+    S_COMMIT,
+    S_ROLLBACK,
+    S_FOLDER_GET,
+    S_FOLDER_ADD,
+    S_FOLDER_UPDATE,
+    S_FOLDER_DELETE,
+    S_FOLDER_NAMES,
+    S_PAIRS_LOAD,
+    S_PAIR_ADD,
+    S_PAIR_UPDATE,
+    S_PAIR_DELETE,
+    S_PAIRS_CLEAR,
+    S_COUNT
+};
+
+static const char *const stmt_sql[S_COUNT] = {
+    [S_BEGIN] = "BEGIN IMMEDIATE",
+    [S_COMMIT] = "COMMIT",
+    [S_ROLLBACK] = "ROLLBACK",
+    [S_FOLDER_GET] = "SELECT id, name, uidvalidity, uidnext, highestmodseq, last_sync"
+                     " FROM folders WHERE name = ?1",
+    [S_FOLDER_ADD] = "INSERT INTO folders (name, uidvalidity, uidnext, highestmodseq, last_sync)"
+                     " VALUES (?1, 0, 0, 0, 0)",
+    [S_FOLDER_UPDATE] = "UPDATE folders SET name = ?2, uidvalidity = ?3, uidnext = ?4,"
+                        " highestmodseq = ?5, last_sync = ?6 WHERE id = ?1",
+    [S_FOLDER_DELETE] = "DELETE FROM folders WHERE id = ?1",
+    [S_FOLDER_NAMES] = "SELECT name FROM folders ORDER BY name",
+    [S_PAIRS_LOAD] = "SELECT id, uid, key, flags, size, msgid, pending, uidnext_seen"
+                     " FROM pairs WHERE folder_id = ?1 ORDER BY uid, id",
+    [S_PAIR_ADD] = "INSERT INTO pairs (folder_id, uid, key, flags, size, msgid, pending,"
+                   " uidnext_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [S_PAIR_UPDATE] = "UPDATE pairs SET uid = ?2, key = ?3, flags = ?4, size = ?5, msgid = ?6,"
+                      " pending = ?7, uidnext_seen = ?8 WHERE id = ?1",
+    [S_PAIR_DELETE] = "DELETE FROM pairs WHERE id = ?1",
+    [S_PAIRS_CLEAR] = "DELETE FROM pairs WHERE folder_id = ?1",
+};
+
+/* Schema steps, in order: step i takes user_version i to i + 1. Never edit a released step;
+ * append a new one. */
+static const char *const migrations[] = {
+    /* v1 */
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"
+    "CREATE TABLE folders ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT UNIQUE NOT NULL,"
+    "  uidvalidity INTEGER NOT NULL DEFAULT 0,"
+    "  uidnext INTEGER NOT NULL DEFAULT 0,"
+    "  highestmodseq INTEGER NOT NULL DEFAULT 0,"
+    "  last_sync INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE pairs ("
+    "  id INTEGER PRIMARY KEY,"
+    "  folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,"
+    "  uid INTEGER,"
+    "  key TEXT,"
+    "  flags INTEGER NOT NULL DEFAULT 0,"
+    "  size INTEGER NOT NULL DEFAULT 0,"
+    "  msgid TEXT,"
+    "  pending INTEGER NOT NULL DEFAULT 0,"
+    "  uidnext_seen INTEGER NOT NULL DEFAULT 0);"
+    "CREATE UNIQUE INDEX pairs_uid ON pairs (folder_id, uid) WHERE uid IS NOT NULL;"
+    "CREATE UNIQUE INDEX pairs_key ON pairs (folder_id, key) WHERE key IS NOT NULL;"
+    "CREATE INDEX pairs_folder_uid ON pairs (folder_id, uid);",
+};
+
+#define STATE_SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+struct state {
+    sqlite3 *db;
+    char *path;
+    sqlite3_stmt *stmt[S_COUNT];
+};
+
+static int state_fail(state *st, ofs_error *err, const char *what)
+{
+    return err_set(err, OFS_E_STATE, "state database %s: %s: %s", st->path, what,
+                   sqlite3_errmsg(st->db));
+}
+
+static sqlite3_stmt *state_stmt(state *st, int which, ofs_error *err)
+{
+    if (!st->stmt[which] &&
+        sqlite3_prepare_v3(st->db, stmt_sql[which], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[which],
+                           NULL) != SQLITE_OK) {
+        state_fail(st, err, "cannot prepare a statement");
+        return NULL;
+    }
+    return st->stmt[which];
+}
+
+/* Runs a statement that returns no rows, then makes it ready for the next call. The format
+ * says what failed; the error is read before the reset. */
+static int state_step_done(state *st, sqlite3_stmt *s, ofs_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int state_step_done(state *st, sqlite3_stmt *s, ofs_error *err, const char *fmt, ...)
+{
+    int rc = sqlite3_step(s);
+    int ret = 0;
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        buf what;
+        buf_init(&what);
+        va_list ap;
+        va_start(ap, fmt);
+        buf_vprintf(&what, fmt, ap);
+        va_end(ap);
+        ret = state_fail(st, err, what.data);
+        buf_free(&what);
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return ret;
+}
+
+static void state_stmt_done(sqlite3_stmt *s)
+{
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+}
+
+static int state_exec(state *st, const char *sql, const char *what, ofs_error *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        err_set(err, OFS_E_STATE, "state database %s: %s: %s", st->path, what,
+                msg ? msg : sqlite3_errmsg(st->db));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* mkdir -p of the directory holding path; the state is private, hence 0700. */
+static int state_mkdir_parent(const char *path, ofs_error *err)
+{
+    char *dir = xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    int ret = 0;
+    if (slash && slash != dir) {
+        *slash = '\0';
+        for (char *p = dir + 1; ret == 0; p++) {
+            if (*p != '/' && *p != '\0')
+                continue;
+            char c = *p;
+            *p = '\0';
+            if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                ret = err_errno(err, OFS_E_STATE, errno, "cannot create state directory %s", dir);
+            *p = c;
+            if (c == '\0')
+                break;
+        }
+    }
+    free(dir);
+    return ret;
+}
+
+static int state_user_version(state *st, int *version, ofs_error *err)
+{
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK)
+        return err_set(err, OFS_E_STATE,
+                       "state database %s is unreadable or not an SQLite database: %s", st->path,
+                       sqlite3_errmsg(st->db));
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW) {
+        err_set(err, OFS_E_STATE, "state database %s is unreadable or not an SQLite database: %s",
+                st->path, sqlite3_errmsg(st->db));
+        sqlite3_finalize(s);
+        return -1;
+    }
+    *version = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    return 0;
+}
+
+/* Each step and its version bump commit together, so a crash never leaves a half-migrated
+ * schema labelled with either version. */
+static int state_migrate(state *st, int from, ofs_error *err)
+{
+    for (int v = from; v < STATE_SCHEMA_VERSION; v++) {
+        if (state_exec(st, "BEGIN IMMEDIATE", "cannot start the schema upgrade", err) < 0)
+            return -1;
+        char *bump = xasprintf("PRAGMA user_version = %d", v + 1);
+        int ret = state_exec(st, migrations[v], "cannot upgrade the schema", err);
+        if (ret == 0)
+            ret = state_exec(st, bump, "cannot record the schema version", err);
+        if (ret == 0)
+            ret = state_exec(st, "COMMIT", "cannot commit the schema upgrade", err);
+        free(bump);
+        if (ret < 0) {
+            sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int state_setup(state *st, ofs_error *err)
+{
+    int version = 0;
+    sqlite3_busy_timeout(st->db, 5000);
+    sqlite3_extended_result_codes(st->db, 1);
+    if (state_user_version(st, &version, err) < 0)
+        return -1;
+    if (version > STATE_SCHEMA_VERSION)
+        return err_set(err, OFS_E_STATE,
+                       "state database %s was written by a newer ofsync (schema %d, this one "
+                       "knows %d)",
+                       st->path, version, STATE_SCHEMA_VERSION);
+    if (state_exec(st, "PRAGMA journal_mode = WAL", "cannot enable WAL", err) < 0 ||
+        state_exec(st, "PRAGMA synchronous = FULL", "cannot set synchronous", err) < 0 ||
+        state_exec(st, "PRAGMA foreign_keys = ON", "cannot enable foreign keys", err) < 0)
+        return -1;
+    return state_migrate(st, version, err);
+}
+
+int state_open(const char *path, state **out, ofs_error *err)
+{
+    *out = NULL;
+    if (state_mkdir_parent(path, err) < 0)
+        return -1;
+    state *st = xcalloc(1, sizeof *st);
+    st->path = xstrdup(path);
+    int rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (rc != SQLITE_OK) {
+        err_set(err, OFS_E_STATE, "cannot open state database %s: %s", path,
+                st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+        state_close(st);
+        return -1;
+    }
+    if (state_setup(st, err) < 0) {
+        state_close(st);
+        return -1;
+    }
+    *out = st;
+    return 0;
+}
+
+void state_close(state *st)
+{
+    if (!st)
+        return;
+    for (int i = 0; i < S_COUNT; i++)
+        sqlite3_finalize(st->stmt[i]);
+    sqlite3_close(st->db);
+    free(st->path);
+    free(st);
+}
+
+int state_schema_version(state *st)
+{
+    int version = -1;
+    if (state_user_version(st, &version, NULL) < 0)
+        return -1;
+    return version;
+}
+
+static int state_run(state *st, int which, const char *what, ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, which, err);
+    return s ? state_step_done(st, s, err, "%s", what) : -1;
+}
+
+int state_begin(state *st, ofs_error *err)
+{
+    return state_run(st, S_BEGIN, "cannot start a transaction", err);
+}
+
+int state_commit(state *st, ofs_error *err)
+{
+    return state_run(st, S_COMMIT, "cannot commit", err);
+}
+
+void state_rollback(state *st)
+{
+    /* Nothing useful to report: after a failed ROLLBACK SQLite has rolled back anyway. */
+    if (sqlite3_get_autocommit(st->db))
+        return;
+    state_run(st, S_ROLLBACK, "cannot roll back", NULL);
+}
+
+void state_folder_free(state_folder *f)
+{
+    if (!f)
+        return;
+    free(f->name);
+    memset(f, 0, sizeof *f);
+}
+
+void state_pair_list_free(state_pair_list *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->v[i].key);
+        free(l->v[i].msgid);
+    }
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+static char *state_column_text(sqlite3_stmt *s, int col)
+{
+    const unsigned char *t = sqlite3_column_text(s, col);
+    return t ? xstrdup((const char *)t) : NULL;
+}
+
+int state_folder_get(state *st, const char *name, state_folder *f, ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, S_FOLDER_GET, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    int ret = 1;
+    if (rc == SQLITE_ROW) {
+        memset(f, 0, sizeof *f);
+        f->id = sqlite3_column_int64(s, 0);
+        f->name = state_column_text(s, 1);
+        f->uidvalidity = (uint32_t)sqlite3_column_int64(s, 2);
+        f->uidnext = (uint32_t)sqlite3_column_int64(s, 3);
+        f->highestmodseq = (uint64_t)sqlite3_column_int64(s, 4);
+        f->last_sync = sqlite3_column_int64(s, 5);
+        ret = 0;
+    } else if (rc != SQLITE_DONE) {
+        ret = err_set(err, OFS_E_STATE, "state database %s: cannot read folder '%s': %s", st->path,
+                      name, sqlite3_errmsg(st->db));
+    }
+    state_stmt_done(s);
+    return ret;
+}
+
+int state_folder_add(state *st, const char *name, state_folder *f, ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, S_FOLDER_ADD, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    if (state_step_done(st, s, err, "cannot add folder '%s'", name) < 0)
+        return -1;
+    memset(f, 0, sizeof *f);
+    f->id = sqlite3_last_insert_rowid(st->db);
+    f->name = xstrdup(name);
+    return 0;
+}
+
+/* An UPDATE or DELETE by id that touched nothing means the caller's id is stale. */
+static int state_changed_one(state *st, const char *what, int64_t id, ofs_error *err)
+{
+    if (sqlite3_changes(st->db) == 1)
+        return 0;
+    return err_set(err, OFS_E_STATE, "state database %s: %s %lld: no such row", st->path, what,
+                   (long long)id);
+}
+
+int state_folder_update(state *st, const state_folder *f, ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, S_FOLDER_UPDATE, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, f->id);
+    sqlite3_bind_text(s, 2, f->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, f->uidvalidity);
+    sqlite3_bind_int64(s, 4, f->uidnext);
+    sqlite3_bind_int64(s, 5, (sqlite3_int64)f->highestmodseq);
+    sqlite3_bind_int64(s, 6, f->last_sync);
+    if (state_step_done(st, s, err, "cannot update folder '%s'", f->name ? f->name : "") < 0)
+        return -1;
+    return state_changed_one(st, "cannot update folder", f->id, err);
+}
+
+int state_folder_delete(state *st, int64_t id, ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, S_FOLDER_DELETE, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, id);
+    return state_step_done(st, s, err, "cannot delete folder %lld", (long long)id);
+}
+
+int state_folder_names(state *st, strlist *out, ofs_error *err)
+{
+    strlist_init(out);
+    sqlite3_stmt *s = state_stmt(st, S_FOLDER_NAMES, err);
+    if (!s)
+        return -1;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        strlist_add(out, (const char *)sqlite3_column_text(s, 0));
+    int ret = 0;
+    if (rc != SQLITE_DONE) {
+        ret = state_fail(st, err, "cannot list folders");
+        strlist_free(out);
+    }
+    state_stmt_done(s);
+    return ret;
+}
+
+static void state_pair_read(sqlite3_stmt *s, state_pair *p)
+{
+    p->id = sqlite3_column_int64(s, 0);
+    /* NULL reads as 0, which is what an unknown uid is outside the database. */
+    p->uid = (uint32_t)sqlite3_column_int64(s, 1);
+    p->key = state_column_text(s, 2);
+    p->flags = (unsigned)sqlite3_column_int64(s, 3);
+    p->size = (uint64_t)sqlite3_column_int64(s, 4);
+    p->msgid = state_column_text(s, 5);
+    p->pending = sqlite3_column_int(s, 6);
+    p->uidnext_seen = (uint32_t)sqlite3_column_int64(s, 7);
+}
+
+int state_pairs_load(state *st, int64_t folder_id, state_pair_list *out, ofs_error *err)
+{
+    memset(out, 0, sizeof *out);
+    sqlite3_stmt *s = state_stmt(st, S_PAIRS_LOAD, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, folder_id);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (out->n == out->cap) {
+            out->cap = out->cap ? out->cap * 2 : 64;
+            out->v = xrealloc(out->v, out->cap * sizeof *out->v);
+        }
+        state_pair *p = &out->v[out->n++];
+        memset(p, 0, sizeof *p);
+        state_pair_read(s, p);
+    }
+    int ret = 0;
+    if (rc != SQLITE_DONE) {
+        ret = state_fail(st, err, "cannot load message pairs");
+        state_pair_list_free(out);
+    }
+    state_stmt_done(s);
+    return ret;
+}
+
+/* Binds ?2..?8, shared by add and update. uid 0 and key NULL are stored as NULL so the unique
+ * indexes only constrain what is known. */
+static void state_pair_bind(sqlite3_stmt *s, const state_pair *p)
+{
+    if (p->uid)
+        sqlite3_bind_int64(s, 2, p->uid);
+    else
+        sqlite3_bind_null(s, 2);
+    if (p->key)
+        sqlite3_bind_text(s, 3, p->key, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, 3);
+    sqlite3_bind_int64(s, 4, p->flags);
+    sqlite3_bind_int64(s, 5, (sqlite3_int64)p->size);
+    if (p->msgid)
+        sqlite3_bind_text(s, 6, p->msgid, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, 6);
+    sqlite3_bind_int(s, 7, p->pending);
+    sqlite3_bind_int64(s, 8, p->uidnext_seen);
+}
+
+int state_pair_add(state *st, int64_t folder_id, state_pair *p, ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, S_PAIR_ADD, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, folder_id);
+    state_pair_bind(s, p);
+    if (state_step_done(st, s, err, "cannot add message pair (folder %lld, uid %u, key %s)",
+                        (long long)folder_id, p->uid, p->key ? p->key : "none") < 0)
+        return -1;
+    p->id = sqlite3_last_insert_rowid(st->db);
+    return 0;
+}
+
+int state_pair_update(state *st, const state_pair *p, ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, S_PAIR_UPDATE, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, p->id);
+    state_pair_bind(s, p);
+    if (state_step_done(st, s, err, "cannot update message pair %lld (uid %u, key %s)",
+                        (long long)p->id, p->uid, p->key ? p->key : "none") < 0)
+        return -1;
+    return state_changed_one(st, "cannot update message pair", p->id, err);
+}
+
+int state_pair_delete(state *st, int64_t pair_id, ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, S_PAIR_DELETE, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, pair_id);
+    return state_step_done(st, s, err, "cannot delete message pair %lld", (long long)pair_id);
+}
+
+int state_pairs_clear(state *st, int64_t folder_id, ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, S_PAIRS_CLEAR, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, folder_id);
+    return state_step_done(st, s, err, "cannot clear the message pairs of folder %lld",
+                           (long long)folder_id);
+}

@@ -1,0 +1,480 @@
+/* test_state.c: unit tests of the SQLite sync state (src/state/state.c).
+ * Each test works in its own temporary directory, removed afterwards. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "state/state.h"
+
+typedef struct fixture {
+    char dir[64];
+    char *db;
+} fixture;
+
+static int setup(void **ctx)
+{
+    fixture *fx = calloc(1, sizeof *fx);
+    strcpy(fx->dir, "/tmp/ofs-state-XXXXXX");
+    if (!mkdtemp(fx->dir))
+        return -1;
+    /* A missing directory level, so state_open must create it. */
+    fx->db = xasprintf("%s/sub/dir/acct.db", fx->dir);
+    *ctx = fx;
+    return 0;
+}
+
+static int teardown(void **ctx)
+{
+    fixture *fx = *ctx;
+    char *cmd = xasprintf("rm -rf '%s'", fx->dir);
+    int rc = system(cmd);
+    free(cmd);
+    free(fx->db);
+    free(fx);
+    return rc == 0 ? 0 : -1;
+}
+
+static state *open_ok(const char *path)
+{
+    state *st = NULL;
+    ofs_error err = {0};
+    int rc = state_open(path, &st, &err);
+    if (rc != 0)
+        print_error("state_open: %s\n", err.message);
+    assert_int_equal(rc, 0);
+    assert_non_null(st);
+    return st;
+}
+
+/* Raw access to the file, to set up states that the API cannot produce. */
+static void raw_exec(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+static long long raw_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    long long v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
+static void test_create_reopen(void **ctx)
+{
+    fixture *fx = *ctx;
+    state *st = open_ok(fx->db);
+    assert_int_equal(state_schema_version(st), 1);
+
+    ofs_error err = {0};
+    state_folder f;
+    assert_int_equal(state_folder_add(st, "INBOX", &f, &err), 0);
+    f.uidvalidity = 42;
+    assert_int_equal(state_folder_update(st, &f, &err), 0);
+    state_folder_free(&f);
+    state_close(st);
+
+    struct stat sb;
+    char *parent = xasprintf("%s/sub/dir", fx->dir);
+    assert_int_equal(stat(parent, &sb), 0);
+    assert_true(S_ISDIR(sb.st_mode));
+    assert_int_equal(sb.st_mode & 0777, 0700);
+    free(parent);
+
+    st = open_ok(fx->db);
+    assert_int_equal(state_folder_get(st, "INBOX", &f, &err), 0);
+    assert_int_equal(f.uidvalidity, 42);
+    state_folder_free(&f);
+    state_close(st);
+
+    assert_int_equal(raw_int(fx->db, "PRAGMA user_version"), 1);
+    assert_int_equal(raw_int(fx->db, "SELECT count(*) FROM pragma_journal_mode WHERE "
+                                     "journal_mode = 'wal'"),
+                     1);
+}
+
+static void test_migrate_empty_file(void **ctx)
+{
+    fixture *fx = *ctx;
+    char *path = xasprintf("%s/empty.db", fx->dir);
+    int fd = open(path, O_CREAT | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+
+    state *st = open_ok(path);
+    assert_int_equal(state_schema_version(st), 1);
+    ofs_error err = {0};
+    state_folder f;
+    assert_int_equal(state_folder_add(st, "INBOX", &f, &err), 0);
+    state_folder_free(&f);
+    state_close(st);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE name IN "
+                                   "('folders', 'pairs', 'pairs_uid', 'pairs_key')"),
+                     4);
+    free(path);
+}
+
+static void test_newer_version_refused(void **ctx)
+{
+    fixture *fx = *ctx;
+    char *path = xasprintf("%s/newer.db", fx->dir);
+    raw_exec(path, "CREATE TABLE future (x); PRAGMA user_version = 99;");
+
+    state *st = NULL;
+    ofs_error err = {0};
+    assert_int_equal(state_open(path, &st, &err), -1);
+    assert_null(st);
+    assert_int_equal(err.code, OFS_E_STATE);
+    char *want = xasprintf("state database %s was written by a newer ofsync (schema 99, this "
+                           "one knows 1)",
+                           path);
+    assert_string_equal(err.message, want);
+    free(want);
+    /* Refused without touching it. */
+    assert_int_equal(raw_int(path, "PRAGMA user_version"), 99);
+    free(path);
+}
+
+static void test_garbage_refused(void **ctx)
+{
+    fixture *fx = *ctx;
+    char *path = xasprintf("%s/garbage.db", fx->dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 200; i++)
+        fputs("this is not an sqlite database, it is mail\n", f);
+    fclose(f);
+
+    state *st = NULL;
+    ofs_error err = {0};
+    assert_int_equal(state_open(path, &st, &err), -1);
+    assert_null(st);
+    assert_int_equal(err.code, OFS_E_STATE);
+    assert_non_null(strstr(err.message, path));
+    assert_non_null(strstr(err.message, "not an SQLite database"));
+    free(path);
+}
+
+static void test_folders(void **ctx)
+{
+    fixture *fx = *ctx;
+    state *st = open_ok(fx->db);
+    ofs_error err = {0};
+    state_folder f, g;
+
+    assert_int_equal(state_folder_get(st, "INBOX", &f, &err), 1);
+    assert_int_equal(state_folder_add(st, "INBOX", &f, &err), 0);
+    assert_true(f.id > 0);
+    assert_string_equal(f.name, "INBOX");
+    assert_int_equal(f.uidvalidity, 0);
+    assert_int_equal(f.last_sync, 0);
+
+    f.uidvalidity = 4000000000u;
+    f.uidnext = 4000000001u;
+    f.highestmodseq = 9000000000000000000ull;
+    f.last_sync = 1700000000;
+    assert_int_equal(state_folder_update(st, &f, &err), 0);
+    assert_int_equal(state_folder_get(st, "INBOX", &g, &err), 0);
+    assert_int_equal(g.id, f.id);
+    assert_int_equal(g.uidvalidity, 4000000000u);
+    assert_int_equal(g.uidnext, 4000000001u);
+    assert_true(g.highestmodseq == 9000000000000000000ull);
+    assert_int_equal(g.last_sync, 1700000000);
+    state_folder_free(&g);
+
+    /* Second add of the same name: an error, not a second row. */
+    assert_int_equal(state_folder_add(st, "INBOX", &g, &err), -1);
+    assert_int_equal(err.code, OFS_E_STATE);
+    assert_non_null(strstr(err.message, "INBOX"));
+    assert_non_null(strstr(err.message, fx->db));
+
+    state_folder h;
+    assert_int_equal(state_folder_add(st, "Archive/2022", &h, &err), 0);
+    strlist names;
+    assert_int_equal(state_folder_names(st, &names, &err), 0);
+    assert_int_equal(names.n, 2);
+    assert_string_equal(names.v[0], "Archive/2022");
+    assert_string_equal(names.v[1], "INBOX");
+    strlist_free(&names);
+
+    /* Deleting a folder takes its pairs with it. */
+    state_pair p = {.uid = 7, .key = "k7"};
+    assert_int_equal(state_pair_add(st, f.id, &p, &err), 0);
+    state_pair q = {.uid = 7, .key = "k7"};
+    assert_int_equal(state_pair_add(st, h.id, &q, &err), 0);
+    assert_int_equal(state_folder_delete(st, f.id, &err), 0);
+    assert_int_equal(state_folder_get(st, "INBOX", &g, &err), 1);
+    state_pair_list l;
+    assert_int_equal(state_pairs_load(st, f.id, &l, &err), 0);
+    assert_int_equal(l.n, 0);
+    state_pair_list_free(&l);
+    assert_int_equal(state_pairs_load(st, h.id, &l, &err), 0);
+    assert_int_equal(l.n, 1);
+    state_pair_list_free(&l);
+    state_close(st);
+    assert_int_equal(raw_int(fx->db, "SELECT count(*) FROM pairs"), 1);
+
+    /* An update of a folder that no longer exists says so. */
+    st = open_ok(fx->db);
+    assert_int_equal(state_folder_update(st, &f, &err), -1);
+    assert_int_equal(err.code, OFS_E_STATE);
+    state_folder_free(&f);
+    state_folder_free(&h);
+    state_close(st);
+}
+
+static void test_pairs(void **ctx)
+{
+    fixture *fx = *ctx;
+    state *st = open_ok(fx->db);
+    ofs_error err = {0};
+    state_folder f;
+    assert_int_equal(state_folder_add(st, "INBOX", &f, &err), 0);
+
+    state_pair a = {
+        .uid = 30, .key = "1700.a.host", .flags = 5, .size = 5000000000ull, .msgid = "<a@x>"};
+    state_pair b = {.uid = 0, .key = "1700.b.host", .pending = PENDING_UPLOAD, .uidnext_seen = 31};
+    state_pair c = {.uid = 10, .key = NULL, .pending = PENDING_DOWNLOAD};
+    state_pair d = {.uid = 0, .key = "1700.d.host", .pending = PENDING_UPLOAD};
+    assert_int_equal(state_pair_add(st, f.id, &a, &err), 0);
+    assert_int_equal(state_pair_add(st, f.id, &b, &err), 0);
+    assert_int_equal(state_pair_add(st, f.id, &c, &err), 0);
+    assert_int_equal(state_pair_add(st, f.id, &d, &err), 0);
+    assert_true(a.id > 0 && b.id > 0 && c.id > 0 && d.id > 0);
+    assert_true(a.id != b.id);
+
+    /* Stored as NULL, not 0 or "": the partial unique indexes must not see them. */
+    assert_int_equal(raw_int(fx->db, "SELECT count(*) FROM pairs WHERE uid IS NULL"), 2);
+    assert_int_equal(raw_int(fx->db, "SELECT count(*) FROM pairs WHERE key IS NULL"), 1);
+
+    state_pair_list l;
+    assert_int_equal(state_pairs_load(st, f.id, &l, &err), 0);
+    assert_int_equal(l.n, 4);
+    /* Ordered by uid; unknown uids (0) first. */
+    assert_int_equal(l.v[0].uid, 0);
+    assert_int_equal(l.v[1].uid, 0);
+    assert_int_equal(l.v[2].uid, 10);
+    assert_null(l.v[2].key);
+    assert_int_equal(l.v[2].pending, PENDING_DOWNLOAD);
+    assert_int_equal(l.v[3].uid, 30);
+    assert_int_equal(l.v[3].id, a.id);
+    assert_string_equal(l.v[3].key, "1700.a.host");
+    assert_int_equal(l.v[3].flags, 5);
+    assert_true(l.v[3].size == 5000000000ull);
+    assert_string_equal(l.v[3].msgid, "<a@x>");
+    assert_int_equal(l.v[3].pending, PENDING_NONE);
+    const state_pair *lb = l.v[0].id == b.id ? &l.v[0] : &l.v[1];
+    assert_int_equal(lb->id, b.id);
+    assert_string_equal(lb->key, "1700.b.host");
+    assert_int_equal(lb->pending, PENDING_UPLOAD);
+    assert_int_equal(lb->uidnext_seen, 31);
+    assert_null(lb->msgid);
+    state_pair_list_free(&l);
+
+    /* The upload landed: b gets its uid and loses its pending mark. */
+    b.uid = 31;
+    b.pending = PENDING_NONE;
+    b.flags = 1;
+    assert_int_equal(state_pair_update(st, &b, &err), 0);
+    /* c's download finished and chose a key. */
+    c.key = "1701.c.host";
+    c.pending = PENDING_NONE;
+    assert_int_equal(state_pair_update(st, &c, &err), 0);
+    assert_int_equal(state_pair_delete(st, d.id, &err), 0);
+
+    assert_int_equal(state_pairs_load(st, f.id, &l, &err), 0);
+    assert_int_equal(l.n, 3);
+    assert_int_equal(l.v[0].uid, 10);
+    assert_string_equal(l.v[0].key, "1701.c.host");
+    assert_int_equal(l.v[1].uid, 30);
+    assert_int_equal(l.v[2].uid, 31);
+    assert_int_equal(l.v[2].flags, 1);
+    assert_int_equal(l.v[2].pending, PENDING_NONE);
+    state_pair_list_free(&l);
+
+    /* Updating back to unknown uid stores NULL again. */
+    c.uid = 0;
+    assert_int_equal(state_pair_update(st, &c, &err), 0);
+    assert_int_equal(raw_int(fx->db, "SELECT count(*) FROM pairs WHERE uid IS NULL"), 1);
+
+    /* A stale id is an error. */
+    state_pair gone = d;
+    assert_int_equal(state_pair_update(st, &gone, &err), -1);
+    assert_int_equal(err.code, OFS_E_STATE);
+
+    assert_int_equal(state_pairs_clear(st, f.id, &err), 0);
+    assert_int_equal(state_pairs_load(st, f.id, &l, &err), 0);
+    assert_int_equal(l.n, 0);
+    state_pair_list_free(&l);
+    state_folder_free(&f);
+    state_close(st);
+}
+
+static void test_unique_violations(void **ctx)
+{
+    fixture *fx = *ctx;
+    state *st = open_ok(fx->db);
+    ofs_error err = {0};
+    state_folder f, g;
+    assert_int_equal(state_folder_add(st, "INBOX", &f, &err), 0);
+    assert_int_equal(state_folder_add(st, "Sent", &g, &err), 0);
+
+    state_pair a = {.uid = 1, .key = "ka"};
+    assert_int_equal(state_pair_add(st, f.id, &a, &err), 0);
+
+    state_pair dup_uid = {.uid = 1, .key = "other"};
+    err.code = 0;
+    assert_int_equal(state_pair_add(st, f.id, &dup_uid, &err), -1);
+    assert_int_equal(err.code, OFS_E_STATE);
+    assert_non_null(strstr(err.message, "UNIQUE"));
+    assert_non_null(strstr(err.message, fx->db));
+
+    state_pair dup_key = {.uid = 2, .key = "ka"};
+    err.code = 0;
+    assert_int_equal(state_pair_add(st, f.id, &dup_key, &err), -1);
+    assert_int_equal(err.code, OFS_E_STATE);
+
+    /* The same uid and key in another folder is fine. */
+    state_pair other = {.uid = 1, .key = "ka"};
+    assert_int_equal(state_pair_add(st, g.id, &other, &err), 0);
+
+    /* Update into a collision fails too, and the statement is usable afterwards. */
+    state_pair b = {.uid = 2, .key = "kb"};
+    assert_int_equal(state_pair_add(st, f.id, &b, &err), 0);
+    b.uid = 1;
+    assert_int_equal(state_pair_update(st, &b, &err), -1);
+    assert_int_equal(err.code, OFS_E_STATE);
+    b.uid = 3;
+    assert_int_equal(state_pair_update(st, &b, &err), 0);
+
+    /* A pair for a folder that does not exist breaks the foreign key. */
+    state_pair orphan = {.uid = 9};
+    assert_int_equal(state_pair_add(st, 12345, &orphan, &err), -1);
+    assert_int_equal(err.code, OFS_E_STATE);
+
+    state_pair_list l;
+    assert_int_equal(state_pairs_load(st, f.id, &l, &err), 0);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(l.v[0].uid, 1);
+    assert_int_equal(l.v[1].uid, 3);
+    state_pair_list_free(&l);
+    state_folder_free(&f);
+    state_folder_free(&g);
+    state_close(st);
+}
+
+static void test_rollback(void **ctx)
+{
+    fixture *fx = *ctx;
+    state *st = open_ok(fx->db);
+    ofs_error err = {0};
+    state_folder f;
+    assert_int_equal(state_folder_add(st, "INBOX", &f, &err), 0);
+
+    assert_int_equal(state_begin(st, &err), 0);
+    state_pair a = {.uid = 1, .key = "ka"};
+    assert_int_equal(state_pair_add(st, f.id, &a, &err), 0);
+    state_folder g;
+    assert_int_equal(state_folder_add(st, "Drafts", &g, &err), 0);
+    state_rollback(st);
+    state_folder_free(&g);
+
+    state_pair_list l;
+    assert_int_equal(state_pairs_load(st, f.id, &l, &err), 0);
+    assert_int_equal(l.n, 0);
+    state_pair_list_free(&l);
+    assert_int_equal(state_folder_get(st, "Drafts", &g, &err), 1);
+    /* Rolling back outside a transaction is harmless. */
+    state_rollback(st);
+
+    assert_int_equal(state_begin(st, &err), 0);
+    assert_int_equal(state_pair_add(st, f.id, &a, &err), 0);
+    assert_int_equal(state_commit(st, &err), 0);
+    state_close(st);
+
+    st = open_ok(fx->db);
+    assert_int_equal(state_pairs_load(st, f.id, &l, &err), 0);
+    assert_int_equal(l.n, 1);
+    state_pair_list_free(&l);
+    /* Commit without begin is reported, not ignored. */
+    assert_int_equal(state_commit(st, &err), -1);
+    assert_int_equal(err.code, OFS_E_STATE);
+    state_folder_free(&f);
+    state_close(st);
+}
+
+static void test_many_pairs(void **ctx)
+{
+    enum { N = 20000 };
+    fixture *fx = *ctx;
+    state *st = open_ok(fx->db);
+    ofs_error err = {0};
+    state_folder f;
+    assert_int_equal(state_folder_add(st, "INBOX", &f, &err), 0);
+
+    assert_int_equal(state_begin(st, &err), 0);
+    /* Added in a scrambled uid order, so the load's ordering is tested too. */
+    for (unsigned i = 0; i < N; i++) {
+        unsigned uid = (i * 7919u) % N + 1;
+        char key[32], msgid[32];
+        snprintf(key, sizeof key, "k%u", uid);
+        snprintf(msgid, sizeof msgid, "<%u@x>", uid);
+        state_pair p = {
+            .uid = uid, .key = key, .flags = uid % 32, .size = uid * 10ull, .msgid = msgid};
+        assert_int_equal(state_pair_add(st, f.id, &p, &err), 0);
+    }
+    assert_int_equal(state_commit(st, &err), 0);
+    state_close(st);
+
+    st = open_ok(fx->db);
+    state_pair_list l;
+    assert_int_equal(state_pairs_load(st, f.id, &l, &err), 0);
+    assert_int_equal(l.n, N);
+    for (unsigned i = 0; i < N; i++) {
+        unsigned uid = i + 1;
+        char key[32];
+        snprintf(key, sizeof key, "k%u", uid);
+        assert_int_equal(l.v[i].uid, uid);
+        assert_string_equal(l.v[i].key, key);
+        assert_int_equal(l.v[i].flags, uid % 32);
+        assert_true(l.v[i].size == uid * 10ull);
+    }
+    state_pair_list_free(&l);
+    state_folder_free(&f);
+    state_close(st);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_create_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_empty_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_newer_version_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_garbage_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_folders, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pairs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unique_violations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_pairs, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
