@@ -1,0 +1,694 @@
+/* maildir.c: one Maildir folder: a key -> file table from one readdir of new/ and cur/,
+ * delivery batched through tmp/ (one sync per batch), and renames that survive mail readers. */
+#include "maildir/maildir.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sync/store.h"
+#include "util/err.h"
+#include "util/mem.h"
+
+#define MD_IOBUF (256 * 1024)
+/* Up to this many delivered files keep their fd for a per-file fsync; a bigger batch is made
+ * durable with one syncfs(), which costs one journal commit instead of one per file. */
+#define MD_OPEN_PENDING 16
+
+/* ---- names ---- */
+
+size_t maildir_key_len(const char *name, const char **info)
+{
+    for (const char *p = name; *p; p++) {
+        if ((*p == ':' || *p == '!') && p[1] == '2' && p[2] == ',') {
+            if (info)
+                *info = p + 3;
+            return (size_t)(p - name);
+        }
+    }
+    if (info)
+        *info = NULL;
+    return strlen(name);
+}
+
+static const struct {
+    char letter;
+    unsigned flag;
+} md_letters[] = {
+    {'D', FLAG_DRAFT}, {'F', FLAG_FLAGGED}, {'R', FLAG_ANSWERED},
+    {'S', FLAG_SEEN},  {'T', FLAG_DELETED},
+};
+
+static unsigned md_letter_flag(unsigned char c)
+{
+    for (size_t i = 0; i < sizeof md_letters / sizeof md_letters[0]; i++)
+        if (md_letters[i].letter == c)
+            return md_letters[i].flag;
+    return 0;
+}
+
+unsigned maildir_info_flags(const char *info)
+{
+    unsigned flags = 0;
+    for (const unsigned char *p = (const unsigned char *)info; p && *p; p++)
+        flags |= md_letter_flag(*p);
+    return flags;
+}
+
+char *maildir_name_with_flags(const char *name, unsigned flags)
+{
+    const char *info;
+    size_t kl = maildir_key_len(name, &info);
+    char sep = info ? info[-3] : ':'; /* keep a "!2," name's separator */
+    bool present[256] = {false};
+    for (const unsigned char *p = (const unsigned char *)info; p && *p; p++)
+        if (!md_letter_flag(*p))
+            present[*p] = true;
+    for (size_t i = 0; i < sizeof md_letters / sizeof md_letters[0]; i++)
+        if (flags & md_letters[i].flag)
+            present[(unsigned char)md_letters[i].letter] = true;
+    buf b;
+    buf_init(&b);
+    buf_add(&b, name, kl);
+    buf_addc(&b, sep);
+    buf_adds(&b, "2,");
+    for (int c = 1; c < 256; c++)
+        if (present[c])
+            buf_addc(&b, (char)c);
+    return b.data;
+}
+
+char *maildir_new_key(void)
+{
+    static unsigned long counter;
+    unsigned long q = __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    char host[256];
+    if (gethostname(host, sizeof host) != 0)
+        strcpy(host, "localhost");
+    host[sizeof host - 1] = '\0';
+    buf h;
+    buf_init(&h);
+    buf_adds(&h, "");
+    for (const char *p = host; *p; p++) {
+        if (*p == '/')
+            buf_adds(&h, "\\057");
+        else if (*p == ':')
+            buf_adds(&h, "\\072");
+        else
+            buf_addc(&h, *p);
+    }
+    char *key = xasprintf("%lld.M%06ldP%ldQ%lu.%s", (long long)ts.tv_sec, ts.tv_nsec / 1000,
+                          (long)getpid(), q, h.data);
+    buf_free(&h);
+    return key;
+}
+
+/* ---- the key table ---- */
+
+static size_t md_hash(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ull;
+    }
+    return (size_t)(h ^ (h >> 32));
+}
+
+static long md_lookup(const maildir *md, const char *key, size_t len)
+{
+    if (!md->nslots)
+        return -1;
+    size_t mask = md->nslots - 1;
+    for (size_t i = md_hash(key, len) & mask;; i = (i + 1) & mask) {
+        uint32_t s = md->slots[i];
+        if (!s)
+            return -1;
+        const maildir_entry *e = &md->v[s - 1];
+        if (e->key_len == len && memcmp(e->name, key, len) == 0)
+            return (long)(s - 1);
+    }
+}
+
+static void md_slot_put(maildir *md, size_t idx)
+{
+    const maildir_entry *e = &md->v[idx];
+    size_t mask = md->nslots - 1;
+    size_t i = md_hash(e->name, e->key_len) & mask;
+    while (md->slots[i])
+        i = (i + 1) & mask;
+    md->slots[i] = (uint32_t)(idx + 1);
+}
+
+/* Keeps the load at most one half so probes stay short. */
+static void md_table_reserve(maildir *md, size_t n)
+{
+    if (n * 2 <= md->nslots)
+        return;
+    size_t ns = md->nslots ? md->nslots : 64;
+    while (n * 2 > ns)
+        ns *= 2;
+    free(md->slots);
+    md->slots = xcalloc(ns, sizeof *md->slots);
+    md->nslots = ns;
+    for (size_t i = 0; i < md->n; i++)
+        md_slot_put(md, i);
+}
+
+/* Takes ownership of name. */
+static void md_push(maildir *md, char *name, size_t key_len, unsigned flags, bool in_cur)
+{
+    if (md->n == md->cap) {
+        md->cap = md->cap ? md->cap * 2 : 256;
+        md->v = xrealloc(md->v, md->cap * sizeof *md->v);
+    }
+    md_table_reserve(md, md->n + 1);
+    maildir_entry *e = &md->v[md->n];
+    *e = (maildir_entry){.name = name, .key_len = key_len, .flags = flags, .in_cur = in_cur};
+    md_slot_put(md, md->n++);
+    md->live++;
+}
+
+static void md_reset(maildir *md)
+{
+    for (size_t i = 0; i < md->n; i++)
+        free(md->v[i].name);
+    md->n = md->live = 0;
+    if (md->slots)
+        memset(md->slots, 0, md->nslots * sizeof *md->slots);
+    md->dupes = 0;
+    free(md->dupe_example);
+    md->dupe_example = NULL;
+}
+
+/* ---- scanning ---- */
+
+static char *md_rel(bool cur, const char *name)
+{
+    return xasprintf("%s/%s", cur ? "cur" : "new", name);
+}
+
+static bool md_exists(const maildir *md, bool cur, const char *name)
+{
+    char *rel = md_rel(cur, name);
+    struct stat st;
+    bool ok = fstatat(md->dfd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0;
+    free(rel);
+    return ok;
+}
+
+/* A second file with a known key. A reader renaming (or moving new/ -> cur/) during our
+ * readdir shows both names; that is a race, not a duplicate: keep whichever still exists. */
+static void md_second_file(maildir *md, long idx, const char *name, unsigned flags, bool cur)
+{
+    maildir_entry *e = &md->v[idx];
+    bool old_there = md_exists(md, e->in_cur, e->name);
+    bool new_there = md_exists(md, cur, name);
+    bool take_new;
+    if (old_there && new_there) {
+        md->dupes++;
+        take_new = cur && !e->in_cur; /* cur/ is the copy a reader has seen */
+        if (!md->dupe_example)
+            md->dupe_example = take_new ? md_rel(e->in_cur, e->name) : md_rel(cur, name);
+    } else {
+        take_new = !old_there && new_there;
+    }
+    if (take_new) {
+        free(e->name);
+        e->name = xstrdup(name);
+        e->flags = flags;
+        e->in_cur = cur;
+    }
+}
+
+static void md_scanned(maildir *md, const char *name, bool cur)
+{
+    const char *info;
+    size_t kl = maildir_key_len(name, &info);
+    if (kl == 0)
+        return;
+    unsigned flags = cur ? maildir_info_flags(info) : 0;
+    long idx = md_lookup(md, name, kl);
+    if (idx < 0)
+        md_push(md, xstrdup(name), kl, flags, cur);
+    else
+        md_second_file(md, idx, name, flags, cur);
+}
+
+static int md_scan_dir(maildir *md, bool cur, ofs_error *err)
+{
+    const char *sub = cur ? "cur" : "new";
+    int fd = openat(md->dfd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return err_errno(err, OFS_E_IO, e, "cannot read %s/%s", md->path, sub);
+    }
+    for (;;) {
+        errno = 0;
+        struct dirent *de = readdir(d);
+        if (!de) {
+            int e = errno;
+            closedir(d);
+            if (e)
+                return err_errno(err, OFS_E_IO, e, "cannot read %s/%s", md->path, sub);
+            return 0;
+        }
+        if (de->d_name[0] == '.' || de->d_type == DT_DIR)
+            continue;
+        md_scanned(md, de->d_name, cur);
+    }
+}
+
+int maildir_scan(maildir *md, ofs_error *err)
+{
+    md_reset(md);
+    /* new/ first: a message moved to cur/ between the two passes is then seen twice, not lost. */
+    if (md_scan_dir(md, false, err) != 0 || md_scan_dir(md, true, err) != 0)
+        return -1;
+    return 0;
+}
+
+int maildir_open(const char *path, maildir **out, ofs_error *err)
+{
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return err_errno(err, OFS_E_IO, errno, "cannot open Maildir folder %s", path);
+    static const char *const subs[] = {"cur", "new", "tmp"};
+    for (size_t i = 0; i < 3; i++) {
+        if (mkdirat(fd, subs[i], 0700) != 0 && errno != EEXIST) {
+            int e = errno;
+            close(fd);
+            return err_errno(err, OFS_E_IO, e, "cannot create %s/%s", path, subs[i]);
+        }
+    }
+    maildir *md = xcalloc(1, sizeof *md);
+    md->path = xstrdup(path);
+    md->dfd = fd;
+    if (maildir_scan(md, err) != 0) {
+        maildir_close(md);
+        return -1;
+    }
+    *out = md;
+    return 0;
+}
+
+void maildir_close(maildir *md)
+{
+    if (!md)
+        return;
+    for (size_t i = 0; i < md->npend; i++) {
+        if (md->pend[i].fd >= 0)
+            close(md->pend[i].fd);
+        char *tmp = xasprintf("tmp/%s", md->pend[i].key);
+        unlinkat(md->dfd, tmp, 0);
+        free(tmp);
+        free(md->pend[i].key);
+    }
+    free(md->pend);
+    md_reset(md);
+    free(md->v);
+    free(md->slots);
+    free(md->iobuf);
+    free(md->path);
+    close(md->dfd);
+    free(md);
+}
+
+const maildir_entry *maildir_find(const maildir *md, const char *key)
+{
+    long idx = md_lookup(md, key, strlen(key));
+    if (idx < 0 || md->v[idx].gone)
+        return NULL;
+    return &md->v[idx];
+}
+
+char *maildir_entry_path(const maildir *md, const maildir_entry *e)
+{
+    return xasprintf("%s/%s/%s", md->path, e->in_cur ? "cur" : "new", e->name);
+}
+
+uint64_t maildir_entry_size(const maildir *md, const maildir_entry *e)
+{
+    const char *s = memmem(e->name, e->key_len, ",S=", 3);
+    if (s) {
+        const char *end = e->name + e->key_len;
+        uint64_t v = 0;
+        const char *p = s + 3;
+        for (; p < end && *p >= '0' && *p <= '9'; p++)
+            v = v * 10 + (uint64_t)(*p - '0');
+        if (p > s + 3)
+            return v;
+    }
+    char *rel = md_rel(e->in_cur, e->name);
+    struct stat st;
+    uint64_t size = fstatat(md->dfd, rel, &st, 0) == 0 ? (uint64_t)st.st_size : 0;
+    free(rel);
+    return size;
+}
+
+/* ---- changes to existing messages ---- */
+
+/* One attempt at an operation on the entry at idx: 0 done, 1 the file was not there, -1 error. */
+typedef int (*md_op)(maildir *md, size_t idx, void *arg, ofs_error *err);
+
+/* Runs op on key; when the file is missing, rescans once to follow a concurrent rename. */
+static int md_with_retry(maildir *md, const char *key, md_op op, void *arg, ofs_error *err)
+{
+    for (int attempt = 0;; attempt++) {
+        long idx = md_lookup(md, key, strlen(key));
+        if (idx >= 0 && !md->v[idx].gone) {
+            int r = op(md, (size_t)idx, arg, err);
+            if (r != 1)
+                return r;
+        }
+        if (attempt > 0)
+            return 1;
+        if (maildir_scan(md, err) != 0)
+            return -1;
+    }
+}
+
+struct md_flag_change {
+    unsigned add, del;
+};
+
+static int md_rename_op(maildir *md, size_t idx, void *arg, ofs_error *err)
+{
+    const struct md_flag_change *fc = arg;
+    maildir_entry *e = &md->v[idx];
+    unsigned flags = (e->flags | fc->add) & ~fc->del;
+    if (flags == e->flags && (e->in_cur || flags == 0))
+        return 0;
+    char *newname;
+    if (e->in_cur) {
+        newname = maildir_name_with_flags(e->name, flags);
+    } else {
+        char *key = xstrndup(e->name, e->key_len); /* new/ files carry no info to keep */
+        newname = maildir_name_with_flags(key, flags);
+        free(key);
+    }
+    char *from = md_rel(e->in_cur, e->name);
+    char *to = md_rel(true, newname);
+    int rc = renameat(md->dfd, from, md->dfd, to);
+    int en = errno;
+    free(to);
+    if (rc != 0) {
+        free(newname);
+        if (en == ENOENT) {
+            free(from);
+            return 1;
+        }
+        err_errno(err, OFS_E_IO, en, "cannot rename %s/%s to change its flags", md->path, from);
+        free(from);
+        return -1;
+    }
+    free(from);
+    if (!e->in_cur)
+        md->dirty_new = true;
+    md->dirty_cur = true;
+    free(e->name);
+    e->name = newname;
+    e->flags = flags;
+    e->in_cur = true;
+    return 0;
+}
+
+int maildir_set_flags(maildir *md, const char *key, unsigned add, unsigned del, ofs_error *err)
+{
+    struct md_flag_change fc = {add, del};
+    return md_with_retry(md, key, md_rename_op, &fc, err);
+}
+
+static int md_unlink_op(maildir *md, size_t idx, void *arg, ofs_error *err)
+{
+    maildir_entry *e = &md->v[idx];
+    char *rel = md_rel(e->in_cur, e->name);
+    if (unlinkat(md->dfd, rel, 0) != 0) {
+        int en = errno;
+        if (en != ENOENT)
+            err_errno(err, OFS_E_IO, en, "cannot remove %s/%s", md->path, rel);
+        free(rel);
+        return en == ENOENT ? 1 : -1;
+    }
+    free(rel);
+    *(e->in_cur ? &md->dirty_cur : &md->dirty_new) = true;
+    e->gone = true;
+    md->live--;
+    return 0;
+}
+
+int maildir_remove(maildir *md, const char *key, ofs_error *err)
+{
+    return md_with_retry(md, key, md_unlink_op, NULL, err);
+}
+
+struct md_open_result {
+    int fd;
+    unsigned flags;
+};
+
+static int md_open_op(maildir *md, size_t idx, void *arg, ofs_error *err)
+{
+    struct md_open_result *res = arg;
+    const maildir_entry *e = &md->v[idx];
+    char *rel = md_rel(e->in_cur, e->name);
+    res->fd = openat(md->dfd, rel, O_RDONLY | O_CLOEXEC);
+    if (res->fd < 0) {
+        int en = errno;
+        if (en != ENOENT)
+            err_errno(err, OFS_E_IO, en, "cannot open %s/%s", md->path, rel);
+        free(rel);
+        return en == ENOENT ? 1 : -1;
+    }
+    free(rel);
+    res->flags = e->flags;
+    return 0;
+}
+
+int maildir_open_message(maildir *md, const char *key, int *fd, unsigned *flags, ofs_error *err)
+{
+    struct md_open_result res = {-1, 0};
+    int r = md_with_retry(md, key, md_open_op, &res, err);
+    *fd = res.fd;
+    if (flags)
+        *flags = res.flags;
+    return r;
+}
+
+/* ---- delivery ---- */
+
+static int md_write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int md_disk_error(maildir *md, int en, const char *rel, ofs_error *err)
+{
+    if (en == ENOSPC || en == EDQUOT)
+        return err_set(err, OFS_E_NOSPC, "local disk full while writing %s/%s", md->path, rel);
+    return err_errno(err, OFS_E_IO, en, "cannot write %s/%s", md->path, rel);
+}
+
+/* Copies the message into the tmp/ file; size 0 means "until end of file". */
+static int md_copy_in(maildir *md, int in, int out, uint64_t size, const char *rel, uint64_t *done,
+                      ofs_error *err)
+{
+    if (!md->iobuf)
+        md->iobuf = xmalloc(MD_IOBUF);
+    *done = 0;
+    for (;;) {
+        size_t want = MD_IOBUF;
+        if (size && size - *done < want)
+            want = (size_t)(size - *done);
+        if (size && want == 0)
+            return 0;
+        ssize_t r = read(in, md->iobuf, want);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return err_errno(err, OFS_E_IO, errno, "cannot read the message to store in %s",
+                             md->path);
+        if (r == 0 && size)
+            return err_set(err, OFS_E_IO, "message to store in %s ended after %llu of %llu bytes",
+                           md->path, (unsigned long long)*done, (unsigned long long)size);
+        if (r == 0)
+            return 0;
+        if (md_write_all(out, md->iobuf, (size_t)r) != 0)
+            return md_disk_error(md, errno, rel, err);
+        *done += (uint64_t)r;
+    }
+}
+
+/* Opens a fresh tmp/ file; the key is new each try, so EEXIST only means "try again". */
+static int md_create_tmp(maildir *md, char **key, char **rel, ofs_error *err)
+{
+    for (int tries = 0; tries < 64; tries++) {
+        *key = maildir_new_key();
+        *rel = xasprintf("tmp/%s", *key);
+        int fd = openat(md->dfd, *rel, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        int en = errno;
+        if (fd >= 0)
+            return fd;
+        free(*key);
+        free(*rel);
+        *key = *rel = NULL;
+        if (en != EEXIST)
+            return md_disk_error(md, en, "tmp", err);
+    }
+    return err_set(err, OFS_E_IO, "cannot find a free file name in %s/tmp", md->path);
+}
+
+int maildir_deliver(maildir *md, int fd, uint64_t size, unsigned flags, char **keyp,
+                    uint64_t *written, ofs_error *err)
+{
+    char *key, *rel;
+    *keyp = NULL;
+    int out = md_create_tmp(md, &key, &rel, err);
+    if (out < 0)
+        return -1;
+    uint64_t done = 0;
+    if (md_copy_in(md, fd, out, size, rel, &done, err) != 0) {
+        close(out);
+        unlinkat(md->dfd, rel, 0);
+        free(key);
+        free(rel);
+        return -1;
+    }
+    /* Start writeback now, so the batch's sync at flush mostly waits for work already done. */
+    sync_file_range(out, 0, 0, SYNC_FILE_RANGE_WRITE);
+    if (md->npend >= MD_OPEN_PENDING) {
+        if (close(out) != 0) {
+            md_disk_error(md, errno, rel, err);
+            unlinkat(md->dfd, rel, 0);
+            free(key);
+            free(rel);
+            return -1;
+        }
+        out = -1;
+    }
+    free(rel);
+    if (md->npend == md->cappend) {
+        md->cappend = md->cappend ? md->cappend * 2 : 64;
+        md->pend = xrealloc(md->pend, md->cappend * sizeof *md->pend);
+    }
+    md->pend[md->npend++] = (maildir_pending){.key = key, .flags = flags, .fd = out};
+    *keyp = xstrdup(key);
+    if (written)
+        *written = done;
+    return 0;
+}
+
+static int md_sync_pending(maildir *md, ofs_error *err)
+{
+    bool all_open = true;
+    for (size_t i = 0; i < md->npend; i++)
+        all_open = all_open && md->pend[i].fd >= 0;
+    if (all_open) {
+        for (size_t i = 0; i < md->npend; i++) {
+            if (fsync(md->pend[i].fd) != 0) {
+                char *rel = xasprintf("tmp/%s", md->pend[i].key);
+                md_disk_error(md, errno, rel, err);
+                free(rel);
+                return -1;
+            }
+        }
+    } else {
+        int tfd = openat(md->dfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (tfd < 0 || syncfs(tfd) != 0) {
+            int en = errno;
+            if (tfd >= 0)
+                close(tfd);
+            return md_disk_error(md, en, "tmp", err);
+        }
+        close(tfd);
+    }
+    for (size_t i = 0; i < md->npend; i++) {
+        if (md->pend[i].fd >= 0)
+            close(md->pend[i].fd);
+        md->pend[i].fd = -1;
+    }
+    return 0;
+}
+
+static int md_publish_one(maildir *md, maildir_pending *p, ofs_error *err)
+{
+    char *name = p->flags ? maildir_name_with_flags(p->key, p->flags) : xstrdup(p->key);
+    bool cur = p->flags != 0;
+    char *from = xasprintf("tmp/%s", p->key);
+    char *to = md_rel(cur, name);
+    int rc = renameat(md->dfd, from, md->dfd, to);
+    int en = errno;
+    free(to);
+    if (rc != 0) {
+        err_errno(err, OFS_E_IO, en, "cannot move %s/%s into %s", md->path, from,
+                  cur ? "cur" : "new");
+        free(from);
+        free(name);
+        return -1;
+    }
+    free(from);
+    *(cur ? &md->dirty_cur : &md->dirty_new) = true;
+    md_push(md, name, strlen(p->key), cur ? p->flags : 0, cur);
+    free(p->key);
+    return 0;
+}
+
+static int md_fsync_dir(maildir *md, const char *sub, ofs_error *err)
+{
+    int fd = openat(md->dfd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0) {
+        int en = errno;
+        if (fd >= 0)
+            close(fd);
+        return err_errno(err, OFS_E_IO, en, "cannot sync directory %s/%s", md->path, sub);
+    }
+    close(fd);
+    return 0;
+}
+
+int maildir_flush(maildir *md, ofs_error *err)
+{
+    if (md->npend) {
+        if (md_sync_pending(md, err) != 0)
+            return -1;
+        size_t i = 0;
+        int rc = 0;
+        for (; i < md->npend && rc == 0; i++)
+            rc = md_publish_one(md, &md->pend[i], err);
+        if (rc != 0)
+            i--; /* the failed one stays pending */
+        memmove(md->pend, md->pend + i, (md->npend - i) * sizeof *md->pend);
+        md->npend -= i;
+        if (rc != 0)
+            return -1;
+    }
+    if (md->dirty_cur && md_fsync_dir(md, "cur", err) != 0)
+        return -1;
+    md->dirty_cur = false;
+    if (md->dirty_new && md_fsync_dir(md, "new", err) != 0)
+        return -1;
+    md->dirty_new = false;
+    return 0;
+}

@@ -1,0 +1,84 @@
+/* maildir.h: one Maildir folder: scanning cur/ and new/, batched delivery, flag renames, removal.
+ * Mail readers rename files under us at any time; every operation tolerates that. */
+#ifndef OFS_MAILDIR_MAILDIR_H
+#define OFS_MAILDIR_MAILDIR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ofsync.h"
+
+/* One message file. Its key (the stable part of the name, before ":2,") is name[0..key_len). */
+typedef struct maildir_entry {
+    char *name;     /* base name inside cur/ or new/ */
+    size_t key_len; /* length of the key prefix of name */
+    unsigned flags; /* FLAG_* from the info letters (always 0 in new/) */
+    bool in_cur;    /* false: the file is in new/ */
+    bool gone;      /* we removed it; the slot stays until the next scan */
+} maildir_entry;
+
+/* A message written to tmp/ and waiting for maildir_flush() to become visible. */
+typedef struct maildir_pending {
+    char *key;
+    unsigned flags;
+    int fd; /* still open for a per-file fsync, or -1 (then flush uses syncfs) */
+} maildir_pending;
+
+typedef struct maildir {
+    char *path; /* the folder directory (holding cur/ new/ tmp/) */
+    int dfd;    /* open on path: every file operation is relative to it */
+    maildir_entry *v;
+    size_t n, cap, live;
+    uint32_t *slots; /* open-addressing table of entry index + 1 (0: empty), by key */
+    size_t nslots;
+    size_t dupes;       /* duplicate keys found by the last scan (one copy is kept) */
+    char *dupe_example; /* relative path of one ignored duplicate, for the report */
+    maildir_pending *pend;
+    size_t npend, cappend;
+    bool dirty_cur, dirty_new; /* renames or unlinks since the last directory fsync */
+    char *iobuf;
+} maildir;
+
+/* Opens the folder at path (which must exist), creating any of cur/ new/ tmp/ it lacks,
+ * and scans it. */
+int maildir_open(const char *path, maildir **out, ofs_error *err);
+/* Frees md; messages stored but never flushed are removed from tmp/. NULL is fine. */
+void maildir_close(maildir *md);
+
+/* Re-reads cur/ and new/ (one readdir pass each, no stat per file). */
+int maildir_scan(maildir *md, ofs_error *err);
+/* The live entry with this key, or NULL. Pointers are valid until the next call that changes md. */
+const maildir_entry *maildir_find(const maildir *md, const char *key);
+/* The path of e, malloc'd. */
+char *maildir_entry_path(const maildir *md, const maildir_entry *e);
+/* Message size from a ",S=<bytes>" field in the key (Dovecot writes one), else by stat; 0 if gone.
+ */
+uint64_t maildir_entry_size(const maildir *md, const maildir_entry *e);
+
+/* Name parsing, exposed for tests. Returns the key length of a file name; *info points just
+ * after ":2," (or "!2,") or is NULL when the name has no info. */
+size_t maildir_key_len(const char *name, const char **info);
+unsigned maildir_info_flags(const char *info);
+/* The name of a file in cur/ carrying flags: known letters replaced, unknown letters kept,
+ * all in ASCII order ("FPRS"). name may be a bare key. malloc'd. */
+char *maildir_name_with_flags(const char *name, unsigned flags);
+/* A fresh unique key: <sec>.M<usec>P<pid>Q<counter>.<host>, malloc'd. */
+char *maildir_new_key(void);
+
+/* These return 0 when done, 1 when the message vanished (after one rescan to follow a
+ * concurrent rename), -1 on error. */
+int maildir_set_flags(maildir *md, const char *key, unsigned add, unsigned del, ofs_error *err);
+int maildir_remove(maildir *md, const char *key, ofs_error *err);
+/* Opens the message for reading; *flags gets its current flags. */
+int maildir_open_message(maildir *md, const char *key, int *fd, unsigned *flags, ofs_error *err);
+
+/* Copies size bytes from fd (until EOF when size is 0) into tmp/, without fsync.
+ * *key gets the new key (malloc'd); *written the byte count. Visible only after flush. */
+int maildir_deliver(maildir *md, int fd, uint64_t size, unsigned flags, char **key,
+                    uint64_t *written, ofs_error *err);
+/* Makes the batch durable (fsync of the files, or syncfs), renames each into cur/ or new/,
+ * then fsyncs those directories; also makes earlier renames and unlinks durable. */
+int maildir_flush(maildir *md, ofs_error *err);
+
+#endif

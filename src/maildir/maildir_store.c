@@ -1,0 +1,314 @@
+/* maildir_store.c: the local side of the store interface over a tree of Maildirs.
+ * Thin glue: names.c maps folder names, maildir.c does the per-folder work. */
+#include "maildir/maildir_store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "maildir/maildir.h"
+#include "maildir/names.h"
+#include "sync/config.h"
+#include "util/err.h"
+
+#define MS_IOBUF (256 * 1024)
+
+typedef struct md_store {
+    store base;
+    char *root;
+    int layout;
+    maildir *md; /* the current folder, NULL before open_folder */
+    char *name;  /* its canonical name */
+    bool fresh;  /* md was scanned by open_folder and not yet listed */
+    char *iobuf;
+} md_store;
+
+static md_store *ms_of(store *s)
+{
+    return (md_store *)s;
+}
+
+/* mkdir -p: every missing level of path, 0700. */
+static int ms_mkdir_p(const char *path, ofs_error *err)
+{
+    char *p = xstrdup(path);
+    for (char *slash = strchr(p + 1, '/');; slash = strchr(slash + 1, '/')) {
+        if (slash)
+            *slash = '\0';
+        if (mkdir(p, 0700) != 0 && errno != EEXIST) {
+            err_errno(err, OFS_E_IO, errno, "cannot create directory %s", p);
+            free(p);
+            return -1;
+        }
+        if (!slash)
+            break;
+        *slash = '/';
+    }
+    free(p);
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return err_set(err, OFS_E_IO, "%s exists but is not a directory", path);
+    return 0;
+}
+
+static int ms_need_folder(md_store *ms, const char *what, ofs_error *err)
+{
+    if (ms->md)
+        return 0;
+    return err_set(err, OFS_E_IO, "local store %s: cannot %s before a folder is opened", ms->root,
+                   what);
+}
+
+static int ms_list_folders(store *s, strlist *out, ofs_error *err)
+{
+    md_store *ms = ms_of(s);
+    return names_list(ms->root, ms->layout, out, err);
+}
+
+static int ms_create_folder(store *s, const char *name, ofs_error *err)
+{
+    md_store *ms = ms_of(s);
+    char *path;
+    if (names_to_path(ms->root, ms->layout, name, &path, err) != 0)
+        return -1;
+    static const char *const subs[] = {"cur", "new", "tmp"};
+    int rc = ms_mkdir_p(path, err);
+    for (size_t i = 0; i < 3 && rc == 0; i++) {
+        char *sub = xasprintf("%s/%s", path, subs[i]);
+        if (mkdir(sub, 0700) != 0 && errno != EEXIST)
+            rc = err_errno(err, OFS_E_IO, errno, "cannot create directory %s", sub);
+        free(sub);
+    }
+    free(path);
+    return rc;
+}
+
+static int ms_open_folder(store *s, const char *name, store_folder_info *info, ofs_error *err)
+{
+    md_store *ms = ms_of(s);
+    char *path;
+    /* Deliveries the engine forgot to flush are still good mail: publish rather than drop. */
+    if (ms->md && maildir_flush(ms->md, err) != 0)
+        return -1;
+    maildir_close(ms->md);
+    ms->md = NULL;
+    free(ms->name);
+    ms->name = NULL;
+    if (names_to_path(ms->root, ms->layout, name, &path, err) != 0)
+        return -1;
+    int rc = maildir_open(path, &ms->md, err);
+    free(path);
+    if (rc != 0)
+        return err_prefix(err, "local folder \"%s\"", name);
+    ms->name = xstrdup(name);
+    ms->fresh = true;
+    if (info) {
+        memset(info, 0, sizeof *info);
+        info->exists = (uint32_t)ms->md->live;
+    }
+    return 0;
+}
+
+static int ms_list_messages(store *s, const store_list_opts *o, store_msg_list *out, ofs_error *err)
+{
+    md_store *ms = ms_of(s);
+    if (ms_need_folder(ms, "list messages", err) != 0)
+        return -1;
+    /* open_folder just scanned; a later listing must see the disk as it is now. */
+    if (!ms->fresh && maildir_scan(ms->md, err) != 0)
+        return -1;
+    ms->fresh = false;
+    const maildir *md = ms->md;
+    for (size_t i = 0; i < md->n; i++) {
+        const maildir_entry *e = &md->v[i];
+        if (e->gone)
+            continue;
+        store_msg *m = store_msg_list_push(out);
+        m->key = xstrndup(e->name, e->key_len);
+        m->flags = e->flags;
+        if (o && o->want_size)
+            m->size = maildir_entry_size(md, e);
+    }
+    return 0;
+}
+
+static int ms_write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int ms_copy_out(md_store *ms, int in, int out, const char *key, uint64_t *done,
+                       ofs_error *err)
+{
+    if (!ms->iobuf)
+        ms->iobuf = xmalloc(MS_IOBUF);
+    *done = 0;
+    for (;;) {
+        ssize_t r = read(in, ms->iobuf, MS_IOBUF);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return err_errno(err, OFS_E_IO, errno, "cannot read message %s in %s", key,
+                             ms->md->path);
+        if (r == 0)
+            return 0;
+        if (ms_write_all(out, ms->iobuf, (size_t)r) != 0)
+            return err_errno(err, OFS_E_IO, errno, "cannot copy message %s out of %s", key,
+                             ms->md->path);
+        *done += (uint64_t)r;
+    }
+}
+
+/* 0 done, 1 vanished (skipped), -1 error. */
+static int ms_fetch_one(md_store *ms, const store_msg *msg, const store_sink *sink, ofs_error *err)
+{
+    int in;
+    unsigned flags;
+    int r = maildir_open_message(ms->md, msg->key, &in, &flags, err);
+    if (r != 0)
+        return r;
+    struct stat st;
+    if (fstat(in, &st) != 0) {
+        err_errno(err, OFS_E_IO, errno, "cannot read message %s in %s", msg->key, ms->md->path);
+        close(in);
+        return -1;
+    }
+    store_msg m = *msg;
+    m.flags = flags;
+    m.size = (uint64_t)st.st_size;
+    int out = sink->open(sink->ctx, &m, m.size, err);
+    uint64_t done = 0;
+    if (out < 0 || ms_copy_out(ms, in, out, msg->key, &done, err) != 0) {
+        close(in);
+        return -1;
+    }
+    close(in);
+    m.size = done;
+    return sink->done(sink->ctx, &m, out, done, err) != 0 ? -1 : 0;
+}
+
+static int ms_fetch_messages(store *s, const store_msg *msgs, size_t n, const store_sink *sink,
+                             ofs_error *err)
+{
+    md_store *ms = ms_of(s);
+    if (ms_need_folder(ms, "fetch messages", err) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!msgs[i].key)
+            return err_set(err, OFS_E_IO, "local folder %s: message to fetch has no key",
+                           ms->md->path);
+        if (ms_fetch_one(ms, &msgs[i], sink, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int ms_store_message(store *s, int fd, uint64_t size, unsigned flags, store_msg *out,
+                            ofs_error *err)
+{
+    md_store *ms = ms_of(s);
+    if (ms_need_folder(ms, "store a message", err) != 0)
+        return -1;
+    char *key;
+    uint64_t written;
+    if (maildir_deliver(ms->md, fd, size, flags & FLAG_ALL, &key, &written, err) != 0)
+        return -1;
+    out->uid = 0;
+    out->key = key;
+    out->flags = flags & FLAG_ALL;
+    out->size = written;
+    return 0;
+}
+
+static int ms_flush(store *s, ofs_error *err)
+{
+    md_store *ms = ms_of(s);
+    return ms->md ? maildir_flush(ms->md, err) : 0;
+}
+
+/* A message that vanished meanwhile is not an error: the next pass sees it gone. */
+static int ms_set_flags(store *s, const store_msg *msgs, size_t n, unsigned add, unsigned del,
+                        ofs_error *err)
+{
+    md_store *ms = ms_of(s);
+    if (ms_need_folder(ms, "change flags", err) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!msgs[i].key)
+            return err_set(err, OFS_E_IO, "local folder %s: message to change has no key",
+                           ms->md->path);
+        if (maildir_set_flags(ms->md, msgs[i].key, add & FLAG_ALL, del & FLAG_ALL, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int ms_remove_messages(store *s, const store_msg *msgs, size_t n, ofs_error *err)
+{
+    md_store *ms = ms_of(s);
+    if (ms_need_folder(ms, "remove messages", err) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!msgs[i].key)
+            return err_set(err, OFS_E_IO, "local folder %s: message to remove has no key",
+                           ms->md->path);
+        if (maildir_remove(ms->md, msgs[i].key, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void ms_close(store *s)
+{
+    md_store *ms = ms_of(s);
+    if (!ms)
+        return;
+    maildir_close(ms->md);
+    free(ms->name);
+    free(ms->root);
+    free(ms->iobuf);
+    free(ms);
+}
+
+static const store_ops ms_ops = {
+    .side = "local",
+    .list_folders = ms_list_folders,
+    .create_folder = ms_create_folder,
+    .open_folder = ms_open_folder,
+    .list_messages = ms_list_messages,
+    .fetch_messages = ms_fetch_messages,
+    .store_message = ms_store_message,
+    .flush = ms_flush,
+    .set_flags = ms_set_flags,
+    .remove_messages = ms_remove_messages,
+    .close = ms_close,
+};
+
+int maildir_store_open(const char *root, int layout, store **out, ofs_error *err)
+{
+    *out = NULL;
+    if (!root || !*root)
+        return err_set(err, OFS_E_CONFIG, "no local Maildir root configured");
+    if (layout != CFG_LAYOUT_MAILDIRPP && layout != CFG_LAYOUT_VERBATIM)
+        return err_set(err, OFS_E_CONFIG, "local store %s: unknown folder layout %d", root, layout);
+    if (ms_mkdir_p(root, err) != 0)
+        return err_prefix(err, "local store");
+    md_store *ms = xcalloc(1, sizeof *ms);
+    ms->base.ops = &ms_ops;
+    ms->root = xstrdup(root);
+    ms->layout = layout;
+    *out = &ms->base;
+    return 0;
+}
