@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "sync/store.h"
+#include "util/eol.h"
 #include "util/err.h"
 #include "util/mem.h"
 
@@ -511,32 +512,34 @@ static int md_disk_error(maildir *md, int en, const char *rel, ofs_error *err)
     return err_errno(err, OFS_E_IO, en, "cannot write %s/%s", md->path, rel);
 }
 
-/* Copies the message into the tmp/ file; size 0 means "until end of file". */
+/* Copies the message into the tmp/ file; size 0 means "until end of file". The store
+ * interface carries IMAP's CRLF; on disk a Maildir holds LF, as mail readers expect. */
 static int md_copy_in(maildir *md, int in, int out, uint64_t size, const char *rel, uint64_t *done,
                       ofs_error *err)
 {
     if (!md->iobuf)
-        md->iobuf = xmalloc(MD_IOBUF);
+        md->iobuf = xmalloc(2 * MD_IOBUF + 1);
+    char *conv = md->iobuf + MD_IOBUF;
+    eol_state eol = {0};
     *done = 0;
     for (;;) {
         size_t want = MD_IOBUF;
         if (size && size - *done < want)
             want = (size_t)(size - *done);
-        if (size && want == 0)
-            return 0;
-        ssize_t r = read(in, md->iobuf, want);
+        ssize_t r = (size && want == 0) ? 0 : read(in, md->iobuf, want);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0)
             return err_errno(err, OFS_E_IO, errno, "cannot read the message to store in %s",
                              md->path);
-        if (r == 0 && size)
+        if (r == 0 && size && *done < size)
             return err_set(err, OFS_E_IO, "message to store in %s ended after %llu of %llu bytes",
                            md->path, (unsigned long long)*done, (unsigned long long)size);
+        size_t n = r == 0 ? eol_to_lf_end(&eol, conv) : eol_to_lf(&eol, md->iobuf, (size_t)r, conv);
+        if (md_write_all(out, conv, n) != 0)
+            return md_disk_error(md, errno, rel, err);
         if (r == 0)
             return 0;
-        if (md_write_all(out, md->iobuf, (size_t)r) != 0)
-            return md_disk_error(md, errno, rel, err);
         *done += (uint64_t)r;
     }
 }

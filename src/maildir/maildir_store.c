@@ -12,6 +12,7 @@
 #include "maildir/maildir.h"
 #include "maildir/names.h"
 #include "sync/config.h"
+#include "util/eol.h"
 #include "util/err.h"
 
 #define MS_IOBUF (256 * 1024)
@@ -149,11 +150,14 @@ static int ms_write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+/* Copies a message file out in IMAP form: bare LF becomes CRLF. *done counts bytes written. */
 static int ms_copy_out(md_store *ms, int in, int out, const char *key, uint64_t *done,
                        ofs_error *err)
 {
     if (!ms->iobuf)
-        ms->iobuf = xmalloc(MS_IOBUF);
+        ms->iobuf = xmalloc(3 * MS_IOBUF);
+    char *conv = ms->iobuf + MS_IOBUF;
+    eol_state eol = {0};
     *done = 0;
     for (;;) {
         ssize_t r = read(in, ms->iobuf, MS_IOBUF);
@@ -164,10 +168,11 @@ static int ms_copy_out(md_store *ms, int in, int out, const char *key, uint64_t 
                              ms->md->path);
         if (r == 0)
             return 0;
-        if (ms_write_all(out, ms->iobuf, (size_t)r) != 0)
+        size_t n = eol_to_crlf(&eol, ms->iobuf, (size_t)r, conv);
+        if (ms_write_all(out, conv, n) != 0)
             return err_errno(err, OFS_E_IO, errno, "cannot copy message %s out of %s", key,
                              ms->md->path);
-        *done += (uint64_t)r;
+        *done += (uint64_t)n;
     }
 }
 

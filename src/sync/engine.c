@@ -352,8 +352,37 @@ static int remove_from(store *s, const sync_plan *plan, int kind, const store_ms
     return rc;
 }
 
-static int exec_expunges(folder_run *r, const sync_plan *plan, ofs_error *err)
+/* A mail reader renaming a file while the scan ran can hide it from readdir. Before a local
+ * absence removes mail from the server, a second scan must agree that it is gone. */
+static int confirm_local_absence(folder_run *r, sync_plan *plan, ofs_error *err)
 {
+    if (!plan->count[ACT_EXPUNGE_SERVER])
+        return 0;
+    store_msg_list again;
+    store_msg_list_init(&again);
+    store_list_opts lo = {0};
+    if (r->c->loc->ops->list_messages(r->c->loc, &lo, &again, err) < 0)
+        return -1;
+    char **keys = xmalloc((again.n ? again.n : 1) * sizeof *keys);
+    for (size_t i = 0; i < again.n; i++)
+        keys[i] = again.v[i].key;
+    qsort(keys, again.n, sizeof *keys, cmp_keyp);
+    for (size_t i = 0; i < plan->n; i++) {
+        sync_action *a = &plan->v[i];
+        if (a->kind == ACT_EXPUNGE_SERVER && local_has_key(keys, again.n, r->pairs.v[a->pair].key)) {
+            a->kind = ACT_NONE; /* still there: the next pass sees its true state */
+            plan->count[ACT_EXPUNGE_SERVER]--;
+        }
+    }
+    free(keys);
+    store_msg_list_free(&again);
+    return 0;
+}
+
+static int exec_expunges(folder_run *r, sync_plan *plan, ofs_error *err)
+{
+    if (confirm_local_absence(r, plan, err) < 0)
+        return -1;
     if (!plan->count[ACT_EXPUNGE_SERVER] && !plan->count[ACT_EXPUNGE_LOCAL] &&
         !plan->count[ACT_FORGET])
         return 0;

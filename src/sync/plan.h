@@ -19,6 +19,7 @@ enum sync_action_kind {
     ACT_EXPUNGE_SERVER,  /* gone locally, was synced: remove from the server */
     ACT_EXPUNGE_LOCAL,   /* gone on the server, was synced: remove locally */
     ACT_FORGET,          /* gone on both sides: drop the pair */
+    ACT_NONE,            /* dropped from the plan during execution */
 };
 
 typedef struct sync_action {
@@ -32,7 +33,7 @@ typedef struct sync_action {
 typedef struct sync_plan {
     sync_action *v;
     size_t n, cap;
-    size_t count[ACT_FORGET + 1];
+    size_t count[ACT_NONE + 1];
     size_t to_server_flags, to_local_flags; /* ACT_FLAGS that change that side */
 } sync_plan;
 
