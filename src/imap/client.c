@@ -1,0 +1,1132 @@
+/* client.c: one synchronous IMAP connection: command writer, response loop, the commands.
+ * Untagged responses are handled whenever they arrive; each command waits for its own tag. */
+#include "imap/client.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "imap/transport.h"
+#include "util/err.h"
+
+/* How much of a response's start is kept to find its UID before a body literal's bytes. */
+#define CLIENT_HDR_KEEP 4096
+
+/* State of one UID FETCH ... BODY.PEEK[] command. */
+typedef struct body_fetch {
+    const store_sink *sink;
+    const store_msg *msgs; /* the caller's messages for this command, uids ascending */
+    const uint32_t *uids;
+    size_t n;
+    bool open; /* a body literal is being streamed to fd */
+    int fd;
+    uint32_t open_uid; /* UID seen before the literal, 0 if the server put it after */
+} body_fetch;
+
+struct imap_client {
+    imap_transport *t;
+    imap_parser *p;
+    char *host;
+    char in[65536];
+    size_t in_pos, in_len;
+    buf hdr; /* the first bytes of the response being parsed */
+    buf out;
+    unsigned tagno;
+    char tag[16];
+    strlist caps;
+    unsigned caps_gen; /* bumped whenever the server states its capabilities */
+    bool preauth;
+    bool dead;      /* the stream is out of step or closed: no more commands */
+    bool in_logout; /* BYE is expected */
+    imap_mailbox_info sel;
+    bool selected;
+    /* The last tagged completion. */
+    imap_status last_status;
+    char *last_text;
+    char last_code[32];
+    uint32_t appenduid_validity, appenduid_uid;
+    body_fetch *bf;
+};
+
+typedef int (*client_data_fn)(imap_client *c, const imap_response *r, void *ctx, ofs_error *err);
+
+/* ---- pure helpers ---- */
+
+size_t imap_uidset(const uint32_t *uids, size_t n, size_t max, buf *out)
+{
+    size_t start = out->len, i = 0;
+    bool first = true;
+    while (i < n) {
+        size_t j = i;
+        while (j + 1 < n && (uint64_t)uids[j + 1] <= (uint64_t)uids[j] + 1)
+            j++;
+        char piece[32];
+        int k;
+        if (uids[i] == uids[j])
+            k = snprintf(piece, sizeof piece, "%s%" PRIu32, first ? "" : ",", uids[i]);
+        else
+            k = snprintf(piece, sizeof piece, "%s%" PRIu32 ":%" PRIu32, first ? "" : ",", uids[i],
+                         uids[j]);
+        if (!first && out->len - start + (size_t)k > max)
+            break;
+        buf_add(out, piece, (size_t)k);
+        first = false;
+        i = j + 1;
+    }
+    return i;
+}
+
+static const struct {
+    unsigned bit;
+    const char *name;
+} client_flag_names[] = {
+    {FLAG_SEEN, "\\Seen"},       {FLAG_ANSWERED, "\\Answered"}, {FLAG_FLAGGED, "\\Flagged"},
+    {FLAG_DELETED, "\\Deleted"}, {FLAG_DRAFT, "\\Draft"},
+};
+
+#define CLIENT_NFLAGS (sizeof client_flag_names / sizeof client_flag_names[0])
+
+unsigned imap_flags_from_list(const imap_value *list)
+{
+    unsigned flags = 0;
+    if (!list || list->type != IMAP_V_LIST)
+        return 0;
+    for (size_t i = 0; i < list->n; i++)
+        for (size_t f = 0; f < CLIENT_NFLAGS; f++)
+            if (imap_value_is(&list->items[i], client_flag_names[f].name))
+                flags |= client_flag_names[f].bit;
+    return flags;
+}
+
+void imap_flags_format(unsigned flags, buf *out)
+{
+    bool first = true;
+    for (size_t f = 0; f < CLIENT_NFLAGS; f++) {
+        if (!(flags & client_flag_names[f].bit))
+            continue;
+        if (!first)
+            buf_addc(out, ' ');
+        buf_adds(out, client_flag_names[f].name);
+        first = false;
+    }
+}
+
+static bool msgid_space(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
+}
+
+char *imap_header_msgid(const char *hdr, size_t len)
+{
+    static const char field[] = "Message-ID:";
+    const size_t flen = sizeof field - 1;
+    size_t i = 0;
+    while (i < len) {
+        if (hdr[i] == '\r' || hdr[i] == '\n')
+            return NULL; /* the blank line that ends the header */
+        if (len - i > flen && strncasecmp(hdr + i, field, flen) == 0)
+            break;
+        const char *nl = memchr(hdr + i, '\n', len - i);
+        if (!nl)
+            return NULL;
+        i = (size_t)(nl - hdr) + 1;
+    }
+    if (i >= len)
+        return NULL;
+    buf v;
+    buf_init(&v);
+    for (i += flen; i < len; i++) {
+        /* A line break ends the field unless the next line is a continuation (folding). */
+        if (hdr[i] == '\n' && !(i + 1 < len && (hdr[i + 1] == ' ' || hdr[i + 1] == '\t')))
+            break;
+        if (hdr[i] != '\r' && hdr[i] != '\n')
+            buf_addc(&v, hdr[i]);
+    }
+    size_t a = 0, b = v.len;
+    while (a < b && msgid_space(v.data[a]))
+        a++;
+    while (b > a && msgid_space(v.data[b - 1]))
+        b--;
+    char *id = a < b ? xstrndup(v.data + a, b - a) : NULL;
+    buf_free(&v);
+    return id;
+}
+
+bool imap_quote(const char *s, buf *out)
+{
+    for (const char *p = s; *p; p++)
+        if (*p == '\r' || *p == '\n' || (unsigned char)*p >= 0x80)
+            return false;
+    buf_addc(out, '"');
+    for (const char *p = s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            buf_addc(out, '\\');
+        buf_addc(out, *p);
+    }
+    buf_addc(out, '"');
+    return true;
+}
+
+static void client_base64(const unsigned char *in, size_t len, buf *out)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < len)
+            v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < len)
+            v |= in[i + 2];
+        buf_addc(out, tab[(v >> 18) & 63]);
+        buf_addc(out, tab[(v >> 12) & 63]);
+        buf_addc(out, i + 1 < len ? tab[(v >> 6) & 63] : '=');
+        buf_addc(out, i + 2 < len ? tab[v & 63] : '=');
+    }
+}
+
+/* ---- accessors ---- */
+
+bool imap_has_cap(const imap_client *c, const char *cap)
+{
+    for (size_t i = 0; i < c->caps.n; i++)
+        if (strcasecmp(c->caps.v[i], cap) == 0)
+            return true;
+    return false;
+}
+
+const char *imap_host(const imap_client *c)
+{
+    return c->host;
+}
+
+void imap_byte_counts(const imap_client *c, uint64_t *in, uint64_t *out)
+{
+    *in = c->t ? c->t->bytes_in : 0;
+    *out = c->t ? c->t->bytes_out : 0;
+}
+
+const imap_mailbox_info *imap_selected(const imap_client *c)
+{
+    return c->selected ? &c->sel : NULL;
+}
+
+/* ---- reading responses ---- */
+
+static int client_broken(imap_client *c)
+{
+    c->dead = true;
+    return -1;
+}
+
+/* The UID in a FETCH response's text before its first literal ("* 3 FETCH (UID 9 BODY[] {"). */
+static uint32_t client_hdr_uid(const buf *hdr)
+{
+    if (!hdr->data)
+        return 0;
+    const char *end = memchr(hdr->data, '{', hdr->len);
+    if (!end)
+        end = hdr->data + hdr->len;
+    for (const char *p = hdr->data; p + 5 < end; p++) {
+        if ((p[0] != '(' && p[0] != ' ') || strncasecmp(p + 1, "UID ", 4) != 0)
+            continue;
+        uint64_t v = 0;
+        const char *d = p + 5;
+        while (d < end && *d >= '0' && *d <= '9' && v <= UINT32_MAX)
+            v = v * 10 + (uint64_t)(*d++ - '0');
+        if (d > p + 5 && d < end && (*d == ' ' || *d == ')') && v <= UINT32_MAX)
+            return (uint32_t)v;
+    }
+    return 0;
+}
+
+static int client_literal(void *ctx, const char *atom, uint64_t size, ofs_error *err)
+{
+    imap_client *c = ctx;
+    body_fetch *bf = c->bf;
+    if (!bf || strcasecmp(atom, "BODY[]") != 0)
+        return -1;
+    if (bf->open) {
+        err_set(err, OFS_E_PROTO, "server %s sent two message bodies in one response", c->host);
+        return -2;
+    }
+    store_msg m = {.uid = client_hdr_uid(&c->hdr), .size = size};
+    int fd = bf->sink->open(bf->sink->ctx, &m, size, err);
+    if (fd < 0)
+        return -2;
+    bf->open = true;
+    bf->fd = fd;
+    bf->open_uid = m.uid;
+    return fd;
+}
+
+static int client_next(imap_client *c, const imap_response **out, ofs_error *err)
+{
+    if (c->dead)
+        return err_set(err, OFS_E_NET, "connection to %s is no longer usable", c->host);
+    for (;;) {
+        if (c->in_pos < c->in_len) {
+            size_t avail = c->in_len - c->in_pos;
+            if (c->bf && c->hdr.len < CLIENT_HDR_KEEP)
+                buf_add(&c->hdr, c->in + c->in_pos,
+                        avail < CLIENT_HDR_KEEP - c->hdr.len ? avail
+                                                             : CLIENT_HDR_KEEP - c->hdr.len);
+            long n = imap_parser_feed(c->p, c->in + c->in_pos, avail, err);
+            if (n < 0)
+                return client_broken(c);
+            c->in_pos += (size_t)n;
+            const imap_response *r = imap_parser_response(c->p);
+            if (r) {
+                buf_reset(&c->hdr);
+                *out = r;
+                return 0;
+            }
+            if ((size_t)n < avail) { /* the parser promised to eat all it was given */
+                err_set(err, OFS_E_PROTO, "response parser stalled on data from %s", c->host);
+                return client_broken(c);
+            }
+        }
+        c->in_pos = c->in_len = 0;
+        long n = imap_transport_read(c->t, c->in, sizeof c->in, err);
+        if (n < 0)
+            return client_broken(c);
+        c->in_len = (size_t)n;
+    }
+}
+
+static void client_set_caps(imap_client *c, const imap_value *items, size_t from, size_t n)
+{
+    strlist_free(&c->caps);
+    for (size_t i = from; i < n; i++) {
+        const char *s = imap_value_str(&items[i]);
+        if (s)
+            strlist_add(&c->caps, s);
+    }
+    c->caps_gen++;
+}
+
+/* Response codes matter wherever they appear: greeting, untagged OK, tagged completion. */
+static void client_code(imap_client *c, const imap_value *code)
+{
+    if (code->type != IMAP_V_LIST || code->n == 0)
+        return;
+    const imap_value *a = code->items;
+    if (imap_value_is(a, "CAPABILITY"))
+        client_set_caps(c, code->items, 1, code->n);
+    else if (imap_value_is(a, "UIDVALIDITY") && code->n > 1)
+        imap_value_u32(&a[1], &c->sel.uidvalidity);
+    else if (imap_value_is(a, "UIDNEXT") && code->n > 1)
+        imap_value_u32(&a[1], &c->sel.uidnext);
+    else if (imap_value_is(a, "HIGHESTMODSEQ") && code->n > 1)
+        imap_value_u64(&a[1], &c->sel.highestmodseq);
+    else if (imap_value_is(a, "NOMODSEQ"))
+        c->sel.highestmodseq = 0;
+    else if (imap_value_is(a, "READ-ONLY"))
+        c->sel.readonly = true;
+    else if (imap_value_is(a, "APPENDUID") && code->n > 2) {
+        if (!imap_value_u32(&a[1], &c->appenduid_validity) ||
+            !imap_value_u32(&a[2], &c->appenduid_uid))
+            c->appenduid_validity = c->appenduid_uid = 0;
+    }
+}
+
+static int client_untagged(imap_client *c, const imap_response *r, ofs_error *err)
+{
+    if (r->has_code)
+        client_code(c, &r->code);
+    if (r->status == IMAP_S_BYE) {
+        if (c->in_logout)
+            return 0;
+        err_set(err, OFS_E_NET, "server %s closed the connection: %s", c->host, r->text);
+        return client_broken(c);
+    }
+    if (r->status != IMAP_S_NONE)
+        return 0;
+    if (strcmp(r->name, "CAPABILITY") == 0)
+        client_set_caps(c, r->args.items, 0, r->args.n);
+    else if (strcmp(r->name, "EXISTS") == 0 && r->has_number)
+        c->sel.exists = r->number;
+    else if (strcmp(r->name, "EXPUNGE") == 0 && c->sel.exists > 0)
+        c->sel.exists--;
+    return 0;
+}
+
+/* What a wait accepts as its end besides an error. */
+enum client_until {
+    UNTIL_TAGGED, /* the command's completion: 0 on OK */
+    UNTIL_CONT,   /* a continuation request: 1; a tagged OK is a protocol error */
+    UNTIL_EITHER, /* 1 for a continuation, 0 for a tagged OK */
+};
+
+/* Reads until the current command's tagged completion or a continuation request, as `until`
+ * says. Errors from fn do not stop the reading, so the connection stays in step; the first one
+ * is returned at the end. */
+static int client_wait(imap_client *c, const char *what, client_data_fn fn, void *ctx,
+                       enum client_until until, ofs_error *err)
+{
+    ofs_error fn_err = {0};
+    bool fn_failed = false;
+    for (;;) {
+        const imap_response *r;
+        if (client_next(c, &r, err) < 0)
+            return -1;
+        if (r->type == IMAP_R_UNTAGGED) {
+            if (client_untagged(c, r, err) < 0)
+                return -1;
+            if (fn && !fn_failed && fn(c, r, ctx, &fn_err) < 0) {
+                fn_failed = true;
+                if (c->dead) {
+                    *err = fn_err;
+                    return -1;
+                }
+            }
+            continue;
+        }
+        if (r->type == IMAP_R_CONTINUATION) {
+            if (until != UNTIL_TAGGED)
+                return 1;
+            err_set(err, OFS_E_PROTO, "server %s sent an unexpected continuation during %s",
+                    c->host, what);
+            return client_broken(c);
+        }
+        if (strcmp(r->tag, c->tag) != 0) {
+            err_set(err, OFS_E_PROTO, "server %s answered command tag \"%s\", which was never sent",
+                    c->host, r->tag);
+            return client_broken(c);
+        }
+        c->last_status = r->status;
+        free(c->last_text);
+        c->last_text = xstrdup(r->text);
+        c->last_code[0] = '\0';
+        if (r->has_code) {
+            client_code(c, &r->code);
+            const char *code = imap_value_str(r->code.n ? &r->code.items[0] : NULL);
+            snprintf(c->last_code, sizeof c->last_code, "%s", code ? code : "");
+        }
+        if (r->status == IMAP_S_OK) {
+            if (fn_failed) {
+                *err = fn_err;
+                return -1;
+            }
+            if (until != UNTIL_CONT)
+                return 0;
+            err_set(err, OFS_E_PROTO, "server %s completed %s without asking for its data", c->host,
+                    what);
+            return client_broken(c);
+        }
+        if (r->status != IMAP_S_NO && r->status != IMAP_S_BAD) {
+            err_set(err, OFS_E_PROTO, "server %s answered %s with an unknown status", c->host,
+                    what);
+            return client_broken(c);
+        }
+        return err_set(err, OFS_E_SERVER, "%s on server %s failed: server said: %s", what, c->host,
+                       r->text);
+    }
+}
+
+/* ---- writing commands ---- */
+
+static void client_begin(imap_client *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void client_begin(imap_client *c, const char *fmt, ...)
+{
+    buf_reset(&c->out);
+    snprintf(c->tag, sizeof c->tag, "o%u", ++c->tagno);
+    buf_printf(&c->out, "%s ", c->tag);
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(&c->out, fmt, ap);
+    va_end(ap);
+}
+
+static int client_flush(imap_client *c, ofs_error *err)
+{
+    if (c->dead)
+        return err_set(err, OFS_E_NET, "connection to %s is no longer usable", c->host);
+    int r = c->out.len ? imap_transport_write(c->t, c->out.data, c->out.len, err) : 0;
+    /* The buffer may have held a password: do not leave it lying in freed memory. */
+    if (c->out.data)
+        explicit_bzero(c->out.data, c->out.cap);
+    buf_reset(&c->out);
+    return r < 0 ? client_broken(c) : 0;
+}
+
+/* Adds a literal header; for a synchronizing literal, sends what is buffered and waits for the
+ * server's go-ahead. The literal's bytes come next, then the rest of the command. */
+static int client_literal_head(imap_client *c, uint64_t size, const char *what, ofs_error *err)
+{
+    bool plus = imap_has_cap(c, "LITERAL+") || (imap_has_cap(c, "LITERAL-") && size <= 4096);
+    buf_printf(&c->out, "{%" PRIu64 "%s}\r\n", size, plus ? "+" : "");
+    if (plus)
+        return 0;
+    if (client_flush(c, err) < 0)
+        return -1;
+    return client_wait(c, what, NULL, NULL, UNTIL_CONT, err) == 1 ? 0 : -1;
+}
+
+/* Adds s as a quoted string, or as a literal when it cannot be quoted. */
+static int client_astring(imap_client *c, const char *s, const char *what, ofs_error *err)
+{
+    if (imap_quote(s, &c->out))
+        return 0;
+    if (client_literal_head(c, strlen(s), what, err) < 0)
+        return -1;
+    buf_adds(&c->out, s);
+    return 0;
+}
+
+static int client_end(imap_client *c, const char *what, client_data_fn fn, void *ctx,
+                      ofs_error *err)
+{
+    buf_adds(&c->out, "\r\n");
+    if (client_flush(c, err) < 0)
+        return -1;
+    return client_wait(c, what, fn, ctx, UNTIL_TAGGED, err);
+}
+
+static int client_simple(imap_client *c, const char *cmd, client_data_fn fn, void *ctx,
+                         ofs_error *err)
+{
+    client_begin(c, "%s", cmd);
+    return client_end(c, cmd, fn, ctx, err);
+}
+
+/* ---- connection and login ---- */
+
+int imap_connect(const char *host, int port, int timeout, imap_client **out, ofs_error *err)
+{
+    imap_transport *t;
+    if (imap_transport_connect(host, port, timeout, &t, err) < 0)
+        return -1;
+    imap_client *c = xcalloc(1, sizeof *c);
+    c->t = t;
+    c->host = xstrdup(host);
+    c->p = imap_parser_new(NULL);
+    imap_parser_set_literal_fn(c->p, client_literal, c);
+    buf_init(&c->out);
+    buf_init(&c->hdr);
+    strlist_init(&c->caps);
+    const imap_response *r;
+    if (client_next(c, &r, err) < 0)
+        goto fail;
+    if (r->type != IMAP_R_UNTAGGED ||
+        (r->status != IMAP_S_OK && r->status != IMAP_S_PREAUTH && r->status != IMAP_S_BYE)) {
+        err_set(err, OFS_E_PROTO, "server %s:%d did not greet like an IMAP server", host, port);
+        goto fail;
+    }
+    if (r->status == IMAP_S_BYE) {
+        err_set(err, OFS_E_NET, "server %s:%d refused the connection: %s", host, port, r->text);
+        goto fail;
+    }
+    c->preauth = r->status == IMAP_S_PREAUTH;
+    if (r->has_code)
+        client_code(c, &r->code);
+    if (c->caps_gen == 0 && client_simple(c, "CAPABILITY", NULL, NULL, err) < 0)
+        goto fail;
+    *out = c;
+    return 0;
+fail:
+    imap_client_free(c);
+    return -1;
+}
+
+void imap_client_free(imap_client *c)
+{
+    if (!c)
+        return;
+    imap_transport_close(c->t);
+    imap_parser_free(c->p);
+    free(c->host);
+    free(c->last_text);
+    if (c->out.data)
+        explicit_bzero(c->out.data, c->out.cap);
+    buf_free(&c->out);
+    buf_free(&c->hdr);
+    strlist_free(&c->caps);
+    free(c);
+}
+
+static int client_auth_plain(imap_client *c, const char *user, const char *password, ofs_error *err)
+{
+    size_t ul = strlen(user), pl = strlen(password);
+    unsigned char *raw = xmalloc(ul + pl + 2);
+    raw[0] = '\0';
+    memcpy(raw + 1, user, ul);
+    raw[1 + ul] = '\0';
+    memcpy(raw + 2 + ul, password, pl);
+    buf token;
+    buf_init(&token);
+    client_base64(raw, ul + pl + 2, &token);
+    explicit_bzero(raw, ul + pl + 2);
+    free(raw);
+    int r;
+    if (imap_has_cap(c, "SASL-IR")) {
+        client_begin(c, "AUTHENTICATE PLAIN %s", token.data);
+        r = client_end(c, "AUTHENTICATE", NULL, NULL, err);
+    } else {
+        client_begin(c, "AUTHENTICATE PLAIN\r\n");
+        r = client_flush(c, err);
+        if (r == 0)
+            r = client_wait(c, "AUTHENTICATE", NULL, NULL, UNTIL_CONT, err);
+        if (r == 1) {
+            buf_add(&c->out, token.data, token.len);
+            buf_adds(&c->out, "\r\n");
+            r = client_flush(c, err);
+            if (r == 0)
+                r = client_wait(c, "AUTHENTICATE", NULL, NULL, UNTIL_EITHER, err);
+            if (r == 1) { /* PLAIN is one step: cancel whatever the server asks next */
+                buf_adds(&c->out, "*\r\n");
+                r = client_flush(c, err);
+                if (r == 0)
+                    r = client_wait(c, "AUTHENTICATE", NULL, NULL, UNTIL_TAGGED, err);
+                if (r == 0)
+                    r = err_set(err, OFS_E_PROTO, "server %s wanted more than PLAIN gives",
+                                c->host);
+            }
+        }
+    }
+    explicit_bzero(token.data, token.len);
+    buf_free(&token);
+    return r;
+}
+
+static int client_login_cmd(imap_client *c, const char *user, const char *password, ofs_error *err)
+{
+    client_begin(c, "LOGIN ");
+    if (client_astring(c, user, "LOGIN", err) < 0)
+        return -1;
+    buf_addc(&c->out, ' ');
+    if (client_astring(c, password, "LOGIN", err) < 0)
+        return -1;
+    return client_end(c, "LOGIN", NULL, NULL, err);
+}
+
+int imap_login(imap_client *c, const char *user, const char *password, ofs_error *err)
+{
+    if (c->preauth)
+        return 0;
+    if (imap_has_cap(c, "LOGINDISABLED"))
+        return err_set(err, OFS_E_AUTH,
+                       "server %s does not accept a password on an unencrypted connection "
+                       "(LOGINDISABLED): use TLS",
+                       c->host);
+    unsigned gen = c->caps_gen;
+    c->last_status = IMAP_S_NONE;
+    int r;
+    if (imap_has_cap(c, "AUTH=PLAIN"))
+        r = client_auth_plain(c, user, password, err);
+    else
+        r = client_login_cmd(c, user, password, err);
+    if (r < 0) {
+        if (!c->dead && (c->last_status == IMAP_S_NO || c->last_status == IMAP_S_BAD))
+            err_set(err, OFS_E_AUTH, "server %s refused the login for %s: %s", c->host, user,
+                    c->last_text);
+        return -1;
+    }
+    if (c->caps_gen == gen)
+        return client_simple(c, "CAPABILITY", NULL, NULL, err);
+    return 0;
+}
+
+/* ---- mailboxes ---- */
+
+typedef struct list_ctx {
+    imap_list_entry *v;
+    size_t n, cap;
+} list_ctx;
+
+static int client_on_list(imap_client *c, const imap_response *r, void *ctx, ofs_error *err)
+{
+    list_ctx *l = ctx;
+    if (strcmp(r->name, "LIST") != 0)
+        return 0;
+    const imap_value *a = r->args.items;
+    if (r->args.n < 3 || a[0].type != IMAP_V_LIST)
+        return err_set(err, OFS_E_PROTO, "server %s sent a malformed LIST response", c->host);
+    const char *name = imap_value_str(&a[2]);
+    const char *delim = imap_value_str(&a[1]);
+    if (!name || (a[1].type != IMAP_V_NIL && (!delim || strlen(delim) != 1)))
+        return err_set(err, OFS_E_PROTO, "server %s sent a malformed LIST response", c->host);
+    if (strlen(name) != a[2].len)
+        return err_set(err, OFS_E_NAME, "server %s listed a folder name containing NUL", c->host);
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 16;
+        l->v = xrealloc(l->v, l->cap * sizeof *l->v);
+    }
+    imap_list_entry *e = &l->v[l->n++];
+    e->name = xstrdup(name);
+    e->delim = delim ? delim[0] : '\0';
+    e->selectable = true;
+    for (size_t i = 0; i < a[0].n; i++)
+        if (imap_value_is(&a[0].items[i], "\\Noselect") ||
+            imap_value_is(&a[0].items[i], "\\NonExistent"))
+            e->selectable = false;
+    return 0;
+}
+
+int imap_list(imap_client *c, const char *pattern, imap_list_entry **out, size_t *n, ofs_error *err)
+{
+    list_ctx l = {0};
+    client_begin(c, "LIST \"\" ");
+    int r = client_astring(c, pattern, "LIST", err);
+    if (r == 0)
+        r = client_end(c, "LIST", client_on_list, &l, err);
+    if (r < 0) {
+        imap_list_free(l.v, l.n);
+        return -1;
+    }
+    *out = l.v;
+    *n = l.n;
+    return 0;
+}
+
+void imap_list_free(imap_list_entry *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i].name);
+    free(v);
+}
+
+int imap_select(imap_client *c, const char *mbox, bool readonly, imap_mailbox_info *info,
+                ofs_error *err)
+{
+    const char *cmd = readonly ? "EXAMINE" : "SELECT";
+    memset(&c->sel, 0, sizeof c->sel);
+    c->selected = false;
+    client_begin(c, "%s ", cmd);
+    if (client_astring(c, mbox, cmd, err) < 0)
+        return -1;
+    /* HIGHESTMODSEQ is only promised once CONDSTORE is enabled (RFC 7162 3.1.8). */
+    if (imap_has_cap(c, "CONDSTORE"))
+        buf_adds(&c->out, " (CONDSTORE)");
+    if (client_end(c, cmd, NULL, NULL, err) < 0) {
+        memset(&c->sel, 0, sizeof c->sel);
+        return -1;
+    }
+    if (strcasecmp(c->last_code, "READ-ONLY") == 0)
+        c->sel.readonly = true;
+    c->selected = true;
+    if (info)
+        *info = c->sel;
+    return 0;
+}
+
+int imap_create(imap_client *c, const char *mbox, ofs_error *err)
+{
+    client_begin(c, "CREATE ");
+    if (client_astring(c, mbox, "CREATE", err) < 0)
+        return -1;
+    int r = client_end(c, "CREATE", NULL, NULL, err);
+    if (r < 0 && !c->dead && c->last_status == IMAP_S_NO &&
+        strcasecmp(c->last_code, "ALREADYEXISTS") == 0)
+        return 0;
+    return r;
+}
+
+/* ---- FETCH ---- */
+
+/* The items of one FETCH response that matter here. */
+typedef struct fetch_items {
+    bool has_uid, has_flags, has_size;
+    uint32_t uid;
+    unsigned flags;
+    uint64_t size;
+    const imap_value *header; /* BODY[HEADER.FIELDS ...] value */
+    const imap_value *body;   /* BODY[] value */
+} fetch_items;
+
+static int client_fetch_items(imap_client *c, const imap_response *r, fetch_items *fi,
+                              ofs_error *err)
+{
+    memset(fi, 0, sizeof *fi);
+    if (r->args.n < 1 || r->args.items[0].type != IMAP_V_LIST || r->args.items[0].n % 2)
+        return err_set(err, OFS_E_PROTO, "server %s sent a malformed FETCH response", c->host);
+    const imap_value *it = r->args.items[0].items;
+    for (size_t i = 0; i + 1 < r->args.items[0].n; i += 2) {
+        const imap_value *k = &it[i], *v = &it[i + 1];
+        if (imap_value_is(k, "UID"))
+            fi->has_uid = imap_value_u32(v, &fi->uid);
+        else if (imap_value_is(k, "FLAGS") && v->type == IMAP_V_LIST)
+            fi->has_flags = true, fi->flags = imap_flags_from_list(v);
+        else if (imap_value_is(k, "RFC822.SIZE"))
+            fi->has_size = imap_value_u64(v, &fi->size);
+        else if (imap_value_is(k, "BODY[]"))
+            fi->body = v;
+        else if (k->type == IMAP_V_ATOM && strncasecmp(k->str, "BODY[HEADER", 11) == 0)
+            fi->header = v;
+    }
+    return 0;
+}
+
+typedef struct meta_ctx {
+    store_msg_list *out;
+    size_t start; /* first entry added by this command */
+    uint32_t first, last;
+    bool want_size, want_msgid;
+} meta_ctx;
+
+static store_msg *meta_find(meta_ctx *m, uint32_t uid)
+{
+    size_t lo = m->start, hi = m->out->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (m->out->v[mid].uid == uid)
+            return &m->out->v[mid];
+        if (m->out->v[mid].uid < uid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+static int client_on_meta(imap_client *c, const imap_response *r, void *ctx, ofs_error *err)
+{
+    meta_ctx *m = ctx;
+    fetch_items fi;
+    if (strcmp(r->name, "FETCH") != 0)
+        return 0;
+    if (client_fetch_items(c, r, &fi, err) < 0)
+        return -1;
+    if (!fi.has_uid || fi.uid < m->first || (m->last && fi.uid > m->last))
+        return 0;
+    bool complete = fi.has_flags && (!m->want_size || fi.has_size) && (!m->want_msgid || fi.header);
+    if (!complete) { /* an unsolicited flag update interleaved with our answers */
+        store_msg *old = meta_find(m, fi.uid);
+        if (old && fi.has_flags)
+            old->flags = fi.flags;
+        return 0;
+    }
+    if (m->out->n > m->start && m->out->v[m->out->n - 1].uid >= fi.uid) {
+        store_msg *old = meta_find(m, fi.uid);
+        if (old) {
+            old->flags = fi.flags;
+            return 0;
+        }
+        return err_set(err, OFS_E_PROTO, "server %s sent FETCH responses out of UID order",
+                       c->host);
+    }
+    store_msg *s = store_msg_list_push(m->out);
+    s->uid = fi.uid;
+    s->flags = fi.flags;
+    s->size = fi.has_size ? fi.size : 0;
+    const char *h = fi.header ? imap_value_str(fi.header) : NULL;
+    if (h)
+        s->msgid = imap_header_msgid(h, fi.header->len);
+    return 0;
+}
+
+int imap_fetch_meta(imap_client *c, uint32_t first, uint32_t last, bool want_size, bool want_msgid,
+                    store_msg_list *out, ofs_error *err)
+{
+    if (first == 0)
+        first = 1;
+    meta_ctx m = {.out = out,
+                  .start = out->n,
+                  .first = first,
+                  .last = last,
+                  .want_size = want_size,
+                  .want_msgid = want_msgid};
+    char range[32];
+    if (last)
+        snprintf(range, sizeof range, "%" PRIu32 ":%" PRIu32, first, last);
+    else
+        snprintf(range, sizeof range, "%" PRIu32 ":*", first);
+    client_begin(c, "UID FETCH %s (UID FLAGS%s%s)", range, want_size ? " RFC822.SIZE" : "",
+                 want_msgid ? " BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]" : "");
+    return client_end(c, "UID FETCH", client_on_meta, &m, err);
+}
+
+/* Position of uid in the ascending array, or SIZE_MAX. */
+static size_t uid_index(const uint32_t *uids, size_t n, uint32_t uid)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (uids[mid] == uid)
+            return mid;
+        if (uids[mid] < uid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return SIZE_MAX;
+}
+
+/* A body that came as a quoted string or an in-memory literal: write it through the sink. */
+static int client_body_copy(imap_client *c, body_fetch *bf, store_msg *m, const imap_value *v,
+                            ofs_error *err)
+{
+    m->size = v->len;
+    int fd = bf->sink->open(bf->sink->ctx, m, v->len, err);
+    if (fd < 0)
+        return -1;
+    for (size_t off = 0; off < v->len;) {
+        ssize_t w = write(fd, v->str + off, v->len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return err_errno(err, OFS_E_IO, errno, "writing message UID %" PRIu32 " from %s",
+                             m->uid, c->host);
+        off += (size_t)w;
+    }
+    return bf->sink->done(bf->sink->ctx, m, fd, v->len, err);
+}
+
+static int client_on_body(imap_client *c, const imap_response *r, void *ctx, ofs_error *err)
+{
+    body_fetch *bf = ctx;
+    fetch_items fi;
+    if (strcmp(r->name, "FETCH") != 0)
+        return 0;
+    if (client_fetch_items(c, r, &fi, err) < 0)
+        return client_broken(c);
+    if (!fi.body || fi.body->type == IMAP_V_NIL) /* a flag update, or a vanished message */
+        return 0;
+    store_msg m = {.uid = fi.has_uid ? fi.uid : bf->open_uid, .flags = fi.flags};
+    if (uid_index(bf->uids, bf->n, m.uid) == SIZE_MAX) {
+        err_set(err, OFS_E_PROTO, "server %s sent a body for UID %" PRIu32 ", not asked for",
+                c->host, m.uid);
+        return client_broken(c);
+    }
+    m.msgid = bf->msgs[uid_index(bf->uids, bf->n, m.uid)].msgid;
+    int rc;
+    if (fi.body->type == IMAP_V_STREAMED) {
+        if (!bf->open || fi.body->fd != bf->fd) {
+            err_set(err, OFS_E_PROTO, "server %s: message body arrived out of step", c->host);
+            return client_broken(c);
+        }
+        bf->open = false;
+        m.size = fi.body->size;
+        rc = bf->sink->done(bf->sink->ctx, &m, fi.body->fd, fi.body->size, err);
+    } else if (fi.body->type == IMAP_V_STRING || fi.body->type == IMAP_V_ATOM) {
+        rc = client_body_copy(c, bf, &m, fi.body, err);
+    } else {
+        err_set(err, OFS_E_PROTO, "server %s sent a malformed message body", c->host);
+        return client_broken(c);
+    }
+    /* A failed sink leaves us no way to keep the rest of the batch in step. */
+    return rc < 0 ? client_broken(c) : 0;
+}
+
+static int client_fetch_body_chunk(imap_client *c, body_fetch *bf, ofs_error *err)
+{
+    client_begin(c, "UID FETCH ");
+    imap_uidset(bf->uids, bf->n, SIZE_MAX, &c->out);
+    buf_adds(&c->out, " (UID FLAGS BODY.PEEK[])");
+    c->bf = bf;
+    int r = client_end(c, "UID FETCH", client_on_body, bf, err);
+    c->bf = NULL;
+    if (r == 0 && bf->open) {
+        err_set(err, OFS_E_PROTO, "server %s: message body arrived out of step", c->host);
+        return client_broken(c);
+    }
+    /* NO to a FETCH means some messages could not be fetched (expunged meanwhile). */
+    if (r < 0 && !c->dead && c->last_status == IMAP_S_NO)
+        return 0;
+    return r;
+}
+
+int imap_fetch_bodies(imap_client *c, const store_msg *msgs, size_t n, const store_sink *sink,
+                      ofs_error *err)
+{
+    uint32_t *uids = xmalloc((n ? n : 1) * sizeof *uids);
+    for (size_t i = 0; i < n; i++)
+        uids[i] = msgs[i].uid;
+    int r = 0;
+    for (size_t done = 0; done < n && r == 0;) {
+        buf probe;
+        buf_init(&probe);
+        size_t k = imap_uidset(uids + done, n - done, IMAP_UIDSET_MAX, &probe);
+        buf_free(&probe);
+        body_fetch bf = {.sink = sink, .uids = uids + done, .msgs = msgs + done, .n = k, .fd = -1};
+        r = client_fetch_body_chunk(c, &bf, err);
+        done += k;
+    }
+    free(uids);
+    return r;
+}
+
+/* ---- flags, append, expunge ---- */
+
+int imap_store_flags(imap_client *c, const uint32_t *uids, size_t n, bool add, unsigned flags,
+                     ofs_error *err)
+{
+    flags &= FLAG_ALL;
+    if (!flags)
+        return 0;
+    while (n > 0) {
+        client_begin(c, "UID STORE ");
+        size_t k = imap_uidset(uids, n, IMAP_UIDSET_MAX, &c->out);
+        buf_printf(&c->out, " %cFLAGS.SILENT (", add ? '+' : '-');
+        imap_flags_format(flags, &c->out);
+        buf_addc(&c->out, ')');
+        if (client_end(c, "UID STORE", NULL, NULL, err) < 0)
+            return -1;
+        uids += k;
+        n -= k;
+    }
+    return 0;
+}
+
+/* Sends size bytes from fd as the literal's body. A short file leaves the server waiting for
+ * bytes we promised, so the connection is given up. */
+static int client_send_fd(imap_client *c, int fd, uint64_t size, ofs_error *err)
+{
+    char chunk[65536];
+    uint64_t left = size;
+    while (left > 0) {
+        ssize_t n = read(fd, chunk, left < sizeof chunk ? (size_t)left : sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            err_errno(err, OFS_E_IO, errno, "reading a message to upload to %s", c->host);
+            return client_broken(c);
+        }
+        if (n == 0) {
+            err_set(err, OFS_E_IO,
+                    "message to upload to %s is shorter than announced (%" PRIu64 " of %" PRIu64
+                    " bytes)",
+                    c->host, size - left, size);
+            return client_broken(c);
+        }
+        if (imap_transport_write(c->t, chunk, (size_t)n, err) < 0)
+            return client_broken(c);
+        left -= (uint64_t)n;
+    }
+    return 0;
+}
+
+int imap_append(imap_client *c, const char *mbox, int fd, uint64_t size, unsigned flags,
+                uint32_t *uidvalidity, uint32_t *uid, ofs_error *err)
+{
+    *uidvalidity = *uid = 0;
+    c->appenduid_validity = c->appenduid_uid = 0;
+    client_begin(c, "APPEND ");
+    if (client_astring(c, mbox, "APPEND", err) < 0)
+        return -1;
+    if (flags & FLAG_ALL) {
+        buf_adds(&c->out, " (");
+        imap_flags_format(flags, &c->out);
+        buf_addc(&c->out, ')');
+    }
+    buf_addc(&c->out, ' ');
+    if (client_literal_head(c, size, "APPEND", err) < 0)
+        return -1;
+    if (client_flush(c, err) < 0 || client_send_fd(c, fd, size, err) < 0)
+        return -1;
+    if (client_end(c, "APPEND", NULL, NULL, err) < 0)
+        return -1;
+    if (imap_has_cap(c, "UIDPLUS") && strcasecmp(c->last_code, "APPENDUID") == 0) {
+        *uidvalidity = c->appenduid_validity;
+        *uid = c->appenduid_uid;
+    }
+    return 0;
+}
+
+typedef struct search_ctx {
+    uint32_t *v;
+    size_t n, cap;
+} search_ctx;
+
+static int client_on_search(imap_client *c, const imap_response *r, void *ctx, ofs_error *err)
+{
+    search_ctx *s = ctx;
+    if (strcmp(r->name, "SEARCH") != 0)
+        return 0;
+    for (size_t i = 0; i < r->args.n; i++) {
+        uint32_t uid;
+        if (!imap_value_u32(&r->args.items[i], &uid))
+            continue; /* e.g. (MODSEQ n) with CONDSTORE */
+        if (s->n == s->cap) {
+            s->cap = s->cap ? s->cap * 2 : 64;
+            s->v = xrealloc(s->v, s->cap * sizeof *s->v);
+        }
+        s->v[s->n++] = uid;
+    }
+    return 0;
+}
+
+int imap_search_uids(imap_client *c, const char *criteria, uint32_t **out, size_t *n,
+                     ofs_error *err)
+{
+    search_ctx s = {0};
+    client_begin(c, "UID SEARCH %s", criteria);
+    if (client_end(c, "UID SEARCH", client_on_search, &s, err) < 0) {
+        free(s.v);
+        return -1;
+    }
+    *out = s.v;
+    *n = s.n;
+    return 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* RFC 4315 2.1: without UID EXPUNGE, take \Deleted off every other message for the time of a
+ * plain EXPUNGE, so that only ours go, then put it back. */
+static int client_expunge_fallback(imap_client *c, const uint32_t *uids, size_t n, ofs_error *err)
+{
+    uint32_t *del;
+    size_t ndel;
+    if (imap_search_uids(c, "DELETED", &del, &ndel, err) < 0)
+        return -1;
+    if (ndel)
+        qsort(del, ndel, sizeof *del, cmp_u32);
+    size_t others = 0;
+    for (size_t i = 0; i < ndel; i++)
+        if (uid_index(uids, n, del[i]) == SIZE_MAX)
+            del[others++] = del[i];
+    int r = 0;
+    if (others)
+        r = imap_store_flags(c, del, others, false, FLAG_DELETED, err);
+    if (r == 0)
+        r = client_simple(c, "EXPUNGE", NULL, NULL, err);
+    if (others && !c->dead) {
+        ofs_error restore_err;
+        if (imap_store_flags(c, del, others, true, FLAG_DELETED, &restore_err) < 0 && r == 0) {
+            *err = restore_err;
+            r = -1;
+        }
+    }
+    free(del);
+    return r;
+}
+
+int imap_expunge_uids(imap_client *c, const uint32_t *uids, size_t n, ofs_error *err)
+{
+    if (n == 0)
+        return 0;
+    if (!imap_has_cap(c, "UIDPLUS"))
+        return client_expunge_fallback(c, uids, n, err);
+    while (n > 0) {
+        client_begin(c, "UID EXPUNGE ");
+        size_t k = imap_uidset(uids, n, IMAP_UIDSET_MAX, &c->out);
+        if (client_end(c, "UID EXPUNGE", NULL, NULL, err) < 0)
+            return -1;
+        uids += k;
+        n -= k;
+    }
+    return 0;
+}
+
+int imap_noop(imap_client *c, ofs_error *err)
+{
+    return client_simple(c, "NOOP", NULL, NULL, err);
+}
+
+int imap_logout(imap_client *c, ofs_error *err)
+{
+    c->in_logout = true;
+    int r = client_simple(c, "LOGOUT", NULL, NULL, err);
+    c->dead = true;
+    return r;
+}

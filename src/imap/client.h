@@ -1,0 +1,110 @@
+/* client.h: a synchronous IMAP client over one connection: commands, responses, capabilities.
+ * Mailbox names here are the server's own bytes (modified UTF-7); imap_store.c maps them. */
+#ifndef OFS_IMAP_CLIENT_H
+#define OFS_IMAP_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "imap/parse.h"
+#include "ofsync.h"
+#include "sync/store.h"
+#include "util/mem.h"
+
+typedef struct imap_client imap_client;
+
+/* Longest UID set put in one command, so a command line stays under 8 KiB (RFC 7162 3.2.1). */
+#define IMAP_UIDSET_MAX 7000
+
+typedef struct imap_mailbox_info {
+    uint32_t uidvalidity;
+    uint32_t uidnext;       /* 0 when the server did not say */
+    uint64_t highestmodseq; /* 0 without CONDSTORE or with NOMODSEQ */
+    uint32_t exists;
+    bool readonly;
+} imap_mailbox_info;
+
+typedef struct imap_list_entry {
+    char *name;      /* server bytes */
+    char delim;      /* hierarchy delimiter, '\0' for a flat name (NIL) */
+    bool selectable; /* false for \Noselect and \NonExistent */
+} imap_list_entry;
+
+/* Connects, reads the greeting and the capabilities. timeout: seconds without data. */
+int imap_connect(const char *host, int port, int timeout, imap_client **out, ofs_error *err);
+void imap_client_free(imap_client *c); /* closes without LOGOUT; NULL is fine */
+
+/* Case-insensitive lookup of a capability such as "UIDPLUS" or "AUTH=PLAIN". */
+bool imap_has_cap(const imap_client *c, const char *cap);
+const char *imap_host(const imap_client *c);
+/* Bytes read from and written to the socket so far. */
+void imap_byte_counts(const imap_client *c, uint64_t *in, uint64_t *out);
+
+/* AUTHENTICATE PLAIN when offered (SASL-IR when possible), else LOGIN. Refreshes capabilities.
+ * A refusal is OFS_E_AUTH; LOGINDISABLED is OFS_E_AUTH with a hint. No-op after PREAUTH. */
+int imap_login(imap_client *c, const char *user, const char *password, ofs_error *err);
+
+/* LIST "" pattern; *out is a malloc'd array of n entries (free with imap_list_free). */
+int imap_list(imap_client *c, const char *pattern, imap_list_entry **out, size_t *n,
+              ofs_error *err);
+void imap_list_free(imap_list_entry *v, size_t n);
+
+/* SELECT (readonly: EXAMINE). On failure no mailbox is selected. */
+int imap_select(imap_client *c, const char *mbox, bool readonly, imap_mailbox_info *info,
+                ofs_error *err);
+/* What the server said about the selected mailbox so far (EXISTS follows new mail). */
+const imap_mailbox_info *imap_selected(const imap_client *c);
+
+/* UID FETCH first:last (UID FLAGS [RFC822.SIZE] [Message-ID header]); last 0 means '*'.
+ * Appends messages with uid >= first to out, in server order. */
+int imap_fetch_meta(imap_client *c, uint32_t first, uint32_t last, bool want_size, bool want_msgid,
+                    store_msg_list *out, ofs_error *err);
+
+/* UID FETCH (UID FLAGS BODY.PEEK[]) of msgs[].uid, streaming each body to the sink's fd.
+ * UIDs strictly ascending; long sets are split. A message the server no longer has is skipped.
+ * The sink sees uid (0 in open() if the server puts UID after the body), flags, size and the
+ * caller's msgid. A failing sink ends the connection (the rest of the batch is unread). */
+int imap_fetch_bodies(imap_client *c, const store_msg *msgs, size_t n, const store_sink *sink,
+                      ofs_error *err);
+
+/* UID STORE uids +FLAGS.SILENT (add) or -FLAGS.SILENT; uids sorted ascending. */
+int imap_store_flags(imap_client *c, const uint32_t *uids, size_t n, bool add, unsigned flags,
+                     ofs_error *err);
+
+/* APPEND size bytes read from fd. Sets the uidvalidity and uid of APPENDUID, or 0 and 0. */
+int imap_append(imap_client *c, const char *mbox, int fd, uint64_t size, unsigned flags,
+                uint32_t *uidvalidity, uint32_t *uid, ofs_error *err);
+
+/* CREATE; a mailbox that already exists ([ALREADYEXISTS]) is success. */
+int imap_create(imap_client *c, const char *mbox, ofs_error *err);
+
+/* Expunges exactly the given \Deleted messages: UID EXPUNGE with UIDPLUS, else the
+ * RFC 4315 2.1 fallback that shields other \Deleted messages during a plain EXPUNGE. */
+int imap_expunge_uids(imap_client *c, const uint32_t *uids, size_t n, ofs_error *err);
+
+/* UID SEARCH <criteria>; appends the UIDs found to *out (malloc'd, *n entries). */
+int imap_search_uids(imap_client *c, const char *criteria, uint32_t **out, size_t *n,
+                     ofs_error *err);
+
+int imap_noop(imap_client *c, ofs_error *err);
+int imap_logout(imap_client *c, ofs_error *err);
+
+/* ---- pure helpers, exposed for tests ---- */
+
+/* Appends a compact set ("1:5,9,12:40") of the sorted uids to out, no longer than max bytes
+ * (at least one range is always taken). Duplicates are skipped. Returns uids consumed. */
+size_t imap_uidset(const uint32_t *uids, size_t n, size_t max, buf *out);
+
+/* FLAG_* from a FLAGS list; \Recent and keywords are ignored. */
+unsigned imap_flags_from_list(const imap_value *list);
+/* Appends "\Seen \Flagged" (no parentheses) for the FLAG_* bits. */
+void imap_flags_format(unsigned flags, buf *out);
+
+/* The Message-ID from a header block (unfolded, trimmed), malloc'd, or NULL when absent. */
+char *imap_header_msgid(const char *hdr, size_t len);
+
+/* Appends s as an IMAP quoted string; false (nothing appended) when it needs a literal. */
+bool imap_quote(const char *s, buf *out);
+
+#endif

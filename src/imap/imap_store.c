@@ -1,0 +1,405 @@
+/* imap_store.c: the server side of the store interface, one IMAP connection per store.
+ * Canonical names (UTF-8, '/' between levels) <-> server names (delimiter, modified UTF-7). */
+#include "imap/imap_store.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "imap/client.h"
+#include "imap/utf7.h"
+#include "sync/config.h"
+#include "util/err.h"
+#include "util/mem.h"
+
+typedef struct imap_store {
+    store base;
+    imap_client *c;
+    char *host;
+    bool delim_known;
+    char delim;       /* '\0': a flat namespace */
+    char *cur;        /* canonical name of the selected folder, NULL if none */
+    char *cur_server; /* its server name */
+    uint32_t uidvalidity;
+} imap_store;
+
+static imap_store *istore(store *s)
+{
+    return (imap_store *)s;
+}
+
+/* ---- names ---- */
+
+/* NULL when a canonical name component is safe, else why not. */
+static const char *name_component_problem(const char *comp, size_t len, char delim)
+{
+    if (len == 0)
+        return "an empty level";
+    if ((len == 1 && comp[0] == '.') || (len == 2 && comp[0] == '.' && comp[1] == '.'))
+        return "a \".\" or \"..\" level";
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)comp[i];
+        if (ch < 0x20 || ch == 0x7f)
+            return "a control character";
+        /* U+0080..U+009F, the C1 controls, are C2 80..C2 9F in UTF-8. */
+        if (ch == 0xc2 && i + 1 < len && (unsigned char)comp[i + 1] <= 0x9f)
+            return "a control character";
+        if (ch == '/')
+            return "a '/' inside a level";
+        if (delim && ch == (unsigned char)delim)
+            return "the server's hierarchy delimiter inside a level";
+    }
+    return NULL;
+}
+
+static bool name_is_inbox(const char *s, size_t len)
+{
+    return len == 5 && strncasecmp(s, "INBOX", 5) == 0;
+}
+
+/* A copy of a name fit for a one-line message: C1 controls become '?' too (err.c does C0). */
+static char *name_printable(const char *name)
+{
+    char *p = xstrdup(name);
+    size_t o = 0;
+    for (size_t i = 0; p[i]; i++) {
+        if ((unsigned char)p[i] == 0xc2 && (unsigned char)p[i + 1] >= 0x80 &&
+            (unsigned char)p[i + 1] <= 0x9f) {
+            p[o++] = '?';
+            i++;
+        } else {
+            p[o++] = p[i];
+        }
+    }
+    p[o] = '\0';
+    return p;
+}
+
+/* Server name (as listed, with its delimiter) -> canonical name. */
+static int name_from_server(imap_store *is, const char *raw, char delim, char **out, ofs_error *err)
+{
+    char *dec;
+    if (imap_utf7_decode(raw, &dec, err) < 0)
+        return err_prefix(err, "server %s", is->host);
+    buf b;
+    buf_init(&b);
+    buf_adds(&b, "");
+    const char *p = dec, *why = NULL;
+    for (;;) {
+        const char *e = delim ? strchr(p, delim) : NULL;
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        /* Split on the delimiter, so only a '/' that is not the delimiter can remain. */
+        why = name_component_problem(p, len, '\0');
+        if (why)
+            break;
+        if (b.len)
+            buf_addc(&b, '/');
+        if (b.len == 0 && name_is_inbox(p, len))
+            buf_adds(&b, "INBOX");
+        else
+            buf_add(&b, p, len);
+        if (!e)
+            break;
+        p = e + 1;
+    }
+    if (why) {
+        char *shown = name_printable(dec);
+        err_set(err, OFS_E_NAME, "server %s has a folder \"%s\" that cannot be mapped safely: %s",
+                is->host, shown, why);
+        free(shown);
+        free(dec);
+        buf_free(&b);
+        return -1;
+    }
+    free(dec);
+    *out = b.data;
+    return 0;
+}
+
+static int store_learn_delim(imap_store *is, ofs_error *err)
+{
+    if (is->delim_known)
+        return 0;
+    imap_list_entry *v;
+    size_t n;
+    if (imap_list(is->c, "", &v, &n, err) < 0)
+        return -1;
+    is->delim = n ? v[0].delim : '\0';
+    is->delim_known = true;
+    imap_list_free(v, n);
+    return 0;
+}
+
+/* Canonical name -> server name (mUTF-7, server delimiter). */
+static int name_to_server(imap_store *is, const char *canon, char **out, ofs_error *err)
+{
+    if (store_learn_delim(is, err) < 0)
+        return -1;
+    buf b;
+    buf_init(&b);
+    buf_adds(&b, "");
+    const char *p = canon, *why = NULL;
+    for (;;) {
+        const char *e = strchr(p, '/');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        why = name_component_problem(p, len, is->delim);
+        if (!why && e && !is->delim)
+            why = "levels, but the server has a flat namespace";
+        if (why)
+            break;
+        if (b.len)
+            buf_addc(&b, is->delim);
+        if (b.len == 0 && name_is_inbox(p, len))
+            buf_adds(&b, "INBOX");
+        else
+            buf_add(&b, p, len);
+        if (!e)
+            break;
+        p = e + 1;
+    }
+    if (why) {
+        buf_free(&b);
+        char *shown = name_printable(canon);
+        err_set(err, OFS_E_NAME, "folder \"%s\" cannot be mapped to server %s: it has %s", shown,
+                is->host, why);
+        free(shown);
+        return -1;
+    }
+    int r = imap_utf7_encode(b.data, out, err);
+    buf_free(&b);
+    return r;
+}
+
+/* ---- store ops ---- */
+
+static int istore_list_folders(store *s, strlist *out, ofs_error *err)
+{
+    imap_store *is = istore(s);
+    imap_list_entry *v;
+    size_t n;
+    if (imap_list(is->c, "*", &v, &n, err) < 0)
+        return -1;
+    strlist names;
+    strlist_init(&names);
+    int r = 0;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        if (v[i].delim && !is->delim_known) {
+            is->delim = v[i].delim;
+            is->delim_known = true;
+        }
+        if (!v[i].selectable)
+            continue;
+        char *name;
+        r = name_from_server(is, v[i].name, v[i].delim, &name, err);
+        if (r == 0 && strlist_find(&names, name) < 0)
+            strlist_add_owned(&names, name);
+        else if (r == 0)
+            free(name);
+    }
+    imap_list_free(v, n);
+    if (r < 0) {
+        strlist_free(&names);
+        return -1;
+    }
+    strlist_sort(&names);
+    for (size_t i = 0; i < names.n; i++)
+        strlist_add_owned(out, names.v[i]);
+    free(names.v);
+    return 0;
+}
+
+static int istore_create_folder(store *s, const char *name, ofs_error *err)
+{
+    imap_store *is = istore(s);
+    char *srv;
+    if (name_to_server(is, name, &srv, err) < 0)
+        return -1;
+    int r = imap_create(is->c, srv, err);
+    free(srv);
+    return r < 0 ? err_prefix(err, "creating folder %s", name) : 0;
+}
+
+static int istore_open_folder(store *s, const char *name, store_folder_info *info, ofs_error *err)
+{
+    imap_store *is = istore(s);
+    free(is->cur);
+    free(is->cur_server);
+    is->cur = is->cur_server = NULL;
+    char *srv;
+    if (name_to_server(is, name, &srv, err) < 0)
+        return -1;
+    imap_mailbox_info mi;
+    if (imap_select(is->c, srv, false, &mi, err) < 0) {
+        free(srv);
+        return err_prefix(err, "folder %s", name);
+    }
+    is->cur = xstrdup(name);
+    is->cur_server = srv;
+    is->uidvalidity = mi.uidvalidity;
+    if (info) {
+        info->uidvalidity = mi.uidvalidity;
+        info->uidnext = mi.uidnext;
+        info->highestmodseq = mi.highestmodseq;
+        info->exists = mi.exists;
+    }
+    return 0;
+}
+
+static int istore_need_folder(imap_store *is, const char *what, ofs_error *err)
+{
+    if (is->cur && imap_selected(is->c))
+        return 0;
+    return err_set(err, OFS_E_STATE, "%s on server %s without an open folder", what, is->host);
+}
+
+static int istore_list_messages(store *s, const store_list_opts *o, store_msg_list *out,
+                                ofs_error *err)
+{
+    imap_store *is = istore(s);
+    if (istore_need_folder(is, "listing messages", err) < 0)
+        return -1;
+    if (imap_selected(is->c)->exists == 0)
+        return 0;
+    if (imap_fetch_meta(is->c, o->since_uid, 0, o->want_size, o->want_msgid, out, err) < 0)
+        return err_prefix(err, "folder %s", is->cur);
+    return 0;
+}
+
+/* Caller's order is kept: each strictly ascending run of UIDs is one batch. */
+static int istore_fetch_messages(store *s, const store_msg *msgs, size_t n, const store_sink *sink,
+                                 ofs_error *err)
+{
+    imap_store *is = istore(s);
+    if (istore_need_folder(is, "fetching messages", err) < 0)
+        return -1;
+    size_t i = 0;
+    while (i < n) {
+        size_t j = i + 1;
+        while (j < n && msgs[j].uid > msgs[j - 1].uid)
+            j++;
+        if (imap_fetch_bodies(is->c, msgs + i, j - i, sink, err) < 0)
+            return err_prefix(err, "folder %s", is->cur);
+        i = j;
+    }
+    return 0;
+}
+
+static int istore_store_message(store *s, int fd, uint64_t size, unsigned flags, store_msg *out,
+                                ofs_error *err)
+{
+    imap_store *is = istore(s);
+    if (istore_need_folder(is, "storing a message", err) < 0)
+        return -1;
+    uint32_t uv, uid;
+    if (imap_append(is->c, is->cur_server, fd, size, flags, &uv, &uid, err) < 0)
+        return err_prefix(err, "folder %s", is->cur);
+    out->uid = (uid && uv == is->uidvalidity) ? uid : 0;
+    out->flags = flags & FLAG_ALL;
+    out->size = size;
+    return 0;
+}
+
+static int istore_flush(store *s, ofs_error *err)
+{
+    return 0; /* every APPEND is complete when the server answers it */
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The sorted, distinct, non-zero UIDs of msgs; malloc'd. */
+static uint32_t *istore_uids(const store_msg *msgs, size_t n, size_t *out_n)
+{
+    uint32_t *u = xmalloc((n ? n : 1) * sizeof *u);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (msgs[i].uid)
+            u[k++] = msgs[i].uid;
+    if (k)
+        qsort(u, k, sizeof *u, cmp_u32);
+    size_t d = 0;
+    for (size_t i = 0; i < k; i++)
+        if (d == 0 || u[i] != u[d - 1])
+            u[d++] = u[i];
+    *out_n = d;
+    return u;
+}
+
+static int istore_set_flags(store *s, const store_msg *msgs, size_t n, unsigned add, unsigned del,
+                            ofs_error *err)
+{
+    imap_store *is = istore(s);
+    if (istore_need_folder(is, "changing flags", err) < 0)
+        return -1;
+    size_t k;
+    uint32_t *u = istore_uids(msgs, n, &k);
+    int r = imap_store_flags(is->c, u, k, true, add, err);
+    if (r == 0)
+        r = imap_store_flags(is->c, u, k, false, del, err);
+    free(u);
+    return r < 0 ? err_prefix(err, "folder %s", is->cur) : 0;
+}
+
+static int istore_remove_messages(store *s, const store_msg *msgs, size_t n, ofs_error *err)
+{
+    imap_store *is = istore(s);
+    if (istore_need_folder(is, "removing messages", err) < 0)
+        return -1;
+    size_t k;
+    uint32_t *u = istore_uids(msgs, n, &k);
+    int r = imap_store_flags(is->c, u, k, true, FLAG_DELETED, err);
+    if (r == 0)
+        r = imap_expunge_uids(is->c, u, k, err);
+    free(u);
+    return r < 0 ? err_prefix(err, "folder %s", is->cur) : 0;
+}
+
+static void istore_close(store *s)
+{
+    imap_store *is = istore(s);
+    ofs_error ignored;
+    imap_logout(is->c, &ignored); /* best effort: the server cleans up either way */
+    imap_client_free(is->c);
+    free(is->host);
+    free(is->cur);
+    free(is->cur_server);
+    free(is);
+}
+
+static const store_ops imap_store_ops = {
+    .side = "server",
+    .list_folders = istore_list_folders,
+    .create_folder = istore_create_folder,
+    .open_folder = istore_open_folder,
+    .list_messages = istore_list_messages,
+    .fetch_messages = istore_fetch_messages,
+    .store_message = istore_store_message,
+    .flush = istore_flush,
+    .set_flags = istore_set_flags,
+    .remove_messages = istore_remove_messages,
+    .close = istore_close,
+};
+
+int imap_store_open(const imap_store_opts *o, store **out, ofs_error *err)
+{
+    if (o->tls != CFG_TLS_NONE)
+        return err_set(err, OFS_E_CONFIG,
+                       "TLS to server %s is not available in this build yet: set tls = none",
+                       o->host);
+    imap_client *c;
+    if (imap_connect(o->host, o->port, o->timeout, &c, err) < 0)
+        return -1;
+    if (imap_login(c, o->user, o->password, err) < 0) {
+        imap_client_free(c);
+        return -1;
+    }
+    imap_store *is = xcalloc(1, sizeof *is);
+    is->base.ops = &imap_store_ops;
+    is->c = c;
+    is->host = xstrdup(o->host);
+    *out = &is->base;
+    return 0;
+}
