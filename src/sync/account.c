@@ -124,7 +124,7 @@ int sync_run_pass(sync_ctx *c, ofs_error *err)
     for (size_t i = 0; rc == 0 && i < all.n; i++) {
         const char *name = all.v[i];
         bool on_srv = strlist_find(&srv, name) >= 0;
-        bool on_loc = strlist_find(&loc, name) >= 0 || (!strcmp(name, "INBOX") && on_srv);
+        bool on_loc = strlist_find(&loc, name) >= 0;
         ofs_error ferr = {0};
         int a = align_folder(c, name, on_srv, on_loc, &ferr);
         if (a == 1)
