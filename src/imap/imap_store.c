@@ -172,7 +172,7 @@ static int name_to_server(imap_store *is, const char *canon, char **out, ofs_err
 
 /* ---- store ops ---- */
 
-static int istore_list_folders(store *s, strlist *out, ofs_error *err)
+static int istore_list_folders(store *s, strlist *out, strlist *refused, ofs_error *err)
 {
     imap_store *is = istore(s);
     imap_list_entry *v;
@@ -189,8 +189,13 @@ static int istore_list_folders(store *s, strlist *out, ofs_error *err)
         }
         if (!v[i].selectable)
             continue;
-        char *name;
+        char *name = NULL;
         r = name_from_server(is, v[i].name, v[i].delim, &name, err);
+        if (r < 0 && err->code == OFS_E_NAME && refused) {
+            strlist_add(refused, err->message);
+            r = 0;
+            continue;
+        }
         if (r == 0 && strlist_find(&names, name) < 0)
             strlist_add_owned(&names, name);
         else if (r == 0)

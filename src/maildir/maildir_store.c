@@ -63,7 +63,7 @@ static int ms_need_folder(md_store *ms, const char *what, ofs_error *err)
                    what);
 }
 
-static int ms_list_folders(store *s, strlist *out, ofs_error *err)
+static int ms_list_folders(store *s, strlist *out, strlist *refused, ofs_error *err)
 {
     md_store *ms = ms_of(s);
     return names_list(ms->root, ms->layout, out, err);

@@ -2,6 +2,7 @@
  * Folder-level failures are reported and the pass goes on; connection-level ones end it. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -80,13 +81,27 @@ static int align_folder(sync_ctx *c, const char *name, bool on_srv, bool on_loc,
     return 0;
 }
 
+static void report_refused(sync_ctx *c, strlist *refused)
+{
+    for (size_t i = 0; i < refused->n; i++) {
+        ofs_error e = {.code = OFS_E_NAME};
+        snprintf(e.message, sizeof e.message, "%s", refused->v[i]);
+        if (!c->folder_failures++)
+            c->folder_err = e;
+        pass_event(c, OFS_EV_NOTICE, NULL, refused->v[i]);
+    }
+    strlist_free(refused);
+}
+
 static int folder_set(sync_ctx *c, strlist *srv, strlist *loc, strlist *all, ofs_error *err)
 {
-    strlist known;
+    strlist known, refused;
     strlist_init(&known);
-    int rc = c->srv->ops->list_folders(c->srv, srv, err);
+    strlist_init(&refused);
+    int rc = c->srv->ops->list_folders(c->srv, srv, &refused, err);
     if (rc == 0)
-        rc = c->loc->ops->list_folders(c->loc, loc, err);
+        rc = c->loc->ops->list_folders(c->loc, loc, &refused, err);
+    report_refused(c, &refused);
     if (rc == 0)
         rc = state_folder_names(c->st, &known, err);
     if (rc == 0) {

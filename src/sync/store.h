@@ -66,8 +66,9 @@ typedef struct store store;
 
 typedef struct store_ops {
     const char *side; /* "server" or "local", for messages */
-    /* Every selectable folder, canonical names. */
-    int (*list_folders)(store *s, strlist *out, ofs_error *err);
+    /* Every selectable folder, canonical names. A folder whose name cannot be mapped safely
+     * is left out and one line saying why goes into refused (the pass goes on without it). */
+    int (*list_folders)(store *s, strlist *out, strlist *refused, ofs_error *err);
     int (*create_folder)(store *s, const char *name, ofs_error *err);
     /* Makes name the current folder; the message operations below act on it. */
     int (*open_folder)(store *s, const char *name, store_folder_info *info, ofs_error *err);

@@ -699,7 +699,7 @@ static void test_folders_mdpp(void **state)
     assert_int_equal(maildir_store_open(r2, CFG_LAYOUT_MAILDIRPP, &s, &err), 0);
     strlist l;
     strlist_init(&l);
-    assert_int_equal(s->ops->list_folders(s, &l, &err), 0);
+    assert_int_equal(s->ops->list_folders(s, &l, NULL, &err), 0);
     assert_int_equal(l.n, 0);
 
     static const char *const names[] = {"INBOX", "A/B", "Entwürfe", "日本語/Sub", "Sent"};
@@ -721,7 +721,7 @@ static void test_folders_mdpp(void **state)
     make_maildir_rel(r2, ".INBOX");
     put_file(r2, ".file", "x");
     put_file(r2, "dovecot-uidlist", "x");
-    assert_int_equal(s->ops->list_folders(s, &l, &err), 0);
+    assert_int_equal(s->ops->list_folders(s, &l, NULL, &err), 0);
     static const char *const want[] = {"A/B", "Entwürfe", "INBOX", "Sent", "日本語/Sub"};
     assert_int_equal(l.n, 5);
     for (size_t i = 0; i < 5; i++)
@@ -758,7 +758,7 @@ static void test_folders_verbatim(void **state)
 
     strlist l;
     strlist_init(&l);
-    assert_int_equal(s->ops->list_folders(s, &l, &err), 0);
+    assert_int_equal(s->ops->list_folders(s, &l, NULL, &err), 0);
     static const char *const want[] = {"A", "A/B/C", "Entwürfe/日本語", "INBOX", "a.b"};
     assert_int_equal(l.n, 5);
     for (size_t i = 0; i < 5; i++)
@@ -891,7 +891,7 @@ static void test_store_round_trip(void **state)
 
     strlist fl;
     strlist_init(&fl);
-    assert_int_equal(s->ops->list_folders(s, &fl, &err), 0);
+    assert_int_equal(s->ops->list_folders(s, &fl, NULL, &err), 0);
     assert_int_equal(fl.n, 1);
     assert_string_equal(fl.v[0], "Archive/2022");
     strlist_free(&fl);
