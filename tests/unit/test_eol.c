@@ -1,10 +1,10 @@
 /* test_eol.c: CRLF <-> LF conversion, including a CR split across chunks.
  * Every message crossing between the server and the Maildir goes through it. */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <cmocka.h>
 #include <string.h>
 
 #include "util/eol.h"

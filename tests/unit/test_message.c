@@ -1,10 +1,10 @@
 /* test_message.c: Message-ID extraction, the key that re-pairs messages after an APPEND
  * without UIDPLUS and after a UIDVALIDITY change. */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
