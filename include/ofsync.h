@@ -14,17 +14,17 @@ extern "C" {
 /* Error categories; they map to the CLI's exit statuses (see docs/ofsync.1). */
 enum ofs_errcode {
     OFS_OK = 0,
-    OFS_E_USAGE = 2,   /* bad command line */
-    OFS_E_CONFIG = 3,  /* bad or missing configuration */
-    OFS_E_NET = 4,     /* cannot reach the server, connection lost, timeout */
-    OFS_E_AUTH = 5,    /* server refused the credentials */
-    OFS_E_PROTO = 6,   /* malformed or unexpected server reply */
-    OFS_E_SERVER = 7,  /* server answered NO/BAD to a command */
-    OFS_E_IO = 8,      /* local file system error */
-    OFS_E_NOSPC = 9,   /* local disk full */
-    OFS_E_STATE = 10,  /* sync state database error */
-    OFS_E_LIMIT = 11,  /* a hard limit was exceeded (line, literal, size) */
-    OFS_E_NAME = 12,   /* a folder name that cannot be mapped safely */
+    OFS_E_USAGE = 2,  /* bad command line */
+    OFS_E_CONFIG = 3, /* bad or missing configuration */
+    OFS_E_NET = 4,    /* cannot reach the server, connection lost, timeout */
+    OFS_E_AUTH = 5,   /* server refused the credentials */
+    OFS_E_PROTO = 6,  /* malformed or unexpected server reply */
+    OFS_E_SERVER = 7, /* server answered NO/BAD to a command */
+    OFS_E_IO = 8,     /* local file system error */
+    OFS_E_NOSPC = 9,  /* local disk full */
+    OFS_E_STATE = 10, /* sync state database error */
+    OFS_E_LIMIT = 11, /* a hard limit was exceeded (line, literal, size) */
+    OFS_E_NAME = 12,  /* a folder name that cannot be mapped safely */
 };
 
 /* The one error type: a category and one line for the user saying what and where. */
@@ -35,7 +35,7 @@ typedef struct ofs_error {
 
 /* Counters of one sync pass, per direction. */
 typedef struct ofs_sync_stats {
-    uint64_t downloaded, uploaded;           /* messages copied server->local, local->server */
+    uint64_t downloaded, uploaded;            /* messages copied server->local, local->server */
     uint64_t flags_to_local, flags_to_server; /* messages whose flags changed on that side */
     uint64_t expunged_local, expunged_server; /* messages removed from that side */
     uint64_t folders_local, folders_server;   /* folders created on that side */
@@ -62,9 +62,9 @@ enum ofs_event_type {
 typedef struct ofs_event {
     enum ofs_event_type type;
     const char *account;
-    const char *folder;  /* NULL for pass-wide events */
-    const char *text;    /* a human line for NOTICE and FOLDER_DONE */
-    uint64_t done, total; /* messages done/total for PROGRESS */
+    const char *folder;          /* NULL for pass-wide events */
+    const char *text;            /* a human line for NOTICE and FOLDER_DONE */
+    uint64_t done, total;        /* messages done/total for PROGRESS */
     const ofs_sync_stats *stats; /* for FOLDER_DONE (folder) and PASS_DONE (pass) */
 } ofs_event;
 

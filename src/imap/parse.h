@@ -1,5 +1,6 @@
 /* parse.h: incremental parser for IMAP server responses (RFC 3501, RFC 9051).
- * Bytes go in as they arrive; whole responses come out as small trees; message bodies go to an fd. */
+ * Bytes go in as they arrive; whole responses come out as small trees; message bodies go to an fd.
+ */
 #ifndef OFS_IMAP_PARSE_H
 #define OFS_IMAP_PARSE_H
 
@@ -42,8 +43,9 @@ typedef enum imap_status {
  *   "* 23 EXISTS"                       untagged, number=23, name="EXISTS"
  *   "* 5 FETCH (UID 9 FLAGS (\Seen))"    untagged, number=5, name="FETCH", args=[LIST]
  *   "* LIST (\Noselect) "/" foo"         untagged, name="LIST", args=[LIST, STRING, ATOM]
- *   "* OK [UIDVALIDITY 3] ok"            untagged, status=OK, name="OK", code=[ATOM UIDVALIDITY, ATOM 3], text="ok"
- *   "a1 NO [TRYCREATE] no such mailbox"  tagged, tag="a1", status=NO, code=[...], text=...
+ *   "* OK [UIDVALIDITY 3] ok"            untagged, status=OK, name="OK", code=[ATOM UIDVALIDITY,
+ * ATOM 3], text="ok" "a1 NO [TRYCREATE] no such mailbox"  tagged, tag="a1", status=NO, code=[...],
+ * text=...
  *   "+ go ahead"                         continuation, text="go ahead"
  * name is upper-cased. args, code and text are empty (n=0, "") when absent. */
 typedef struct imap_response {
@@ -60,10 +62,10 @@ typedef struct imap_response {
 } imap_response;
 
 typedef struct imap_parse_limits {
-    size_t max_line;           /* bytes of response text outside literals (default 4 MiB) */
-    size_t max_literal_mem;    /* bytes of one literal kept in memory (default 1 MiB) */
+    size_t max_line;             /* bytes of response text outside literals (default 4 MiB) */
+    size_t max_literal_mem;      /* bytes of one literal kept in memory (default 1 MiB) */
     uint64_t max_literal_stream; /* bytes of one streamed literal (default 2 GiB) */
-    size_t max_depth;          /* list nesting (default 64) */
+    size_t max_depth;            /* list nesting (default 64) */
 } imap_parse_limits;
 
 /* Decides where a literal goes, called after its {n} header and before its bytes.

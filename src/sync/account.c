@@ -13,8 +13,7 @@
 #include "sync/engine.h"
 #include "util/err.h"
 
-static void pass_event(sync_ctx *c, enum ofs_event_type type, const char *folder,
-                       const char *text)
+static void pass_event(sync_ctx *c, enum ofs_event_type type, const char *folder, const char *text)
 {
     if (!c->fn)
         return;
@@ -26,8 +25,8 @@ static void pass_event(sync_ctx *c, enum ofs_event_type type, const char *folder
 /* Errors after which nothing more can be done on this connection or this state. */
 static bool fatal_for_pass(int code)
 {
-    return code == OFS_E_NET || code == OFS_E_PROTO || code == OFS_E_AUTH ||
-           code == OFS_E_STATE || code == OFS_E_NOSPC || code == OFS_E_LIMIT;
+    return code == OFS_E_NET || code == OFS_E_PROTO || code == OFS_E_AUTH || code == OFS_E_STATE ||
+           code == OFS_E_NOSPC || code == OFS_E_LIMIT;
 }
 
 static void add_unique(strlist *all, const strlist *l)
@@ -44,8 +43,8 @@ static int forget_lost_folder(sync_ctx *c, const char *name, const char *side, o
     state_folder f = {0};
     int rc = state_folder_get(c->st, name, &f, err);
     if (rc == 0) {
-        char *line = xasprintf("folder is gone on the %s side; restoring it from the other side",
-                               side);
+        char *line =
+            xasprintf("folder is gone on the %s side; restoring it from the other side", side);
         pass_event(c, OFS_EV_NOTICE, name, line);
         free(line);
         rc = state_folder_delete(c->st, f.id, err);

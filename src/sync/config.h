@@ -14,15 +14,15 @@ enum cfg_layout { CFG_LAYOUT_MAILDIRPP = 0, CFG_LAYOUT_VERBATIM };
 typedef struct cfg_account {
     char *name;
     char *host;
-    int port;       /* default 993 for implicit TLS, 143 otherwise */
-    int tls;        /* enum cfg_tls */
+    int port; /* default 993 for implicit TLS, 143 otherwise */
+    int tls;  /* enum cfg_tls */
     char *user;
     char *pass_cmd; /* shell command printing the password */
     char *password_file;
-    char *local;    /* Maildir root, ~ expanded */
-    char *state;    /* database path; default $XDG_STATE_HOME/ofsync/NAME.db */
-    int layout;     /* enum cfg_layout */
-    int timeout;    /* seconds of silence before a read fails (default 60) */
+    char *local; /* Maildir root, ~ expanded */
+    char *state; /* database path; default $XDG_STATE_HOME/ofsync/NAME.db */
+    int layout;  /* enum cfg_layout */
+    int timeout; /* seconds of silence before a read fails (default 60) */
 } cfg_account;
 
 struct ofs_config {

@@ -14,8 +14,8 @@
 #include "util/err.h"
 
 enum {
-    DOWNLOAD_BATCH = 256,    /* messages made durable together: one flush, two commits */
-    UPLOAD_BATCH = 64,       /* open temp files held at once */
+    DOWNLOAD_BATCH = 256, /* messages made durable together: one flush, two commits */
+    UPLOAD_BATCH = 64,    /* open temp files held at once */
 };
 
 typedef struct folder_run {
@@ -369,7 +369,8 @@ static int confirm_local_absence(folder_run *r, sync_plan *plan, ofs_error *err)
     qsort(keys, again.n, sizeof *keys, cmp_keyp);
     for (size_t i = 0; i < plan->n; i++) {
         sync_action *a = &plan->v[i];
-        if (a->kind == ACT_EXPUNGE_SERVER && local_has_key(keys, again.n, r->pairs.v[a->pair].key)) {
+        if (a->kind == ACT_EXPUNGE_SERVER &&
+            local_has_key(keys, again.n, r->pairs.v[a->pair].key)) {
             a->kind = ACT_NONE; /* still there: the next pass sees its true state */
             plan->count[ACT_EXPUNGE_SERVER]--;
         }
@@ -629,8 +630,7 @@ static int exec_uploads(folder_run *r, const sync_plan *plan, ofs_error *err)
     bool unpaired = false;
     int rc = 0;
     for (size_t i = 0; i < k && rc == 0; i += UPLOAD_BATCH)
-        rc = upload_batch(r, msgs + i, k - i < UPLOAD_BATCH ? k - i : UPLOAD_BATCH, &unpaired,
-                          err);
+        rc = upload_batch(r, msgs + i, k - i < UPLOAD_BATCH ? k - i : UPLOAD_BATCH, &unpaired, err);
     free(msgs);
     /* Without UIDPLUS the server did not say which UIDs it gave: find them now. */
     if (rc == 0 && unpaired && (rc = reload_pairs(r, err)) == 0)

@@ -14,8 +14,8 @@ typedef struct sync_ctx {
     store *srv, *loc;
     ofs_event_fn fn;
     void *fn_ctx;
-    ofs_sync_stats stats;  /* the whole pass */
-    ofs_error folder_err;  /* the first folder-level error; the pass goes on past it */
+    ofs_sync_stats stats; /* the whole pass */
+    ofs_error folder_err; /* the first folder-level error; the pass goes on past it */
     int folder_failures;
 } sync_ctx;
 

@@ -13,21 +13,21 @@
 unsigned sync_merge_flags(unsigned base, unsigned server, unsigned local);
 
 enum sync_action_kind {
-    ACT_DOWNLOAD,        /* server message with no pair: copy to local */
-    ACT_UPLOAD,          /* local message with no pair: copy to server */
-    ACT_FLAGS,           /* paired on both sides: bring flags to `flags` where they differ */
-    ACT_EXPUNGE_SERVER,  /* gone locally, was synced: remove from the server */
-    ACT_EXPUNGE_LOCAL,   /* gone on the server, was synced: remove locally */
-    ACT_FORGET,          /* gone on both sides: drop the pair */
-    ACT_NONE,            /* dropped from the plan during execution */
+    ACT_DOWNLOAD,       /* server message with no pair: copy to local */
+    ACT_UPLOAD,         /* local message with no pair: copy to server */
+    ACT_FLAGS,          /* paired on both sides: bring flags to `flags` where they differ */
+    ACT_EXPUNGE_SERVER, /* gone locally, was synced: remove from the server */
+    ACT_EXPUNGE_LOCAL,  /* gone on the server, was synced: remove locally */
+    ACT_FORGET,         /* gone on both sides: drop the pair */
+    ACT_NONE,           /* dropped from the plan during execution */
 };
 
 typedef struct sync_action {
-    int kind;         /* enum sync_action_kind */
-    long pair;        /* index into the state pairs, or -1 */
-    long srv;         /* index into the server list, or -1 */
-    long loc;         /* index into the local list, or -1 */
-    unsigned flags;   /* ACT_FLAGS: the merged flags */
+    int kind;       /* enum sync_action_kind */
+    long pair;      /* index into the state pairs, or -1 */
+    long srv;       /* index into the server list, or -1 */
+    long loc;       /* index into the local list, or -1 */
+    unsigned flags; /* ACT_FLAGS: the merged flags */
 } sync_action;
 
 typedef struct sync_plan {

@@ -81,12 +81,12 @@ static const sync_action *only_action(fixture *f, int kind)
 static void test_merge_per_flag(void **st)
 {
     (void)st;
-    assert_int_equal(sync_merge_flags(0, S, 0), S);             /* server set */
-    assert_int_equal(sync_merge_flags(0, 0, F), F);             /* local set */
-    assert_int_equal(sync_merge_flags(S | F, S, S | F), S);     /* server cleared F */
-    assert_int_equal(sync_merge_flags(S, S | F, R), R | F);     /* both sides, different flags */
-    assert_int_equal(sync_merge_flags(S, 0, 0), 0);             /* both cleared */
-    assert_int_equal(sync_merge_flags(D, D | T, 0), T);         /* local cleared D, server set T */
+    assert_int_equal(sync_merge_flags(0, S, 0), S);         /* server set */
+    assert_int_equal(sync_merge_flags(0, 0, F), F);         /* local set */
+    assert_int_equal(sync_merge_flags(S | F, S, S | F), S); /* server cleared F */
+    assert_int_equal(sync_merge_flags(S, S | F, R), R | F); /* both sides, different flags */
+    assert_int_equal(sync_merge_flags(S, 0, 0), 0);         /* both cleared */
+    assert_int_equal(sync_merge_flags(D, D | T, 0), T);     /* local cleared D, server set T */
     assert_int_equal(sync_merge_flags(S | R, S | R, S | R), S | R);
 }
 
