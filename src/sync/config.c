@@ -28,6 +28,19 @@ enum cfg_key {
     K_STATE,
     K_LAYOUT,
     K_TIMEOUT,
+    K_EXPUNGE,
+    K_REMOVE_FOLDERS,
+    K_FOLDERS,
+    K_CONNECTIONS,
+    K_COMPRESS,
+    K_MAX_SIZE,
+    K_RECONNECT_ATTEMPTS,
+    K_WATCH_FOLDERS,
+    K_POLL_INTERVAL,
+    K_CA_FILE,
+    K_FINGERPRINT,
+    K_ALLOW_PLAINTEXT,
+    K_AUTH,
     K_COUNT
 };
 
@@ -36,6 +49,19 @@ static const char *const cfg_key_names[K_COUNT] = {
     [K_USER] = "user",       [K_PASS_CMD] = "pass-cmd", [K_PASSWORD_FILE] = "password-file",
     [K_LOCAL] = "local",     [K_STATE] = "state",       [K_LAYOUT] = "layout",
     [K_TIMEOUT] = "timeout",
+    [K_EXPUNGE] = "expunge",
+    [K_REMOVE_FOLDERS] = "remove-folders",
+    [K_FOLDERS] = "folders",
+    [K_CONNECTIONS] = "connections",
+    [K_COMPRESS] = "compress",
+    [K_MAX_SIZE] = "max-size",
+    [K_RECONNECT_ATTEMPTS] = "reconnect-attempts",
+    [K_WATCH_FOLDERS] = "watch-folders",
+    [K_POLL_INTERVAL] = "poll-interval",
+    [K_CA_FILE] = "ca-file",
+    [K_FINGERPRINT] = "fingerprint",
+    [K_ALLOW_PLAINTEXT] = "allow-plaintext",
+    [K_AUTH] = "auth",
 };
 
 typedef struct cfg_parser {
@@ -159,6 +185,38 @@ static int cfg_expand(cfg_parser *p, const char *key, char **v)
 
 static const char *const cfg_tls_names[] = {"implicit", "starttls", "none", NULL};
 static const char *const cfg_layout_names[] = {"maildir++", "verbatim", NULL};
+static const char *const cfg_expunge_names[] = {"both", "server", "local", "none", NULL};
+static const char *const cfg_bool_names[] = {"no", "yes", NULL};
+
+static int cfg_bool(cfg_parser *p, const char *key, const char *v, bool *out)
+{
+    int i = 0;
+    if (cfg_choice(p, key, v, cfg_bool_names, "yes or no", &i) < 0)
+        return -1;
+    *out = i == 1;
+    return 0;
+}
+
+/* A byte count with an optional k, M or G suffix (powers of 1024); 0 means no limit. */
+static int cfg_size(cfg_parser *p, const char *key, const char *v, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    unsigned shift = 0;
+    if (end && (*end == 'k' || *end == 'K'))
+        shift = 10;
+    else if (end && *end == 'M')
+        shift = 20;
+    else if (end && *end == 'G')
+        shift = 30;
+    if (shift)
+        end++;
+    if (errno || end == v || !end || *end || v[0] == '-' || (n << shift) >> shift != n)
+        return cfg_fail(p, "bad %s '%s' (bytes, with an optional k, M or G)", key, v);
+    *out = (uint64_t)n << shift;
+    return 0;
+}
 
 static int cfg_set(cfg_parser *p, int key, char *v)
 {
@@ -195,6 +253,46 @@ static int cfg_set(cfg_parser *p, int key, char *v)
     case K_LAYOUT:
         ret = cfg_choice(p, "layout", v, cfg_layout_names, "maildir++ or verbatim", &a->layout);
         break;
+    case K_EXPUNGE:
+        ret = cfg_choice(p, "expunge", v, cfg_expunge_names, "both, server, local or none",
+                         &a->expunge);
+        break;
+    case K_REMOVE_FOLDERS:
+        ret = cfg_bool(p, "remove-folders", v, &a->remove_folders);
+        break;
+    case K_FOLDERS:
+        a->folders = v;
+        return 0;
+    case K_CONNECTIONS:
+        ret = cfg_number(p, "connections", v, 1, 32, "", &a->connections);
+        break;
+    case K_COMPRESS:
+        ret = cfg_bool(p, "compress", v, &a->compress);
+        break;
+    case K_MAX_SIZE:
+        ret = cfg_size(p, "max-size", v, &a->max_size);
+        break;
+    case K_RECONNECT_ATTEMPTS:
+        ret = cfg_number(p, "reconnect-attempts", v, 0, 1000, "", &a->reconnect_attempts);
+        break;
+    case K_WATCH_FOLDERS:
+        a->watch_folders = v;
+        return 0;
+    case K_POLL_INTERVAL:
+        ret = cfg_number(p, "poll-interval", v, 5, 86400, " seconds", &a->poll_interval);
+        break;
+    case K_CA_FILE:
+        a->ca_file = v;
+        return cfg_expand(p, "ca-file", &a->ca_file);
+    case K_FINGERPRINT:
+        a->fingerprint = v;
+        return 0;
+    case K_ALLOW_PLAINTEXT:
+        ret = cfg_bool(p, "allow-plaintext", v, &a->allow_plaintext);
+        break;
+    case K_AUTH:
+        a->auth = v;
+        return 0;
     }
     free(v);
     return ret;
@@ -245,6 +343,27 @@ static char *cfg_default_state(const char *name)
     return NULL;
 }
 
+/* Defaults of the keys a section did not set. */
+static void cfg_defaults(cfg_account *a, const size_t *set)
+{
+    if (!set[K_TIMEOUT])
+        a->timeout = 60;
+    if (!set[K_EXPUNGE])
+        a->expunge = CFG_EXPUNGE_BOTH;
+    if (!set[K_FOLDERS])
+        a->folders = xstrdup("*");
+    if (!set[K_CONNECTIONS])
+        a->connections = 4;
+    if (!set[K_COMPRESS])
+        a->compress = true;
+    if (!set[K_RECONNECT_ATTEMPTS])
+        a->reconnect_attempts = 5;
+    if (!set[K_WATCH_FOLDERS])
+        a->watch_folders = xstrdup("INBOX");
+    if (!set[K_POLL_INTERVAL])
+        a->poll_interval = 300;
+}
+
 /* Checks the section just finished and fills its defaults; errors point at its header. */
 static int cfg_end_section(cfg_parser *p)
 {
@@ -267,6 +386,7 @@ static int cfg_end_section(cfg_parser *p)
                        a->name);
     if (a->port == 0)
         a->port = a->tls == CFG_TLS_IMPLICIT ? 993 : 143;
+    cfg_defaults(a, p->key_lines);
     p->line = saved;
     return ret;
 }
@@ -316,7 +436,6 @@ static int cfg_header(cfg_parser *p, const char *s, size_t n)
     p->header_lines[cfg->n_accounts++] = p->line;
     memset(p->cur, 0, sizeof *p->cur);
     p->cur->name = xstrndup(name, nn);
-    p->cur->timeout = 60;
     memset(p->key_lines, 0, sizeof p->key_lines);
     return 0;
 }
@@ -394,6 +513,11 @@ static void cfg_account_free(cfg_account *a)
     free(a->password_file);
     free(a->local);
     free(a->state);
+    free(a->folders);
+    free(a->watch_folders);
+    free(a->ca_file);
+    free(a->fingerprint);
+    free(a->auth);
 }
 
 void ofs_config_free(ofs_config *cfg)

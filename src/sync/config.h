@@ -5,11 +5,13 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ofsync.h"
 
 enum cfg_tls { CFG_TLS_IMPLICIT = 0, CFG_TLS_STARTTLS, CFG_TLS_NONE };
 enum cfg_layout { CFG_LAYOUT_MAILDIRPP = 0, CFG_LAYOUT_VERBATIM };
+enum cfg_expunge { CFG_EXPUNGE_BOTH = 0, CFG_EXPUNGE_SERVER, CFG_EXPUNGE_LOCAL, CFG_EXPUNGE_NONE };
 
 typedef struct cfg_account {
     char *name;
@@ -23,6 +25,19 @@ typedef struct cfg_account {
     char *state; /* database path; default $XDG_STATE_HOME/ofsync/NAME.db */
     int layout;  /* enum cfg_layout */
     int timeout; /* seconds of silence before a read fails (default 60) */
+    int expunge; /* enum cfg_expunge: which sides deletions are carried to (default both) */
+    bool remove_folders;    /* propagate folder deletions (default no) */
+    char *folders;          /* include/exclude patterns, e.g. "* !Trash !Spam" (default "*") */
+    int connections;        /* parallel server connections (default 4) */
+    bool compress;          /* COMPRESS=DEFLATE when offered (default yes) */
+    uint64_t max_size;      /* larger messages stay on the server; 0 = no limit (default) */
+    int reconnect_attempts; /* after a dropped link, per pass (default 5) */
+    char *watch_folders;    /* folders kept under IDLE by `watch` (default "INBOX") */
+    int poll_interval;      /* seconds between status polls of the rest in `watch` (300) */
+    char *ca_file;          /* CA bundle for TLS verification (default: the system store) */
+    char *fingerprint;      /* "SHA256:hex" pin of the server certificate, instead of a CA */
+    bool allow_plaintext;   /* permit tls = none to a host that is not loopback (default no) */
+    char *auth;             /* allowed SASL mechanisms, e.g. "plain login" (default: any) */
 } cfg_account;
 
 struct ofs_config {

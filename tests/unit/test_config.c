@@ -203,6 +203,57 @@ static void test_errors(void **ctx)
     assert_string_equal(err.message, "t.conf:2: NUL byte in line");
 }
 
+/* Keys of the later features: policies, speed, links, watch, security. */
+static void test_policy_keys(void **ctx)
+{
+    ofs_config *cfg = parse_ok("[account p]\nhost = h\nuser = u\npass-cmd = true\nlocal = /m\n"
+                               "expunge = server\nremove-folders = yes\n"
+                               "folders = * !Trash !Spam\nconnections = 1\ncompress = no\n"
+                               "max-size = 5M\nreconnect-attempts = 0\n"
+                               "watch-folders = INBOX Lists/dev\npoll-interval = 60\n"
+                               "ca-file = ~/ca.pem\nfingerprint = SHA256:ab01\n"
+                               "allow-plaintext = yes\nauth = plain login\n");
+    const cfg_account *a = &cfg->accounts[0];
+    assert_int_equal(a->expunge, CFG_EXPUNGE_SERVER);
+    assert_true(a->remove_folders);
+    assert_string_equal(a->folders, "* !Trash !Spam");
+    assert_int_equal(a->connections, 1);
+    assert_false(a->compress);
+    assert_int_equal(a->max_size, 5u << 20);
+    assert_int_equal(a->reconnect_attempts, 0);
+    assert_string_equal(a->watch_folders, "INBOX Lists/dev");
+    assert_int_equal(a->poll_interval, 60);
+    assert_string_equal(a->ca_file, "/home/t/ca.pem");
+    assert_string_equal(a->fingerprint, "SHA256:ab01");
+    assert_true(a->allow_plaintext);
+    assert_string_equal(a->auth, "plain login");
+    ofs_config_free(cfg);
+
+    cfg = parse_ok("[account d]\nhost = h\nuser = u\npass-cmd = true\nlocal = /m\n");
+    a = &cfg->accounts[0];
+    assert_int_equal(a->expunge, CFG_EXPUNGE_BOTH);
+    assert_false(a->remove_folders);
+    assert_string_equal(a->folders, "*");
+    assert_int_equal(a->connections, 4);
+    assert_true(a->compress);
+    assert_int_equal(a->max_size, 0);
+    assert_int_equal(a->reconnect_attempts, 5);
+    assert_string_equal(a->watch_folders, "INBOX");
+    assert_int_equal(a->poll_interval, 300);
+    assert_null(a->ca_file);
+    assert_false(a->allow_plaintext);
+    ofs_config_free(cfg);
+
+    parse_fails("[account w]\nexpunge = all\n",
+                "t.conf:2: bad expunge 'all' (both, server, local or none)");
+    parse_fails("[account w]\ncompress = maybe\n", "t.conf:2: bad compress 'maybe' (yes or no)");
+    parse_fails("[account w]\nmax-size = 5X\n",
+                "t.conf:2: bad max-size '5X' (bytes, with an optional k, M or G)");
+    parse_fails("[account w]\nmax-size = 99999999999999999999G\n",
+                "t.conf:2: bad max-size '99999999999999999999G' (bytes, with an optional k, M or G)");
+    parse_fails("[account w]\nconnections = 0\n", "t.conf:2: bad connections '0' (1-32)");
+}
+
 static void test_comments_quotes(void **ctx)
 {
     ofs_config *cfg = parse_ok("; semicolon comment\r\n"
@@ -424,6 +475,7 @@ int main(void)
         cmocka_unit_test_setup(test_example, env_setup),
         cmocka_unit_test_setup(test_defaults, env_setup),
         cmocka_unit_test_setup(test_errors, env_setup),
+        cmocka_unit_test_setup(test_policy_keys, env_setup),
         cmocka_unit_test_setup(test_comments_quotes, env_setup),
         cmocka_unit_test_setup(test_tilde, env_setup),
         cmocka_unit_test_setup(test_find_account, env_setup),
