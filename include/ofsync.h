@@ -41,6 +41,12 @@ typedef struct ofs_sync_stats {
     uint64_t folders_local, folders_server;   /* folders created on that side */
     uint64_t bytes_down, bytes_up;            /* message bytes moved */
     uint64_t folders_seen;
+    uint64_t folders_removed_local, folders_removed_server; /* folders deleted on that side */
+    uint64_t folders_renamed;                               /* renames carried to the other side */
+    uint64_t held_back, held_back_bytes; /* messages kept on the server (max-size), their bytes */
+    uint64_t net_in, net_out;            /* bytes on the wire, from and to the server */
+    uint64_t round_trips;                /* times the client waited for the server's answer */
+    uint64_t elapsed_ms;                 /* wall time of the pass */
 } ofs_sync_stats;
 
 typedef struct ofs_config ofs_config;
@@ -57,15 +63,21 @@ enum ofs_event_type {
     OFS_EV_FOLDER_DONE,
     OFS_EV_NOTICE,
     OFS_EV_PASS_DONE,
+    OFS_EV_WAITING, /* nothing moved for a while: text says on what, waited for how long */
+    OFS_EV_ERROR,   /* text is the error line, code its category; folder NULL: the pass ended */
 };
 
 typedef struct ofs_event {
     enum ofs_event_type type;
     const char *account;
-    const char *folder;          /* NULL for pass-wide events */
-    const char *text;            /* a human line for NOTICE and FOLDER_DONE */
-    uint64_t done, total;        /* messages done/total for PROGRESS */
-    const ofs_sync_stats *stats; /* for FOLDER_DONE (folder) and PASS_DONE (pass) */
+    const char *folder;               /* NULL for pass-wide events */
+    const char *text;                 /* a human line for NOTICE and FOLDER_DONE */
+    uint64_t done, total;             /* messages done/total for PROGRESS */
+    const ofs_sync_stats *stats;      /* for FOLDER_DONE (folder) and PASS_DONE (pass) */
+    uint64_t bytes_done, bytes_total; /* message bytes done/total of the folder's copies */
+    uint64_t net_in, net_out;         /* bytes on the wire so far in this pass */
+    double waited;                    /* WAITING: seconds since the server last sent a byte */
+    int code;                         /* ERROR: enum ofs_errcode */
 } ofs_event;
 
 typedef void (*ofs_event_fn)(const ofs_event *ev, void *ctx);

@@ -5,7 +5,7 @@
 #include "cli/cli.h"
 #include "ui/ui.h"
 
-static const char usage[] = "usage: ofsync sync [--config FILE] [-v | -q] [ACCOUNT]\n";
+static const char usage[] = "usage: ofsync sync [--config FILE] [-v | -q] [--json] [ACCOUNT]\n";
 
 int cmd_sync(cli_opts *o, int argc, char **argv)
 {
@@ -27,11 +27,11 @@ int cmd_sync(cli_opts *o, int argc, char **argv)
     if (rc)
         return rc;
     ui u;
-    ui_init(&u, stdout, o->verbosity);
+    ui_open(&u, stdout, o->verbosity, o->json);
     ofs_sync_stats stats;
     ofs_error err = {0};
-    rc = ofs_sync_account(cfg, optind < argc ? argv[optind] : NULL, ui_on_event, &u, &stats,
-                          &err);
+    rc = ofs_sync_account(cfg, optind < argc ? argv[optind] : NULL, ui_on_event, &u, &stats, &err);
+    ui_close(&u); /* the live lines go before the error line is printed */
     ofs_config_free(cfg);
     return rc < 0 ? cli_fail(&err) : 0;
 }

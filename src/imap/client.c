@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "imap/transport.h"
+#include "imap/utf7.h"
 #include "util/err.h"
 
 /* How much of a response's start is kept to find its UID before a body literal's bytes. */
@@ -26,6 +27,7 @@ typedef struct body_fetch {
     bool open; /* a body literal is being streamed to fd */
     int fd;
     uint32_t open_uid; /* UID seen before the literal, 0 if the server put it after */
+    uint32_t last_uid; /* the last body completed, for imap_doing() */
 } body_fetch;
 
 struct imap_client {
@@ -51,6 +53,9 @@ struct imap_client {
     char last_code[32];
     uint32_t appenduid_validity, appenduid_uid;
     body_fetch *bf;
+    char verb[24];        /* the command in progress ("UID FETCH"), for imap_doing() */
+    uint64_t round_trips; /* waits for the server's answer */
+    bool utf8;            /* UTF8=ACCEPT enabled: mailbox names are UTF-8 on the wire */
 };
 
 typedef int (*client_data_fn)(imap_client *c, const imap_response *r, void *ctx, ofs_error *err);
@@ -172,6 +177,25 @@ bool imap_quote(const char *s, buf *out)
     return true;
 }
 
+bool imap_quote_utf8(const char *s, buf *out)
+{
+    for (const char *p = s; *p;) {
+        unsigned long cp;
+        int n = (unsigned char)*p < 0x80 ? 1 : imap_utf8_next(p, &cp);
+        if (n == 0 || *p == '\r' || *p == '\n')
+            return false;
+        p += n;
+    }
+    buf_addc(out, '"');
+    for (const char *p = s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            buf_addc(out, '\\');
+        buf_addc(out, *p);
+    }
+    buf_addc(out, '"');
+    return true;
+}
+
 static void client_base64(const unsigned char *in, size_t len, buf *out)
 {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -207,6 +231,72 @@ void imap_byte_counts(const imap_client *c, uint64_t *in, uint64_t *out)
 {
     *in = c->t ? c->t->bytes_in : 0;
     *out = c->t ? c->t->bytes_out : 0;
+}
+
+uint64_t imap_round_trips(const imap_client *c)
+{
+    return c->round_trips;
+}
+
+bool imap_utf8_enabled(const imap_client *c)
+{
+    return c->utf8;
+}
+
+void imap_set_activity(imap_client *c, imap_activity_fn fn, void *ctx)
+{
+    c->t->activity = fn;
+    c->t->activity_ctx = ctx;
+}
+
+/* The UID a body fetch is on: the one streaming, else the next one asked for. */
+static uint32_t doing_uid(const body_fetch *bf)
+{
+    if (bf->open && bf->open_uid)
+        return bf->open_uid;
+    for (size_t i = 0; i < bf->n; i++)
+        if (bf->uids[i] > bf->last_uid)
+            return bf->uids[i];
+    return 0;
+}
+
+void imap_doing(const imap_client *c, const char *mailbox, buf *out)
+{
+    static const struct {
+        const char *verb, *text;
+        bool in_mailbox;
+    } map[] = {
+        {"UID FETCH", "fetching", true},
+        {"FETCH", "fetching", true},
+        {"SELECT", "opening", true},
+        {"EXAMINE", "opening", true},
+        {"APPEND", "uploading to", true},
+        {"UID STORE", "changing flags in", true},
+        {"STORE", "changing flags in", true},
+        {"UID EXPUNGE", "expunging in", true},
+        {"EXPUNGE", "expunging in", true},
+        {"UID SEARCH", "searching", true},
+        {"LIST", "listing folders", false},
+        {"LOGIN", "logging in", false},
+        {"AUTHENTICATE", "logging in", false},
+        {"CREATE", "creating a folder", false},
+        {"LOGOUT", "logging out", false},
+        {"NOOP", "checking the connection", false},
+        {"CAPABILITY", "asking for capabilities", false},
+        {"ENABLE", "enabling extensions", false},
+    };
+    const char *mb = mailbox ? mailbox : "";
+    for (size_t i = 0; i < sizeof map / sizeof *map; i++) {
+        if (strcmp(c->verb, map[i].verb) != 0)
+            continue;
+        buf_adds(out, map[i].text);
+        if (map[i].in_mailbox && *mb)
+            buf_printf(out, " %s", mb);
+        if (c->bf && doing_uid(c->bf))
+            buf_printf(out, " UID %" PRIu32, doing_uid(c->bf));
+        return;
+    }
+    buf_printf(out, "%s%s", c->verb[0] ? "the answer to " : "the greeting", c->verb);
 }
 
 const imap_mailbox_info *imap_selected(const imap_client *c)
@@ -369,6 +459,7 @@ static int client_wait(imap_client *c, const char *what, client_data_fn fn, void
 {
     ofs_error fn_err = {0};
     bool fn_failed = false;
+    c->round_trips++;
     for (;;) {
         const imap_response *r;
         if (client_next(c, &r, err) < 0)
@@ -437,10 +528,17 @@ static void client_begin(imap_client *c, const char *fmt, ...)
     buf_reset(&c->out);
     snprintf(c->tag, sizeof c->tag, "o%u", ++c->tagno);
     buf_printf(&c->out, "%s ", c->tag);
+    size_t start = c->out.len;
     va_list ap;
     va_start(ap, fmt);
     buf_vprintf(&c->out, fmt, ap);
     va_end(ap);
+    /* The verb: the first word, two for UID commands; never arguments (a password). */
+    const char *v = c->out.data + start;
+    size_t n = strcspn(v, " \r\n");
+    if (n == 3 && strncasecmp(v, "UID", 3) == 0 && v[3] == ' ')
+        n = 4 + strcspn(v + 4, " \r\n");
+    snprintf(c->verb, sizeof c->verb, "%.*s", (int)n, v);
 }
 
 static int client_flush(imap_client *c, ofs_error *err)
@@ -472,6 +570,8 @@ static int client_literal_head(imap_client *c, uint64_t size, const char *what, 
 static int client_astring(imap_client *c, const char *s, const char *what, ofs_error *err)
 {
     if (imap_quote(s, &c->out))
+        return 0;
+    if (c->utf8 && imap_quote_utf8(s, &c->out))
         return 0;
     if (client_literal_head(c, strlen(s), what, err) < 0)
         return -1;
@@ -605,6 +705,28 @@ static int client_login_cmd(imap_client *c, const char *user, const char *passwo
     return client_end(c, "LOGIN", NULL, NULL, err);
 }
 
+static int client_on_enabled(imap_client *c, const imap_response *r, void *ctx, ofs_error *err)
+{
+    if (strcmp(r->name, "ENABLED") != 0)
+        return 0;
+    for (size_t i = 0; i < r->args.n; i++)
+        if (imap_value_is(&r->args.items[i], "UTF8=ACCEPT"))
+            c->utf8 = true;
+    return 0;
+}
+
+/* RFC 6855: with UTF8=ACCEPT, names are UTF-8 on the wire, so a server's non-ASCII names need
+ * no modified UTF-7 at all. Only a server's ENABLED reply switches the mode on. */
+static int client_enable_utf8(imap_client *c, ofs_error *err)
+{
+    if (!imap_has_cap(c, "UTF8=ACCEPT") || !imap_has_cap(c, "ENABLE"))
+        return 0;
+    int r = client_simple(c, "ENABLE UTF8=ACCEPT", client_on_enabled, NULL, err);
+    if (r < 0 && !c->dead && c->last_status != IMAP_S_OK)
+        return 0; /* a refusal leaves us in the mUTF-7 mode, which always works */
+    return r;
+}
+
 int imap_login(imap_client *c, const char *user, const char *password, ofs_error *err)
 {
     if (c->preauth)
@@ -627,9 +749,9 @@ int imap_login(imap_client *c, const char *user, const char *password, ofs_error
                     c->last_text);
         return -1;
     }
-    if (c->caps_gen == gen)
-        return client_simple(c, "CAPABILITY", NULL, NULL, err);
-    return 0;
+    if (c->caps_gen == gen && client_simple(c, "CAPABILITY", NULL, NULL, err) < 0)
+        return -1;
+    return client_enable_utf8(c, err);
 }
 
 /* ---- mailboxes ---- */
@@ -903,8 +1025,10 @@ static int client_on_body(imap_client *c, const imap_response *r, void *ctx, ofs
         bf->open = false;
         m.size = fi.body->size;
         rc = bf->sink->done(bf->sink->ctx, &m, fi.body->fd, fi.body->size, err);
+        bf->last_uid = m.uid;
     } else if (fi.body->type == IMAP_V_STRING || fi.body->type == IMAP_V_ATOM) {
         rc = client_body_copy(c, bf, &m, fi.body, err);
+        bf->last_uid = m.uid;
     } else {
         err_set(err, OFS_E_PROTO, "server %s sent a malformed message body", c->host);
         return client_broken(c);

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "imap/parse.h"
+#include "imap/transport.h"
 #include "ofsync.h"
 #include "sync/store.h"
 #include "util/mem.h"
@@ -40,6 +41,15 @@ bool imap_has_cap(const imap_client *c, const char *cap);
 const char *imap_host(const imap_client *c);
 /* Bytes read from and written to the socket so far. */
 void imap_byte_counts(const imap_client *c, uint64_t *in, uint64_t *out);
+/* Commands (or literals) after which the client waited for the server. */
+uint64_t imap_round_trips(const imap_client *c);
+/* True once the server confirmed ENABLE UTF8=ACCEPT: names travel as UTF-8, not mUTF-7. */
+bool imap_utf8_enabled(const imap_client *c);
+/* Installs the transport's activity hook (see imap_activity_fn). */
+void imap_set_activity(imap_client *c, imap_activity_fn fn, void *ctx);
+/* Appends what the client is doing, for a person: "fetching INBOX UID 4711". mailbox is the
+ * name to show for the selected folder (the caller's, UTF-8). */
+void imap_doing(const imap_client *c, const char *mailbox, buf *out);
 
 /* AUTHENTICATE PLAIN when offered (SASL-IR when possible), else LOGIN. Refreshes capabilities.
  * A refusal is OFS_E_AUTH; LOGINDISABLED is OFS_E_AUTH with a hint. No-op after PREAUTH. */
@@ -106,5 +116,7 @@ char *imap_header_msgid(const char *hdr, size_t len);
 
 /* Appends s as an IMAP quoted string; false (nothing appended) when it needs a literal. */
 bool imap_quote(const char *s, buf *out);
+/* The same for a UTF-8 quoted string (RFC 6855, after ENABLE UTF8=ACCEPT): valid UTF-8 only. */
+bool imap_quote_utf8(const char *s, buf *out);
 
 #endif

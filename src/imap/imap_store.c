@@ -21,6 +21,8 @@ typedef struct imap_store {
     char *cur;        /* canonical name of the selected folder, NULL if none */
     char *cur_server; /* its server name */
     uint32_t uidvalidity;
+    imap_store_activity_fn activity;
+    void *activity_ctx;
 } imap_store;
 
 static imap_store *istore(store *s)
@@ -79,8 +81,20 @@ static char *name_printable(const char *name)
 static int name_from_server(imap_store *is, const char *raw, char delim, char **out, ofs_error *err)
 {
     char *dec;
-    if (imap_utf7_decode(raw, &dec, err) < 0)
+    if (imap_utf8_enabled(is->c)) {
+        /* UTF8=ACCEPT: the name is UTF-8 already; only its validity needs checking. */
+        for (const char *q = raw; *q;) {
+            unsigned long cp;
+            int n = (unsigned char)*q < 0x80 ? 1 : imap_utf8_next(q, &cp);
+            if (n == 0)
+                return err_set(err, OFS_E_NAME,
+                               "server %s has a folder name that is not valid UTF-8", is->host);
+            q += n;
+        }
+        dec = xstrdup(raw);
+    } else if (imap_utf7_decode(raw, &dec, err) < 0) {
         return err_prefix(err, "server %s", is->host);
+    }
     buf b;
     buf_init(&b);
     buf_adds(&b, "");
@@ -164,6 +178,10 @@ static int name_to_server(imap_store *is, const char *canon, char **out, ofs_err
                 is->host, why);
         free(shown);
         return -1;
+    }
+    if (imap_utf8_enabled(is->c)) {
+        *out = b.data;
+        return 0;
     }
     int r = imap_utf7_encode(b.data, out, err);
     buf_free(&b);
@@ -388,6 +406,24 @@ static const store_ops imap_store_ops = {
     .close = istore_close,
 };
 
+static void istore_activity(void *ctx, double idle)
+{
+    imap_store *is = ctx;
+    buf b;
+    buf_init(&b);
+    buf_adds(&b, "");
+    imap_doing(is->c, is->cur, &b);
+    is->activity(is->activity_ctx, idle, b.data);
+    buf_free(&b);
+}
+
+void imap_store_counters(store *s, uint64_t *in, uint64_t *out, uint64_t *round_trips)
+{
+    imap_store *is = istore(s);
+    imap_byte_counts(is->c, in, out);
+    *round_trips = imap_round_trips(is->c);
+}
+
 int imap_store_open(const imap_store_opts *o, store **out, ofs_error *err)
 {
     if (o->tls != CFG_TLS_NONE)
@@ -397,14 +433,20 @@ int imap_store_open(const imap_store_opts *o, store **out, ofs_error *err)
     imap_client *c;
     if (imap_connect(o->host, o->port, o->timeout, &c, err) < 0)
         return -1;
-    if (imap_login(c, o->user, o->password, err) < 0) {
-        imap_client_free(c);
-        return -1;
-    }
     imap_store *is = xcalloc(1, sizeof *is);
     is->base.ops = &imap_store_ops;
     is->c = c;
     is->host = xstrdup(o->host);
+    is->activity = o->activity;
+    is->activity_ctx = o->activity_ctx;
+    if (o->activity)
+        imap_set_activity(c, istore_activity, is);
+    if (imap_login(c, o->user, o->password, err) < 0) {
+        imap_client_free(c);
+        free(is->host);
+        free(is);
+        return -1;
+    }
     *out = &is->base;
     return 0;
 }

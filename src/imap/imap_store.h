@@ -5,16 +5,26 @@
 
 #include "sync/store.h"
 
+/* What the connection is doing, at most every IMAP_ACTIVITY_PERIOD s: idle is how long the
+ * current wait for the server has lasted (0 while bytes flow), doing says on what
+ * ("fetching INBOX UID 4711"). */
+typedef void (*imap_store_activity_fn)(void *ctx, double idle, const char *doing);
+
 typedef struct imap_store_opts {
     const char *host;
     int port;
     int tls; /* enum cfg_tls; only CFG_TLS_NONE is implemented so far */
     const char *user;
     const char *password;
-    int timeout; /* seconds without data before a read fails */
+    int timeout;                     /* seconds without data before a read fails */
+    imap_store_activity_fn activity; /* optional */
+    void *activity_ctx;
 } imap_store_opts;
 
 /* Connects, logs in, reads capabilities. */
 int imap_store_open(const imap_store_opts *o, store **out, ofs_error *err);
+
+/* Bytes on the wire and round trips of the store's connection so far. */
+void imap_store_counters(store *s, uint64_t *in, uint64_t *out, uint64_t *round_trips);
 
 #endif

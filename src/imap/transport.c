@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "util/err.h"
@@ -29,9 +30,47 @@ static int tcp_poll(int fd, short events, int timeout)
     }
 }
 
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void activity_tick(imap_transport *t, double idle, double now)
+{
+    if (!t->activity || now - t->activity_last < IMAP_ACTIVITY_PERIOD)
+        return;
+    t->activity_last = now;
+    t->activity(t->activity_ctx, idle);
+}
+
+/* Polls in slices so the activity hook hears about a long wait while it lasts. */
+static int tcp_poll_reporting(imap_transport *t, short events)
+{
+    if (!t->activity)
+        return tcp_poll(t->fd, events, t->timeout);
+    double start = mono_now(), deadline = start + t->timeout;
+    for (;;) {
+        double now = mono_now();
+        if (now >= deadline)
+            return 0;
+        double left = deadline - now;
+        int ms = (int)((left < IMAP_ACTIVITY_PERIOD ? left : IMAP_ACTIVITY_PERIOD) * 1000) + 1;
+        struct pollfd p = {.fd = t->fd, .events = events};
+        int r = poll(&p, 1, ms);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r != 0)
+            return r;
+        now = mono_now();
+        activity_tick(t, now - start, now);
+    }
+}
+
 int imap_transport_wait(imap_transport *t, short events, ofs_error *err)
 {
-    int r = tcp_poll(t->fd, events, t->timeout);
+    int r = tcp_poll_reporting(t, events);
     if (r < 0)
         return err_errno(err, OFS_E_NET, errno, "waiting for %s:%d", t->host, t->port);
     if (r == 0) {
@@ -173,8 +212,11 @@ int imap_transport_connect(const char *host, int port, int timeout, imap_transpo
 long imap_transport_read(imap_transport *t, void *data, size_t len, ofs_error *err)
 {
     long n = t->ops->read(t, data, len, err);
-    if (n > 0)
+    if (n > 0) {
         t->bytes_in += (uint64_t)n;
+        if (t->activity)
+            activity_tick(t, 0, mono_now());
+    }
     return n;
 }
 
@@ -183,6 +225,8 @@ int imap_transport_write(imap_transport *t, const void *data, size_t len, ofs_er
     if (t->ops->write(t, data, len, err) < 0)
         return -1;
     t->bytes_out += len;
+    if (t->activity)
+        activity_tick(t, 0, mono_now());
     return 0;
 }
 

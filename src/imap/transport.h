@@ -10,6 +10,12 @@
 
 typedef struct imap_transport imap_transport;
 
+/* Called at most every IMAP_ACTIVITY_PERIOD s while bytes flow (idle 0) or while a wait for
+ * the server goes on (idle: seconds since the wait began), so a display can say what it waits
+ * for without a timer thread of its own. */
+typedef void (*imap_activity_fn)(void *ctx, double idle);
+#define IMAP_ACTIVITY_PERIOD 0.5
+
 typedef struct imap_transport_ops {
     /* Reads at least 1 byte; end of stream is an error (OFS_E_NET). Returns bytes or -1. */
     long (*read)(imap_transport *t, void *data, size_t len, ofs_error *err);
@@ -27,6 +33,9 @@ struct imap_transport {
     int timeout;                  /* seconds without progress before a wait fails */
     uint64_t bytes_in, bytes_out; /* counted by the wrappers below, whatever the ops */
     void *impl;                   /* private state of the layer above TCP (TLS) */
+    imap_activity_fn activity;    /* optional, see imap_activity_fn */
+    void *activity_ctx;
+    double activity_last; /* monotonic time of the last call */
 };
 
 /* Resolves host, tries each address with a connect timeout; returns a plain TCP transport. */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "imap/imap_store.h"
@@ -19,6 +20,53 @@ static void pass_event(sync_ctx *c, enum ofs_event_type type, const char *folder
         return;
     ofs_event ev = {
         .type = type, .account = c->acct->name, .folder = folder, .text = text, .stats = &c->stats};
+    c->fn(&ev, c->fn_ctx);
+}
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* How long the server may be silent before the display says what we are waiting for. */
+#define WAIT_REPORT_AFTER 1.0
+
+static void net_counters(const sync_ctx *c, ofs_event *ev)
+{
+    uint64_t rtt;
+    if (c->srv)
+        imap_store_counters(c->srv, &ev->net_in, &ev->net_out, &rtt);
+}
+
+/* The connection's heartbeat: bytes flowing become a progress event (the display's rate),
+ * a wait longer than WAIT_REPORT_AFTER a waiting event saying on what and for how long. */
+static void on_activity(void *ctx, double idle, const char *doing)
+{
+    sync_ctx *c = ctx;
+    if (!c->fn)
+        return;
+    ofs_event ev = {.type = idle >= WAIT_REPORT_AFTER ? OFS_EV_WAITING : OFS_EV_PROGRESS,
+                    .account = c->acct->name,
+                    .text = doing,
+                    .waited = idle,
+                    .stats = &c->stats};
+    sync_fill_progress(c, &ev);
+    net_counters(c, &ev);
+    c->fn(&ev, c->fn_ctx);
+}
+
+static void error_event(sync_ctx *c, const char *folder, const ofs_error *e)
+{
+    if (!c->fn)
+        return;
+    ofs_event ev = {.type = OFS_EV_ERROR,
+                    .account = c->acct->name,
+                    .folder = folder,
+                    .text = e->message,
+                    .code = e->code,
+                    .stats = &c->stats};
     c->fn(&ev, c->fn_ctx);
 }
 
@@ -123,8 +171,32 @@ static int folder_failed(sync_ctx *c, const char *name, ofs_error *ferr, ofs_err
     }
     if (!c->folder_failures++)
         c->folder_err = *ferr;
-    pass_event(c, OFS_EV_NOTICE, name, ferr->message);
+    error_event(c, name, ferr);
     return 0;
+}
+
+/* Wire bytes and round trips of the connection, so a pass reports its own share of them
+ * (a connection may serve many passes). */
+typedef struct net_mark {
+    uint64_t in, out, rtt;
+    double t;
+} net_mark;
+
+static void net_mark_take(const sync_ctx *c, net_mark *m)
+{
+    *m = (net_mark){.t = mono_now()};
+    if (c->srv)
+        imap_store_counters(c->srv, &m->in, &m->out, &m->rtt);
+}
+
+static void pass_counters(sync_ctx *c, const net_mark *start)
+{
+    net_mark now;
+    net_mark_take(c, &now);
+    c->stats.net_in = now.in - start->in;
+    c->stats.net_out = now.out - start->out;
+    c->stats.round_trips = now.rtt - start->rtt;
+    c->stats.elapsed_ms = (uint64_t)((now.t - start->t) * 1000);
 }
 
 int sync_run_pass(sync_ctx *c, ofs_error *err)
@@ -133,6 +205,8 @@ int sync_run_pass(sync_ctx *c, ofs_error *err)
     strlist_init(&srv);
     strlist_init(&loc);
     strlist_init(&all);
+    net_mark start;
+    net_mark_take(c, &start);
     pass_event(c, OFS_EV_PASS_START, NULL, NULL);
     int rc = folder_set(c, &srv, &loc, &all, err);
     for (size_t i = 0; rc == 0 && i < all.n; i++) {
@@ -153,7 +227,14 @@ int sync_run_pass(sync_ctx *c, ofs_error *err)
             err_prefix(err, "%d folders failed, the first", c->folder_failures);
         rc = -1;
     }
-    pass_event(c, OFS_EV_PASS_DONE, NULL, NULL);
+    pass_counters(c, &start);
+    if (c->fn) {
+        ofs_event ev = {.type = OFS_EV_PASS_DONE,
+                        .account = c->acct->name,
+                        .stats = &c->stats,
+                        .code = rc < 0 ? (err->code > 0 ? err->code : 1) : 0};
+        c->fn(&ev, c->fn_ctx);
+    }
     strlist_free(&srv);
     strlist_free(&loc);
     strlist_free(&all);
@@ -189,7 +270,9 @@ static int open_stores(sync_ctx *c, ofs_error *err)
                          .tls = a->tls,
                          .user = a->user,
                          .password = password,
-                         .timeout = a->timeout};
+                         .timeout = a->timeout,
+                         .activity = on_activity,
+                         .activity_ctx = c};
     int rc = imap_store_open(&o, &c->srv, err);
     explicit_bzero(password, strlen(password));
     free(password);
@@ -216,8 +299,10 @@ static int sync_one(const cfg_account *a, ofs_event_fn fn, void *ctx, ofs_sync_s
         state_close(c.st);
     if (lock >= 0)
         close(lock);
-    if (rc < 0)
+    if (rc < 0) {
         err_prefix(err, "%s", a->name);
+        error_event(&c, NULL, err);
+    }
     if (total) {
         total->downloaded += c.stats.downloaded;
         total->uploaded += c.stats.uploaded;
@@ -230,6 +315,15 @@ static int sync_one(const cfg_account *a, ofs_event_fn fn, void *ctx, ofs_sync_s
         total->bytes_down += c.stats.bytes_down;
         total->bytes_up += c.stats.bytes_up;
         total->folders_seen += c.stats.folders_seen;
+        total->folders_removed_local += c.stats.folders_removed_local;
+        total->folders_removed_server += c.stats.folders_removed_server;
+        total->folders_renamed += c.stats.folders_renamed;
+        total->held_back += c.stats.held_back;
+        total->held_back_bytes += c.stats.held_back_bytes;
+        total->net_in += c.stats.net_in;
+        total->net_out += c.stats.net_out;
+        total->round_trips += c.stats.round_trips;
+        total->elapsed_ms += c.stats.elapsed_ms;
     }
     return rc;
 }

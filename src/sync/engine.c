@@ -26,7 +26,8 @@ typedef struct folder_run {
     state_pair_list pairs;
     store_msg_list srv, loc;
     ofs_sync_stats st;
-    uint64_t done, total;
+    uint64_t done, total;             /* messages copied / to copy */
+    uint64_t bytes_done, bytes_total; /* their bytes, as far as the listings said */
 } folder_run;
 
 static void emit(folder_run *r, enum ofs_event_type type, const char *text)
@@ -34,14 +35,22 @@ static void emit(folder_run *r, enum ofs_event_type type, const char *text)
     sync_ctx *c = r->c;
     if (!c->fn)
         return;
-    ofs_event ev = {.type = type,
-                    .account = c->acct->name,
-                    .folder = r->name,
-                    .text = text,
-                    .done = r->done,
-                    .total = r->total,
-                    .stats = &r->st};
+    ofs_event ev = {.type = type, .account = c->acct->name, .text = text, .stats = &r->st};
+    sync_fill_progress(c, &ev);
+    ev.folder = r->name;
     c->fn(&ev, c->fn_ctx);
+}
+
+void sync_fill_progress(const sync_ctx *c, ofs_event *ev)
+{
+    const folder_run *r = c->run;
+    if (!r)
+        return;
+    ev->folder = r->name;
+    ev->done = r->done;
+    ev->total = r->total;
+    ev->bytes_done = r->bytes_done;
+    ev->bytes_total = r->bytes_total;
 }
 
 static void notice(folder_run *r, const char *text)
@@ -480,6 +489,9 @@ static int download_done(void *ctx, const store_msg *m, int fd, uint64_t size, o
     it->p.key = out.key;
     free(out.msgid);
     r->st.bytes_down += size;
+    r->done++;
+    r->bytes_done += size;
+    emit(r, OFS_EV_PROGRESS, NULL);
     return 0;
 }
 
@@ -518,8 +530,6 @@ static int commit_downloads(folder_run *r, copy_batch *b, ofs_error *err)
         in_txn(r, settle_items, b, err) < 0)
         return -1;
     r->st.downloaded += b->n;
-    r->done += b->n;
-    emit(r, OFS_EV_PROGRESS, NULL);
     return 0;
 }
 
@@ -588,6 +598,8 @@ static int append_items(folder_run *r, copy_batch *b, ofs_error *err)
         r->st.bytes_up += it->p.size;
         r->st.uploaded++;
         r->done++;
+        r->bytes_done += it->p.size;
+        emit(r, OFS_EV_PROGRESS, NULL);
     }
     return 0;
 }
@@ -612,7 +624,6 @@ static int upload_batch(folder_run *r, const store_msg *msgs, size_t n, bool *un
         for (size_t i = 0; i < b.n; i++)
             if (!b.items[i].p.uid)
                 *unpaired = true;
-        emit(r, OFS_EV_PROGRESS, NULL);
     }
     batch_free(&b);
     return rc;
@@ -739,6 +750,14 @@ static int run_folder(folder_run *r, ofs_error *err)
     sync_plan plan;
     sync_plan_folder(&r->pairs, &r->srv, &r->loc, &plan);
     r->total = plan.count[ACT_DOWNLOAD] + plan.count[ACT_UPLOAD];
+    for (size_t i = 0; i < plan.n; i++) {
+        if (plan.v[i].kind == ACT_DOWNLOAD)
+            r->bytes_total += r->srv.v[plan.v[i].srv].size;
+        else if (plan.v[i].kind == ACT_UPLOAD)
+            r->bytes_total += r->loc.v[plan.v[i].loc].size;
+    }
+    if (r->total)
+        emit(r, OFS_EV_PROGRESS, NULL);
     int rc = exec_flags(r, &plan, err);
     if (rc == 0)
         rc = exec_expunges(r, &plan, err);
@@ -757,7 +776,9 @@ int sync_folder(sync_ctx *c, const char *name, ofs_error *err)
     folder_run r = {.c = c, .name = name};
     store_msg_list_init(&r.srv);
     store_msg_list_init(&r.loc);
+    c->run = &r;
     int rc = run_folder(&r, err);
+    c->run = NULL;
     if (rc < 0)
         err_prefix(err, "%s", name);
     add_stats(&c->stats, &r.st);

@@ -17,7 +17,11 @@ typedef struct sync_ctx {
     ofs_sync_stats stats; /* the whole pass */
     ofs_error folder_err; /* the first folder-level error; the pass goes on past it */
     int folder_failures;
+    struct folder_run *run; /* the folder being synced, for activity reports */
 } sync_ctx;
+
+/* Fills ev's folder, done/total and bytes from the folder being synced (none: left as is). */
+void sync_fill_progress(const sync_ctx *c, ofs_event *ev);
 
 /* Syncs the folder set and every folder. Returns -1 when the pass could not go on (network,
  * state, disk) or when any folder failed; err then holds the first error. */

@@ -1,95 +1,90 @@
-/* plain.c: the line renderer: one line per folder that changed, one summary per pass.
- * A pass with nothing to do says so in one line, so a user sees it was checked. */
+/* plain.c: the line renderer for logs, cron and systemd: timestamped when not a terminal.
+ * One line per folder that changed, per long wait, per error, and one summary per pass. */
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "ui/ui.h"
 
-static double now(void)
+/* A wait is reported once it reaches WAIT_FIRST s, then every WAIT_AGAIN s while it lasts. */
+#define WAIT_FIRST 10.0
+#define WAIT_AGAIN 30.0
+
+static void line(ui *u, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void line(ui *u, const char *fmt, ...)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    if (u->timestamps) {
+        char stamp[32];
+        time_t t = time(NULL);
+        struct tm tm;
+        localtime_r(&t, &tm);
+        strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
+        fprintf(u->out, "%s ", stamp);
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(u->out, fmt, ap);
+    va_end(ap);
+    fputc('\n', u->out);
 }
 
-void ui_init(ui *u, FILE *out, int verbosity)
+static void waiting(ui *u, const ofs_event *ev)
 {
-    u->out = out;
-    u->verbosity = verbosity;
-    u->timestamps = !isatty(fileno(out));
-    u->pass_started = now();
-}
-
-static void line_start(ui *u)
-{
-    if (!u->timestamps)
-        return;
-    char stamp[32];
-    time_t t = time(NULL);
-    struct tm tm;
-    localtime_r(&t, &tm);
-    strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
-    fprintf(u->out, "%s ", stamp);
-}
-
-static bool pass_did_nothing(const ofs_sync_stats *s)
-{
-    return !s->downloaded && !s->uploaded && !s->flags_to_local && !s->flags_to_server &&
-           !s->expunged_local && !s->expunged_server && !s->folders_local && !s->folders_server;
-}
-
-static void pass_summary(ui *u, const ofs_event *ev)
-{
-    const ofs_sync_stats *s = ev->stats;
-    double secs = now() - u->pass_started;
-    line_start(u);
-    if (pass_did_nothing(s)) {
-        fprintf(u->out, "%s: nothing to do, %llu folders in sync (%.1f s)\n", ev->account,
-                (unsigned long long)s->folders_seen, secs);
+    if (ev->waited < WAIT_FIRST) {
+        u->next_wait_line = WAIT_FIRST;
         return;
     }
-    fprintf(u->out,
-            "%s: %llu folders; local: +%llu messages, %llu flag changes, -%llu, %llu new "
-            "folders; server: +%llu messages, %llu flag changes, -%llu, %llu new folders; "
-            "%.1f KiB down, %.1f KiB up (%.1f s)\n",
-            ev->account, (unsigned long long)s->folders_seen, (unsigned long long)s->downloaded,
-            (unsigned long long)s->flags_to_local, (unsigned long long)s->expunged_local,
-            (unsigned long long)s->folders_local, (unsigned long long)s->uploaded,
-            (unsigned long long)s->flags_to_server, (unsigned long long)s->expunged_server,
-            (unsigned long long)s->folders_server, (double)s->bytes_down / 1024.0,
-            (double)s->bytes_up / 1024.0, secs);
+    if (u->next_wait_line < WAIT_FIRST)
+        u->next_wait_line = WAIT_FIRST;
+    if (ev->waited < u->next_wait_line)
+        return;
+    u->next_wait_line = ev->waited + WAIT_AGAIN;
+    buf b;
+    buf_init(&b);
+    ui_waiting_text(ev, &b);
+    line(u, "%s%s%s: %s", ev->account, ev->folder ? "/" : "", ev->folder ? ev->folder : "", b.data);
+    buf_free(&b);
 }
 
-void ui_on_event(const ofs_event *ev, void *ctx)
+void ui_plain_event(ui *u, const ofs_event *ev)
 {
-    ui *u = ctx;
-    if (u->verbosity < 0)
-        return;
+    buf b;
     switch (ev->type) {
     case OFS_EV_PASS_START:
-        u->pass_started = now();
+        u->pass_started = ui_now();
+        if (u->verbosity > 0)
+            line(u, "%s: pass started", ev->account);
+        break;
+    case OFS_EV_FOLDER_START:
+        u->next_wait_line = 0;
+        if (u->verbosity > 0)
+            line(u, "%s/%s: checking", ev->account, ev->folder);
         break;
     case OFS_EV_FOLDER_DONE:
-        if (u->verbosity > 0 || strcmp(ev->text, "in sync") != 0) {
-            line_start(u);
-            fprintf(u->out, "%s/%s: %s\n", ev->account, ev->folder, ev->text);
-        }
+        if (u->verbosity > 0 || strcmp(ev->text, "in sync") != 0)
+            line(u, "%s/%s: %s", ev->account, ev->folder, ev->text);
         break;
     case OFS_EV_PROGRESS:
-        if (u->verbosity > 0) {
-            line_start(u);
-            fprintf(u->out, "%s/%s: %llu of %llu copied\n", ev->account, ev->folder,
-                    (unsigned long long)ev->done, (unsigned long long)ev->total);
-        }
+        if (ev->waited == 0 && ev->folder)
+            u->next_wait_line = 0;
+        break;
+    case OFS_EV_WAITING:
+        waiting(u, ev);
         break;
     case OFS_EV_NOTICE:
-        line_start(u);
-        fprintf(u->out, "%s%s%s: %s\n", ev->account, ev->folder ? "/" : "",
-                ev->folder ? ev->folder : "", ev->text);
+        line(u, "%s%s%s: %s", ev->account, ev->folder ? "/" : "", ev->folder ? ev->folder : "",
+             ev->text);
+        break;
+    case OFS_EV_ERROR:
+        /* A folder's error; the pass's own error is the command's one line on stderr. */
+        if (ev->folder)
+            line(u, "%s: error: %s", ev->account, ev->text);
         break;
     case OFS_EV_PASS_DONE:
-        pass_summary(u, ev);
+        buf_init(&b);
+        ui_summary_line(ev, &b);
+        line(u, "%s", b.data);
+        buf_free(&b);
         break;
     default:
         break;
