@@ -4,7 +4,7 @@
 set -eu
 
 PKGS="build-essential cmake pkg-config libsqlite3-dev libssl-dev zlib1g-dev libcmocka-dev
-python3 dovecot-core dovecot-imapd clang spin"
+python3 dovecot-core dovecot-imapd clang spin tmux"
 
 missing=""
 for p in $PKGS; do

@@ -20,7 +20,9 @@ typedef struct cli_opts {
 #define CLI_COMMON_LONGOPTS                                                                        \
     {"config", required_argument, NULL, 'c'}, {"verbose", no_argument, NULL, 'v'},                 \
         {"quiet", no_argument, NULL, 'q'}, {"json", no_argument, NULL, 'J'},                       \
-        {"help", no_argument, NULL, 'h'}
+    {                                                                                              \
+        "help", no_argument, NULL, 'h'                                                             \
+    }
 
 /* Handles a common option. Returns 1 when handled, 0 when ch is not common, and
  * -1 for --help (the caller prints its usage and exits 0). */
@@ -32,5 +34,7 @@ int cli_usage_error(const char *usage, const char *fmt, ...) __attribute__((form
 int cli_load_config(const cli_opts *o, ofs_config **out);
 
 int cmd_sync(cli_opts *o, int argc, char **argv);
+int cmd_status(cli_opts *o, int argc, char **argv);
+int cmd_init(cli_opts *o, int argc, char **argv);
 
 #endif

@@ -13,6 +13,10 @@ typedef struct cli_command {
 
 static const cli_command commands[] = {
     {"sync", cmd_sync, "sync [ACCOUNT]       one two-way pass over ACCOUNT (default: all)"},
+    {"status", cmd_status,
+     "status [ACCOUNT]     last sync, local changes waiting, state health (offline)"},
+    {"init", cmd_init,
+     "init [OPTIONS]       write a config for a new account, check the connection"},
 };
 
 static void print_usage(FILE *f)

@@ -552,7 +552,7 @@ static int cfg_read_fd(int fd, buf *b, size_t limit, bool *too_big)
     }
 }
 
-static char *cfg_default_path(void)
+char *cfg_default_path(void)
 {
     const char *xdg = getenv("XDG_CONFIG_HOME");
     if (xdg && xdg[0] == '/')

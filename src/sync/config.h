@@ -21,16 +21,16 @@ typedef struct cfg_account {
     char *user;
     char *pass_cmd; /* shell command printing the password */
     char *password_file;
-    char *local; /* Maildir root, ~ expanded */
-    char *state; /* database path; default $XDG_STATE_HOME/ofsync/NAME.db */
-    int layout;  /* enum cfg_layout */
-    int timeout; /* seconds of silence before a read fails (default 60) */
-    int expunge; /* enum cfg_expunge: which sides deletions are carried to (default both) */
-    bool remove_folders;    /* propagate folder deletions (default no) */
-    char *folders;          /* include/exclude patterns, e.g. "* !Trash !Spam" (default "*") */
-    int connections;        /* parallel server connections (default 4) */
-    bool compress;          /* COMPRESS=DEFLATE when offered (default yes) */
-    uint64_t max_size;      /* larger messages stay on the server; 0 = no limit (default) */
+    char *local;         /* Maildir root, ~ expanded */
+    char *state;         /* database path; default $XDG_STATE_HOME/ofsync/NAME.db */
+    int layout;          /* enum cfg_layout */
+    int timeout;         /* seconds of silence before a read fails (default 60) */
+    int expunge;         /* enum cfg_expunge: which sides deletions are carried to (default both) */
+    bool remove_folders; /* propagate folder deletions (default no) */
+    char *folders;       /* include/exclude patterns, e.g. "* !Trash !Spam" (default "*") */
+    int connections;     /* parallel server connections (default 4) */
+    bool compress;       /* COMPRESS=DEFLATE when offered (default yes) */
+    uint64_t max_size;   /* larger messages stay on the server; 0 = no limit (default) */
     int reconnect_attempts; /* after a dropped link, per pass (default 5) */
     char *watch_folders;    /* folders kept under IDLE by `watch` (default "INBOX") */
     int poll_interval;      /* seconds between status polls of the rest in `watch` (300) */
@@ -49,6 +49,8 @@ struct ofs_config {
 /* Parses text as if read from path (for tests and the fuzzer). */
 int cfg_parse(const char *path, const char *text, size_t len, ofs_config **out, ofs_error *err);
 const cfg_account *cfg_find_account(const ofs_config *cfg, const char *name);
+/* $XDG_CONFIG_HOME/ofsync/config or ~/.config/ofsync/config (malloc'd), NULL without either. */
+char *cfg_default_path(void);
 /* Runs pass-cmd or reads password-file (refusing one readable by group or others).
  * Returns a malloc'd password without its trailing newline. */
 int cfg_account_password(const cfg_account *a, char **out, ofs_error *err);
