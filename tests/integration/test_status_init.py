@@ -51,6 +51,27 @@ def non_ascii_folder_names_round_trip(ctx):
 
 
 @T.test
+def utf8_accept_advertised_but_not_enabled(ctx):
+    # Dovecot 2.3 lists UTF8=ACCEPT when told to but never ENABLEs it: ofsync must switch to
+    # UTF-8 names only on the server's ENABLED reply, and keep modified UTF-7 otherwise.
+    caps = "+UTF8=ACCEPT" if ctx.caps == "full" else T.PLAIN_CAPS + " ENABLE UTF8=ACCEPT"
+    with T.Dovecot(caps=caps) as d:
+        d.add_user("x")
+        with d.connect("x") as s:
+            s.create("Entwürfe/日本")
+            s.append("Entwürfe/日本", T.make_message(1, 1))
+            cfg = T.write_config(os.path.join(ctx.tmp, "u8config"), d, "x",
+                                 os.path.join(ctx.tmp, "U8"), os.path.join(ctx.tmp, "u8.db"))
+            T.run(["--config", cfg, "sync"])
+            local = T.local_folders(os.path.join(ctx.tmp, "U8"), "maildir++")
+            check("Entwürfe/日本" in local, f"local folders {local}")
+            T.local_add(os.path.join(ctx.tmp, "U8"), "maildir++", "Entwürfe/日本",
+                        T.make_message(2, 1))
+            T.run(["--config", cfg, "sync"])
+            check(len(s.fetch_messages("Entwürfe/日本")) == 2, "upload into a UTF-7 name")
+
+
+@T.test
 def status_offline_reports_pending_changes(ctx):
     ids = ctx.populate({"INBOX": 6, "Archive": 3}, seed=13)
     ctx.sync()
