@@ -14,6 +14,7 @@
 #include "imap/transport.h"
 #include "imap/utf7.h"
 #include "util/err.h"
+#include "util/uidset.h"
 
 /* How much of a response's start is kept to find its UID before a body literal's bytes. */
 #define CLIENT_HDR_KEEP 4096
@@ -56,7 +57,22 @@ struct imap_client {
     char verb[24];        /* the command in progress ("UID FETCH"), for imap_doing() */
     uint64_t round_trips; /* waits for the server's answer */
     bool utf8;            /* UTF8=ACCEPT enabled: mailbox names are UTF-8 on the wire */
+    /* Commands sent and not yet waited for: pipelined ones may complete in any order. */
+    struct client_cmd *cmds;
+    size_t ncmds, capcmds;
+    bool condstore, qresync; /* ENABLEd (RFC 5161) */
 };
+
+/* A sent command; its completion is kept until someone waits for it. */
+typedef struct client_cmd {
+    unsigned tagno;
+    bool detached; /* nobody will wait: the completion is dropped (ENABLE) */
+    bool done;
+    imap_status status;
+    char *text;
+    char code[32];
+    uint32_t au_validity, au_uid;
+} client_cmd;
 
 typedef int (*client_data_fn)(imap_client *c, const imap_response *r, void *ctx, ofs_error *err);
 
@@ -423,6 +439,29 @@ static void client_code(imap_client *c, const imap_value *code)
     }
 }
 
+static void client_note_enabled(imap_client *c, const imap_response *r)
+{
+    for (size_t i = 0; i < r->args.n; i++) {
+        if (imap_value_is(&r->args.items[i], "QRESYNC"))
+            c->qresync = c->condstore = true;
+        else if (imap_value_is(&r->args.items[i], "CONDSTORE"))
+            c->condstore = true;
+    }
+}
+
+/* With QRESYNC, expunges arrive as VANISHED uid-sets instead of EXPUNGE (RFC 7162 3.2.10). */
+static void client_on_vanished_now(imap_client *c, const imap_value *set)
+{
+    const char *text = imap_value_str(set);
+    uidset u;
+    uidset_init(&u);
+    if (text && uidset_parse(&u, text)) {
+        uint64_t n = uidset_count(&u);
+        c->sel.exists = n >= c->sel.exists ? 0 : c->sel.exists - (uint32_t)n;
+    }
+    uidset_free(&u);
+}
+
 static int client_untagged(imap_client *c, const imap_response *r, ofs_error *err)
 {
     if (r->has_code)
@@ -441,6 +480,10 @@ static int client_untagged(imap_client *c, const imap_response *r, ofs_error *er
         c->sel.exists = r->number;
     else if (strcmp(r->name, "EXPUNGE") == 0 && c->sel.exists > 0)
         c->sel.exists--;
+    else if (strcmp(r->name, "ENABLED") == 0)
+        client_note_enabled(c, r);
+    else if (strcmp(r->name, "VANISHED") == 0 && r->args.n == 1)
+        client_on_vanished_now(c, &r->args.items[0]); /* (EARLIER) ones are the command's */
     return 0;
 }
 
@@ -451,16 +494,108 @@ enum client_until {
     UNTIL_EITHER, /* 1 for a continuation, 0 for a tagged OK */
 };
 
-/* Reads until the current command's tagged completion or a continuation request, as `until`
- * says. Errors from fn do not stop the reading, so the connection stays in step; the first one
- * is returned at the end. */
-static int client_wait(imap_client *c, const char *what, client_data_fn fn, void *ctx,
-                       enum client_until until, ofs_error *err)
+static client_cmd *client_cmd_find(imap_client *c, unsigned tagno)
+{
+    for (size_t i = 0; i < c->ncmds; i++)
+        if (c->cmds[i].tagno == tagno)
+            return &c->cmds[i];
+    return NULL;
+}
+
+static void client_cmd_drop(imap_client *c, client_cmd *cmd)
+{
+    free(cmd->text);
+    size_t i = (size_t)(cmd - c->cmds);
+    memmove(cmd, cmd + 1, (c->ncmds - i - 1) * sizeof *cmd);
+    c->ncmds--;
+}
+
+/* The tag number of a tag we sent ("o17"), or 0. */
+static unsigned client_tagno(const char *tag)
+{
+    if (tag[0] != 'o' || tag[1] < '1' || tag[1] > '9')
+        return 0;
+    char *end;
+    unsigned long v = strtoul(tag + 1, &end, 10);
+    return *end || v > UINT32_MAX ? 0 : (unsigned)v;
+}
+
+/* Keeps a tagged completion with its command, for whoever waits for it. */
+static int client_tagged(imap_client *c, const imap_response *r, ofs_error *err)
+{
+    unsigned no = client_tagno(r->tag);
+    client_cmd *cmd = no ? client_cmd_find(c, no) : NULL;
+    if (!cmd || cmd->done) {
+        err_set(err, OFS_E_PROTO, "server %s answered command tag \"%s\", which was never sent",
+                c->host, r->tag);
+        return client_broken(c);
+    }
+    c->appenduid_validity = c->appenduid_uid = 0;
+    cmd->done = true;
+    cmd->status = r->status;
+    cmd->text = xstrdup(r->text);
+    if (r->has_code) {
+        client_code(c, &r->code);
+        const char *code = imap_value_str(r->code.n ? &r->code.items[0] : NULL);
+        snprintf(cmd->code, sizeof cmd->code, "%s", code ? code : "");
+    }
+    cmd->au_validity = c->appenduid_validity;
+    cmd->au_uid = c->appenduid_uid;
+    if (cmd->detached)
+        client_cmd_drop(c, cmd);
+    return 0;
+}
+
+/* Makes a completed command the "last" one and judges it: 0 on OK, -1 otherwise. */
+static int client_finish(imap_client *c, client_cmd *cmd, const char *what, enum client_until until,
+                         ofs_error *err)
+{
+    imap_status status = cmd->status;
+    c->last_status = status;
+    free(c->last_text);
+    c->last_text = cmd->text;
+    cmd->text = NULL;
+    memcpy(c->last_code, cmd->code, sizeof c->last_code);
+    c->appenduid_validity = cmd->au_validity;
+    c->appenduid_uid = cmd->au_uid;
+    client_cmd_drop(c, cmd);
+    if (status == IMAP_S_OK) {
+        if (until != UNTIL_CONT)
+            return 0;
+        err_set(err, OFS_E_PROTO, "server %s completed %s without asking for its data", c->host,
+                what);
+        return client_broken(c);
+    }
+    if (status != IMAP_S_NO && status != IMAP_S_BAD) {
+        err_set(err, OFS_E_PROTO, "server %s answered %s with an unknown status", c->host, what);
+        return client_broken(c);
+    }
+    return err_set(err, OFS_E_SERVER, "%s on server %s failed: server said: %s", what, c->host,
+                   c->last_text);
+}
+
+/* Reads until command tagno completes or a continuation request arrives, as `until` says.
+ * Completions of other pipelined commands are kept for their own waits. Errors from fn do
+ * not stop the reading, so the connection stays in step; the first one is returned at the end.
+ */
+static int client_wait_tag(imap_client *c, unsigned tagno, const char *what, client_data_fn fn,
+                           void *ctx, enum client_until until, ofs_error *err)
 {
     ofs_error fn_err = {0};
     bool fn_failed = false;
     c->round_trips++;
     for (;;) {
+        client_cmd *cmd = client_cmd_find(c, tagno);
+        if (!cmd)
+            return err_set(err, OFS_E_STATE, "waiting for %s, which was never sent", what);
+        if (cmd->done) {
+            int rc = client_finish(c, cmd, what, until, err);
+            if (rc == 0 && fn_failed) {
+                *err = fn_err;
+                return -1;
+            }
+            return rc;
+        }
         const imap_response *r;
         if (client_next(c, &r, err) < 0)
             return -1;
@@ -483,39 +618,16 @@ static int client_wait(imap_client *c, const char *what, client_data_fn fn, void
                     c->host, what);
             return client_broken(c);
         }
-        if (strcmp(r->tag, c->tag) != 0) {
-            err_set(err, OFS_E_PROTO, "server %s answered command tag \"%s\", which was never sent",
-                    c->host, r->tag);
-            return client_broken(c);
-        }
-        c->last_status = r->status;
-        free(c->last_text);
-        c->last_text = xstrdup(r->text);
-        c->last_code[0] = '\0';
-        if (r->has_code) {
-            client_code(c, &r->code);
-            const char *code = imap_value_str(r->code.n ? &r->code.items[0] : NULL);
-            snprintf(c->last_code, sizeof c->last_code, "%s", code ? code : "");
-        }
-        if (r->status == IMAP_S_OK) {
-            if (fn_failed) {
-                *err = fn_err;
-                return -1;
-            }
-            if (until != UNTIL_CONT)
-                return 0;
-            err_set(err, OFS_E_PROTO, "server %s completed %s without asking for its data", c->host,
-                    what);
-            return client_broken(c);
-        }
-        if (r->status != IMAP_S_NO && r->status != IMAP_S_BAD) {
-            err_set(err, OFS_E_PROTO, "server %s answered %s with an unknown status", c->host,
-                    what);
-            return client_broken(c);
-        }
-        return err_set(err, OFS_E_SERVER, "%s on server %s failed: server said: %s", what, c->host,
-                       r->text);
+        if (client_tagged(c, r, err) < 0)
+            return -1;
     }
+}
+
+/* The same for the command begun last. */
+static int client_wait(imap_client *c, const char *what, client_data_fn fn, void *ctx,
+                       enum client_until until, ofs_error *err)
+{
+    return client_wait_tag(c, c->tagno, what, fn, ctx, until, err);
 }
 
 /* ---- writing commands ---- */
@@ -529,6 +641,11 @@ static void client_begin(imap_client *c, const char *fmt, ...)
     snprintf(c->tag, sizeof c->tag, "o%u", ++c->tagno);
     buf_printf(&c->out, "%s ", c->tag);
     size_t start = c->out.len;
+    if (c->ncmds == c->capcmds) {
+        c->capcmds = c->capcmds ? c->capcmds * 2 : 8;
+        c->cmds = xrealloc(c->cmds, c->capcmds * sizeof *c->cmds);
+    }
+    c->cmds[c->ncmds++] = (client_cmd){.tagno = c->tagno};
     va_list ap;
     va_start(ap, fmt);
     buf_vprintf(&c->out, fmt, ap);
@@ -579,13 +696,20 @@ static int client_astring(imap_client *c, const char *s, const char *what, ofs_e
     return 0;
 }
 
+/* Ends the command begun last and sends it without waiting; returns its tag number or 0. */
+static unsigned client_send(imap_client *c, ofs_error *err)
+{
+    buf_adds(&c->out, "\r\n");
+    return client_flush(c, err) < 0 ? 0 : c->tagno;
+}
+
 static int client_end(imap_client *c, const char *what, client_data_fn fn, void *ctx,
                       ofs_error *err)
 {
-    buf_adds(&c->out, "\r\n");
-    if (client_flush(c, err) < 0)
+    unsigned no = client_send(c, err);
+    if (!no)
         return -1;
-    return client_wait(c, what, fn, ctx, UNTIL_TAGGED, err);
+    return client_wait_tag(c, no, what, fn, ctx, UNTIL_TAGGED, err);
 }
 
 static int client_simple(imap_client *c, const char *cmd, client_data_fn fn, void *ctx,
@@ -647,6 +771,9 @@ void imap_client_free(imap_client *c)
     buf_free(&c->out);
     buf_free(&c->hdr);
     strlist_free(&c->caps);
+    for (size_t i = 0; i < c->ncmds; i++)
+        free(c->cmds[i].text);
+    free(c->cmds);
     free(c);
 }
 
@@ -761,9 +888,51 @@ typedef struct list_ctx {
     size_t n, cap;
 } list_ctx;
 
+/* "* STATUS mbox (MESSAGES 3 UIDNEXT 9 ...)": the mailbox name and its values, or NULL. */
+static const char *client_status_parse(const imap_response *r, imap_mailbox_info *mi)
+{
+    if (strcmp(r->name, "STATUS") != 0 || r->args.n < 2 || r->args.items[1].type != IMAP_V_LIST)
+        return NULL;
+    const imap_value *a = r->args.items[1].items;
+    size_t n = r->args.items[1].n;
+    memset(mi, 0, sizeof *mi);
+    for (size_t i = 0; i + 1 < n; i += 2) {
+        if (imap_value_is(&a[i], "MESSAGES"))
+            imap_value_u32(&a[i + 1], &mi->exists);
+        else if (imap_value_is(&a[i], "UIDNEXT"))
+            imap_value_u32(&a[i + 1], &mi->uidnext);
+        else if (imap_value_is(&a[i], "UIDVALIDITY"))
+            imap_value_u32(&a[i + 1], &mi->uidvalidity);
+        else if (imap_value_is(&a[i], "HIGHESTMODSEQ"))
+            imap_value_u64(&a[i + 1], &mi->highestmodseq);
+    }
+    return imap_value_str(&r->args.items[0]);
+}
+
+static bool client_same_mbox(const char *a, const char *b)
+{
+    return strcmp(a, b) == 0 || (strcasecmp(a, "INBOX") == 0 && strcasecmp(b, "INBOX") == 0);
+}
+
+static void client_list_status(list_ctx *l, const imap_response *r)
+{
+    imap_mailbox_info mi;
+    const char *name = client_status_parse(r, &mi);
+    if (!name)
+        return;
+    for (size_t i = l->n; i-- > 0;)
+        if (client_same_mbox(l->v[i].name, name)) {
+            l->v[i].has_status = true;
+            l->v[i].status = mi;
+            return;
+        }
+}
+
 static int client_on_list(imap_client *c, const imap_response *r, void *ctx, ofs_error *err)
 {
     list_ctx *l = ctx;
+    if (strcmp(r->name, "STATUS") == 0)
+        client_list_status(l, r);
     if (strcmp(r->name, "LIST") != 0)
         return 0;
     const imap_value *a = r->args.items;
@@ -780,6 +949,7 @@ static int client_on_list(imap_client *c, const imap_response *r, void *ctx, ofs
         l->v = xrealloc(l->v, l->cap * sizeof *l->v);
     }
     imap_list_entry *e = &l->v[l->n++];
+    memset(e, 0, sizeof *e);
     e->name = xstrdup(name);
     e->delim = delim ? delim[0] : '\0';
     e->selectable = true;
@@ -790,11 +960,25 @@ static int client_on_list(imap_client *c, const imap_response *r, void *ctx, ofs
     return 0;
 }
 
+const char *imap_status_items(const imap_client *c)
+{
+    return imap_has_cap(c, "CONDSTORE") ? "MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ"
+                                        : "MESSAGES UIDNEXT UIDVALIDITY";
+}
+
 int imap_list(imap_client *c, const char *pattern, imap_list_entry **out, size_t *n, ofs_error *err)
+{
+    return imap_list_ex(c, pattern, false, out, n, err);
+}
+
+int imap_list_ex(imap_client *c, const char *pattern, bool want_status, imap_list_entry **out,
+                 size_t *n, ofs_error *err)
 {
     list_ctx l = {0};
     client_begin(c, "LIST \"\" ");
     int r = client_astring(c, pattern, "LIST", err);
+    if (r == 0 && want_status && imap_has_cap(c, "LIST-STATUS"))
+        buf_printf(&c->out, " RETURN (STATUS (%s))", imap_status_items(c));
     if (r == 0)
         r = client_end(c, "LIST", client_on_list, &l, err);
     if (r < 0) {
@@ -835,6 +1019,142 @@ int imap_select(imap_client *c, const char *mbox, bool readonly, imap_mailbox_in
     if (info)
         *info = c->sel;
     return 0;
+}
+
+typedef struct qresync_ctx {
+    store_msg_list *changed;
+    uidset *vanished;
+} qresync_ctx;
+
+static int client_on_qresync(imap_client *c, const imap_response *r, void *ctx, ofs_error *err)
+{
+    qresync_ctx *q = ctx;
+    if (strcmp(r->name, "VANISHED") == 0 && r->args.n == 2) {
+        const char *set = imap_value_str(&r->args.items[1]);
+        if (!set || !uidset_parse(q->vanished, set))
+            return err_set(err, OFS_E_PROTO, "server %s sent a malformed VANISHED response",
+                           c->host);
+        return 0;
+    }
+    if (strcmp(r->name, "FETCH") != 0 || r->args.n < 1 || r->args.items[0].type != IMAP_V_LIST)
+        return 0;
+    const imap_value *it = r->args.items[0].items;
+    bool has_uid = false, has_flags = false;
+    uint32_t uid = 0;
+    unsigned flags = 0;
+    for (size_t i = 0; i + 1 < r->args.items[0].n; i += 2) {
+        if (imap_value_is(&it[i], "UID"))
+            has_uid = imap_value_u32(&it[i + 1], &uid);
+        else if (imap_value_is(&it[i], "FLAGS") && it[i + 1].type == IMAP_V_LIST)
+            has_flags = true, flags = imap_flags_from_list(&it[i + 1]);
+    }
+    if (!has_uid || !has_flags)
+        return err_set(err, OFS_E_PROTO, "server %s sent a FETCH without UID or FLAGS on SELECT",
+                       c->host);
+    store_msg *m = store_msg_list_push(q->changed);
+    m->uid = uid;
+    m->flags = flags;
+    return 0;
+}
+
+int imap_select_qresync(imap_client *c, const char *mbox, uint32_t uidvalidity, uint64_t modseq,
+                        imap_mailbox_info *info, store_msg_list *changed, uidset *vanished,
+                        ofs_error *err)
+{
+    memset(&c->sel, 0, sizeof c->sel);
+    c->selected = false;
+    client_begin(c, "SELECT ");
+    if (client_astring(c, mbox, "SELECT", err) < 0)
+        return -1;
+    buf_printf(&c->out, " (QRESYNC (%" PRIu32 " %" PRIu64 "))", uidvalidity, modseq);
+    qresync_ctx q = {changed, vanished};
+    if (client_end(c, "SELECT", client_on_qresync, &q, err) < 0) {
+        memset(&c->sel, 0, sizeof c->sel);
+        return -1;
+    }
+    if (strcasecmp(c->last_code, "READ-ONLY") == 0)
+        c->sel.readonly = true;
+    c->selected = true;
+    if (info)
+        *info = c->sel;
+    return 0;
+}
+
+bool imap_qresync(const imap_client *c)
+{
+    return c->qresync;
+}
+
+int imap_enable(imap_client *c, ofs_error *err)
+{
+    const char *ext = imap_has_cap(c, "QRESYNC")     ? "QRESYNC"
+                      : imap_has_cap(c, "CONDSTORE") ? "CONDSTORE"
+                                                     : NULL;
+    if (!ext || !imap_has_cap(c, "ENABLE"))
+        return 0;
+    client_begin(c, "ENABLE %s", ext);
+    unsigned no = client_send(c, err);
+    if (!no)
+        return -1;
+    client_cmd_find(c, no)->detached = true; /* ENABLED comes as untagged data; no wait */
+    return 0;
+}
+
+typedef struct status_ctx {
+    const char *const *names;
+    size_t n;
+    imap_mailbox_info *out;
+    bool *ok;
+} status_ctx;
+
+static int client_on_status(imap_client *c, const imap_response *r, void *ctx, ofs_error *err)
+{
+    status_ctx *s = ctx;
+    imap_mailbox_info mi;
+    const char *name = client_status_parse(r, &mi);
+    if (!name)
+        return 0;
+    for (size_t i = 0; i < s->n; i++)
+        if (client_same_mbox(s->names[i], name)) {
+            s->out[i] = mi;
+            s->ok[i] = true;
+        }
+    return 0;
+}
+
+int imap_status_many(imap_client *c, const char *const *names, size_t n, imap_mailbox_info *out,
+                     bool *ok, ofs_error *err)
+{
+    status_ctx s = {names, n, out, ok};
+    unsigned *tags = xmalloc((n ? n : 1) * sizeof *tags);
+    size_t sent = 0, waited = 0;
+    int rc = 0;
+    memset(ok, 0, n * sizeof *ok);
+    while (waited < n && rc == 0) {
+        /* A bounded window: the server's answers cannot pile up unread without limit. */
+        while (sent < n && sent - waited < IMAP_PIPELINE_WINDOW && rc == 0) {
+            client_begin(c, "STATUS ");
+            if (client_astring(c, names[sent], "STATUS", err) < 0) {
+                rc = -1;
+                break;
+            }
+            buf_printf(&c->out, " (%s)", imap_status_items(c));
+            tags[sent] = client_send(c, err);
+            rc = tags[sent++] ? 0 : -1;
+        }
+        if (rc == 0) {
+            ofs_error e;
+            /* A folder that cannot be asked about is just not known: no error. */
+            if (client_wait_tag(c, tags[waited++], "STATUS", client_on_status, &s, UNTIL_TAGGED,
+                                &e) < 0 &&
+                c->dead) {
+                *err = e;
+                rc = -1;
+            }
+        }
+    }
+    free(tags);
+    return rc;
 }
 
 int imap_create(imap_client *c, const char *mbox, ofs_error *err)

@@ -12,6 +12,7 @@
 #include "ofsync.h"
 #include "sync/store.h"
 #include "util/mem.h"
+#include "util/uidset.h"
 
 typedef struct imap_client imap_client;
 
@@ -30,7 +31,12 @@ typedef struct imap_list_entry {
     char *name;      /* server bytes */
     char delim;      /* hierarchy delimiter, '\0' for a flat name (NIL) */
     bool selectable; /* false for \Noselect and \NonExistent */
+    bool has_status; /* LIST-STATUS answered for it: status is filled */
+    imap_mailbox_info status;
 } imap_list_entry;
+
+/* Commands in flight at once when pipelining (STATUS, STORE, APPEND). */
+#define IMAP_PIPELINE_WINDOW 64
 
 /* Connects, reads the greeting and the capabilities. timeout: seconds without data. */
 int imap_connect(const char *host, int port, int timeout, imap_client **out, ofs_error *err);
@@ -59,6 +65,28 @@ int imap_login(imap_client *c, const char *user, const char *password, ofs_error
 int imap_list(imap_client *c, const char *pattern, imap_list_entry **out, size_t *n,
               ofs_error *err);
 void imap_list_free(imap_list_entry *v, size_t n);
+/* LIST with, when want_status and the server offers LIST-STATUS (RFC 5819), each folder's
+ * status in the same round trip (entries' has_status). */
+int imap_list_ex(imap_client *c, const char *pattern, bool want_status, imap_list_entry **out,
+                 size_t *n, ofs_error *err);
+/* The STATUS items this server can answer: HIGHESTMODSEQ only with CONDSTORE. */
+const char *imap_status_items(const imap_client *c);
+/* STATUS of each name, pipelined (one round trip for a window of folders). ok[i] says whether
+ * names[i] was answered; a refused folder is not an error. */
+int imap_status_many(imap_client *c, const char *const *names, size_t n, imap_mailbox_info *out,
+                     bool *ok, ofs_error *err);
+
+/* Sends ENABLE QRESYNC (or CONDSTORE) when offered, without waiting: the ENABLED answer is
+ * read with the next command's responses. */
+int imap_enable(imap_client *c, ofs_error *err);
+/* QRESYNC has been ENABLEd on this connection. */
+bool imap_qresync(const imap_client *c);
+/* SELECT mbox (QRESYNC (uidvalidity modseq)): the server reports flags of messages changed
+ * since modseq (into changed: uid and flags) and expunged UIDs (into vanished). A different
+ * UIDVALIDITY makes it a plain SELECT: check info->uidvalidity. */
+int imap_select_qresync(imap_client *c, const char *mbox, uint32_t uidvalidity, uint64_t modseq,
+                        imap_mailbox_info *info, store_msg_list *changed, uidset *vanished,
+                        ofs_error *err);
 
 /* SELECT (readonly: EXAMINE). On failure no mailbox is selected. */
 int imap_select(imap_client *c, const char *mbox, bool readonly, imap_mailbox_info *info,

@@ -23,6 +23,12 @@ typedef struct imap_store {
     uint32_t uidvalidity;
     imap_store_activity_fn activity;
     void *activity_ctx;
+    /* Folder status gathered for the whole pass (LIST-STATUS or pipelined STATUS). */
+    struct istatus {
+        char *name; /* canonical */
+        store_folder_info info;
+    } * status;
+    size_t nstatus;
 } imap_store;
 
 static imap_store *istore(store *s)
@@ -190,12 +196,84 @@ static int name_to_server(imap_store *is, const char *canon, char **out, ofs_err
 
 /* ---- store ops ---- */
 
+static void istore_status_clear(imap_store *is)
+{
+    for (size_t i = 0; i < is->nstatus; i++)
+        free(is->status[i].name);
+    free(is->status);
+    is->status = NULL;
+    is->nstatus = 0;
+}
+
+/* Only a status with a modseq can prove a folder unchanged; others are not kept. */
+static void istore_status_add(imap_store *is, const char *name, const imap_mailbox_info *mi)
+{
+    if (!mi->highestmodseq || !mi->uidvalidity)
+        return;
+    is->status = xrealloc(is->status, (is->nstatus + 1) * sizeof *is->status);
+    struct istatus *e = &is->status[is->nstatus++];
+    e->name = xstrdup(name);
+    e->info = (store_folder_info){.uidvalidity = mi->uidvalidity,
+                                  .uidnext = mi->uidnext,
+                                  .highestmodseq = mi->highestmodseq,
+                                  .exists = mi->exists};
+}
+
+static int istore_folder_status(store *s, const char *name, store_folder_info *info)
+{
+    imap_store *is = istore(s);
+    for (size_t i = 0; i < is->nstatus; i++)
+        if (strcmp(is->status[i].name, name) == 0) {
+            *info = is->status[i].info;
+            return 0;
+        }
+    return 1;
+}
+
+static int istore_prefetch_status(store *s, const strlist *names, ofs_error *err)
+{
+    imap_store *is = istore(s);
+    if (!imap_has_cap(is->c, "CONDSTORE"))
+        return 0; /* without a modseq, a status cannot prove a folder unchanged */
+    strlist want;
+    strlist_init(&want);
+    store_folder_info dummy;
+    for (size_t i = 0; i < names->n; i++) {
+        char *srv;
+        if (istore_folder_status(s, names->v[i], &dummy) == 0)
+            continue;
+        ofs_error e;
+        if (name_to_server(is, names->v[i], &srv, &e) < 0)
+            continue; /* refused names are reported where the folder is synced */
+        strlist_add_owned(&want, srv);
+    }
+    int rc = 0;
+    if (want.n) {
+        imap_mailbox_info *mi = xcalloc(want.n, sizeof *mi);
+        bool *ok = xcalloc(want.n, sizeof *ok);
+        rc = imap_status_many(is->c, (const char *const *)want.v, want.n, mi, ok, err);
+        for (size_t i = 0; i < want.n && rc == 0; i++) {
+            char *canon;
+            ofs_error e;
+            if (ok[i] && name_from_server(is, want.v[i], is->delim, &canon, &e) == 0) {
+                istore_status_add(is, canon, &mi[i]);
+                free(canon);
+            }
+        }
+        free(mi);
+        free(ok);
+    }
+    strlist_free(&want);
+    return rc;
+}
+
 static int istore_list_folders(store *s, strlist *out, strlist *refused, ofs_error *err)
 {
     imap_store *is = istore(s);
     imap_list_entry *v;
     size_t n;
-    if (imap_list(is->c, "*", &v, &n, err) < 0)
+    istore_status_clear(is);
+    if (imap_list_ex(is->c, "*", imap_has_cap(is->c, "CONDSTORE"), &v, &n, err) < 0)
         return -1;
     strlist names;
     strlist_init(&names);
@@ -214,6 +292,8 @@ static int istore_list_folders(store *s, strlist *out, strlist *refused, ofs_err
             r = 0;
             continue;
         }
+        if (r == 0 && v[i].has_status)
+            istore_status_add(is, name, &v[i].status);
         if (r == 0 && strlist_find(&names, name) < 0)
             strlist_add_owned(&names, name);
         else if (r == 0)
@@ -266,6 +346,39 @@ static int istore_open_folder(store *s, const char *name, store_folder_info *inf
         info->exists = mi.exists;
     }
     return 0;
+}
+
+static int istore_open_folder_changes(store *s, const char *name, uint32_t uidvalidity,
+                                      uint64_t modseq, store_folder_info *info,
+                                      store_msg_list *changed, uidset *vanished, ofs_error *err)
+{
+    imap_store *is = istore(s);
+    if (!imap_qresync(is->c) || !uidvalidity || !modseq)
+        return istore_open_folder(s, name, info, err) < 0 ? -1 : 1;
+    free(is->cur);
+    free(is->cur_server);
+    is->cur = is->cur_server = NULL;
+    char *srv;
+    if (name_to_server(is, name, &srv, err) < 0)
+        return -1;
+    imap_mailbox_info mi;
+    if (imap_select_qresync(is->c, srv, uidvalidity, modseq, &mi, changed, vanished, err) < 0) {
+        free(srv);
+        return err_prefix(err, "folder %s", name);
+    }
+    is->cur = xstrdup(name);
+    is->cur_server = srv;
+    is->uidvalidity = mi.uidvalidity;
+    *info = (store_folder_info){.uidvalidity = mi.uidvalidity,
+                                .uidnext = mi.uidnext,
+                                .highestmodseq = mi.highestmodseq,
+                                .exists = mi.exists};
+    if (mi.uidvalidity == uidvalidity && mi.highestmodseq)
+        return 0;
+    /* A new UIDVALIDITY (the server ignored our modseq) or NOMODSEQ: nothing reported holds. */
+    store_msg_list_free(changed);
+    uidset_free(vanished);
+    return 1;
 }
 
 static int istore_need_folder(imap_store *is, const char *what, ofs_error *err)
@@ -389,6 +502,7 @@ static void istore_close(store *s)
     free(is->host);
     free(is->cur);
     free(is->cur_server);
+    istore_status_clear(is);
     free(is);
 }
 
@@ -404,6 +518,9 @@ static const store_ops imap_store_ops = {
     .set_flags = istore_set_flags,
     .remove_messages = istore_remove_messages,
     .close = istore_close,
+    .prefetch_status = istore_prefetch_status,
+    .folder_status = istore_folder_status,
+    .open_folder_changes = istore_open_folder_changes,
 };
 
 static void istore_activity(void *ctx, double idle)
@@ -441,7 +558,7 @@ int imap_store_open(const imap_store_opts *o, store **out, ofs_error *err)
     is->activity_ctx = o->activity_ctx;
     if (o->activity)
         imap_set_activity(c, istore_activity, is);
-    if (imap_login(c, o->user, o->password, err) < 0) {
+    if (imap_login(c, o->user, o->password, err) < 0 || imap_enable(c, err) < 0) {
         imap_client_free(c);
         free(is->host);
         free(is);

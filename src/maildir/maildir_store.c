@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "maildir/maildir.h"
+#include "maildir/mark.h"
 #include "maildir/names.h"
 #include "sync/config.h"
 #include "util/eol.h"
@@ -287,6 +288,18 @@ static void ms_close(store *s)
     free(ms);
 }
 
+static char *ms_folder_mark(store *s, const char *name)
+{
+    md_store *ms = ms_of(s);
+    char *path;
+    ofs_error e;
+    if (names_to_path(ms->root, ms->layout, name, &path, &e) != 0)
+        return NULL;
+    char *mark = maildir_mark(path);
+    free(path);
+    return mark;
+}
+
 static const store_ops ms_ops = {
     .side = "local",
     .list_folders = ms_list_folders,
@@ -299,6 +312,7 @@ static const store_ops ms_ops = {
     .set_flags = ms_set_flags,
     .remove_messages = ms_remove_messages,
     .close = ms_close,
+    .folder_mark = ms_folder_mark,
 };
 
 int maildir_store_open(const char *root, int layout, store **out, ofs_error *err)

@@ -26,6 +26,9 @@ enum {
     S_PAIR_UPDATE,
     S_PAIR_DELETE,
     S_PAIRS_CLEAR,
+    S_MARK_GET,
+    S_MARK_SET,
+    S_MARK_CLEAR,
     S_COUNT
 };
 
@@ -49,6 +52,10 @@ static const char *const stmt_sql[S_COUNT] = {
                       " pending = ?7, uidnext_seen = ?8 WHERE id = ?1",
     [S_PAIR_DELETE] = "DELETE FROM pairs WHERE id = ?1",
     [S_PAIRS_CLEAR] = "DELETE FROM pairs WHERE folder_id = ?1",
+    [S_MARK_GET] = "SELECT messages, local_mark FROM folder_marks WHERE folder_id = ?1",
+    [S_MARK_SET] = "INSERT OR REPLACE INTO folder_marks (folder_id, messages, local_mark)"
+                   " VALUES (?1, ?2, ?3)",
+    [S_MARK_CLEAR] = "DELETE FROM folder_marks WHERE folder_id = ?1",
 };
 
 /* Schema steps, in order: step i takes user_version i to i + 1. Never edit a released step;
@@ -76,6 +83,11 @@ static const char *const migrations[] = {
     "CREATE UNIQUE INDEX pairs_uid ON pairs (folder_id, uid) WHERE uid IS NOT NULL;"
     "CREATE UNIQUE INDEX pairs_key ON pairs (folder_id, key) WHERE key IS NOT NULL;"
     "CREATE INDEX pairs_folder_uid ON pairs (folder_id, uid);",
+    /* v2: what a complete pass saw, so an unchanged folder is skipped (state_mark_*) */
+    "CREATE TABLE folder_marks ("
+    "  folder_id INTEGER PRIMARY KEY REFERENCES folders(id) ON DELETE CASCADE,"
+    "  messages INTEGER NOT NULL,"
+    "  local_mark TEXT);",
 };
 
 #define STATE_SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
@@ -515,4 +527,46 @@ int state_pairs_clear(state *st, int64_t folder_id, ofs_error *err)
     sqlite3_bind_int64(s, 1, folder_id);
     return state_step_done(st, s, err, "cannot clear the message pairs of folder %lld",
                            (long long)folder_id);
+}
+
+int state_mark_get(state *st, int64_t folder_id, state_mark *m, ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, S_MARK_GET, err);
+    if (!s)
+        return -1;
+    memset(m, 0, sizeof *m);
+    sqlite3_bind_int64(s, 1, folder_id);
+    int rc = sqlite3_step(s), ret = 1;
+    if (rc == SQLITE_ROW) {
+        m->messages = (uint32_t)sqlite3_column_int64(s, 0);
+        m->local_mark = state_column_text(s, 1);
+        ret = 0;
+    } else if (rc != SQLITE_DONE) {
+        ret = state_fail(st, err, "cannot read a folder mark");
+    }
+    state_stmt_done(s);
+    return ret;
+}
+
+int state_mark_set(state *st, int64_t folder_id, const state_mark *m, ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, S_MARK_SET, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, folder_id);
+    sqlite3_bind_int64(s, 2, m->messages);
+    if (m->local_mark)
+        sqlite3_bind_text(s, 3, m->local_mark, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, 3);
+    return state_step_done(st, s, err, "cannot record a folder mark");
+}
+
+int state_mark_clear(state *st, int64_t folder_id, ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, S_MARK_CLEAR, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, folder_id);
+    return state_step_done(st, s, err, "cannot clear a folder mark");
 }

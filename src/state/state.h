@@ -71,4 +71,16 @@ int state_pair_delete(state *st, int64_t pair_id, ofs_error *err);
 /* Drops every pair of a folder (UIDVALIDITY change). */
 int state_pairs_clear(state *st, int64_t folder_id, ofs_error *err);
 
+/* What the last complete pass of a folder saw besides UIDVALIDITY/UIDNEXT/HIGHESTMODSEQ: the
+ * server's message count and the local folder's mark. Present only while the folder is known
+ * to be in sync; cleared before a pass changes anything, set again when it completes. */
+typedef struct state_mark {
+    uint32_t messages;
+    char *local_mark; /* NULL: the local side must be read next time */
+} state_mark;
+
+int state_mark_get(state *st, int64_t folder_id, state_mark *m, ofs_error *err); /* 1: absent */
+int state_mark_set(state *st, int64_t folder_id, const state_mark *m, ofs_error *err);
+int state_mark_clear(state *st, int64_t folder_id, ofs_error *err);
+
 #endif

@@ -209,6 +209,9 @@ int sync_run_pass(sync_ctx *c, ofs_error *err)
     net_mark_take(c, &start);
     pass_event(c, OFS_EV_PASS_START, NULL, NULL);
     int rc = folder_set(c, &srv, &loc, &all, err);
+    /* Every folder's status in one round trip, so unchanged folders are never opened. */
+    if (rc == 0 && c->srv->ops->prefetch_status)
+        rc = c->srv->ops->prefetch_status(c->srv, &srv, err);
     for (size_t i = 0; rc == 0 && i < all.n; i++) {
         const char *name = all.v[i];
         bool on_srv = strlist_find(&srv, name) >= 0;

@@ -12,6 +12,7 @@
 #include "sync/message.h"
 #include "sync/plan.h"
 #include "util/err.h"
+#include "util/uidset.h"
 
 enum {
     DOWNLOAD_BATCH = 256, /* messages made durable together: one flush, two commits */
@@ -28,6 +29,10 @@ typedef struct folder_run {
     ofs_sync_stats st;
     uint64_t done, total;             /* messages copied / to copy */
     uint64_t bytes_done, bytes_total; /* their bytes, as far as the listings said */
+    state_mark mark;                  /* what the last complete pass saw; has_mark: there was one */
+    bool has_mark;
+    char *local_mark; /* the local folder's mark, taken before its scan */
+    bool srv_open;    /* the server folder is selected */
 } folder_run;
 
 static void emit(folder_run *r, enum ofs_event_type type, const char *text)
@@ -651,39 +656,182 @@ static int exec_uploads(folder_run *r, const sync_plan *plan, ofs_error *err)
 
 /* ---- one folder ---- */
 
-static int load_folder_state(folder_run *r, ofs_error *err)
+static int load_folder_row(folder_run *r, ofs_error *err)
 {
     int rc = state_folder_get(r->c->st, r->name, &r->sf, err);
     if (rc == 1)
         rc = state_folder_add(r->c->st, r->name, &r->sf, err);
+    if (rc == 0)
+        rc = state_mark_get(r->c->st, r->sf.id, &r->mark, err);
     if (rc < 0)
         return -1;
-    return state_pairs_load(r->c->st, r->sf.id, &r->pairs, err);
+    r->has_mark = rc == 0;
+    return 0;
 }
 
-static int list_both(folder_run *r, ofs_error *err)
+static int list_local(folder_run *r, ofs_error *err)
 {
-    store_list_opts so = {.want_size = true}, lo = {0};
-    store_msg_list_free(&r->srv);
-    store_msg_list_free(&r->loc);
-    if (r->c->srv->ops->list_messages(r->c->srv, &so, &r->srv, err) < 0)
+    store *loc = r->c->loc;
+    store_list_opts lo = {0};
+    if (loc->ops->open_folder(loc, r->name, &r->li, err) < 0)
         return -1;
-    return r->c->loc->ops->list_messages(r->c->loc, &lo, &r->loc, err);
+    return loc->ops->list_messages(loc, &lo, &r->loc, err);
 }
 
-static int open_and_list(folder_run *r, ofs_error *err)
+static int list_server_full(folder_run *r, ofs_error *err)
+{
+    store_list_opts so = {.want_size = true};
+    store_msg_list_free(&r->srv);
+    return r->c->srv->ops->list_messages(r->c->srv, &so, &r->srv, err);
+}
+
+static int cmp_msg_uid(const void *a, const void *b)
+{
+    uint32_t x = ((const store_msg *)a)->uid, y = ((const store_msg *)b)->uid;
+    return (x > y) - (x < y);
+}
+
+/* The server listing rebuilt from the base: the server said what changed since the last
+ * complete pass (changed, vanished), so every other settled pair below `below` still has its
+ * base flags there. UIDs from `below` on are listed by the server itself. The caller checks
+ * that the result adds up to the server's message count before trusting it. */
+static void srv_from_base(folder_run *r, uint32_t below, store_msg_list *changed, uidset *vanished)
+{
+    if (changed->n > 1)
+        qsort(changed->v, changed->n, sizeof *changed->v, cmp_msg_uid);
+    store_msg_list_free(&r->srv);
+    for (size_t i = 0; i < r->pairs.n; i++) {
+        const state_pair *p = &r->pairs.v[i];
+        if (!p->uid || p->uid >= below || (vanished && uidset_has(vanished, p->uid)))
+            continue;
+        store_msg key = {.uid = p->uid};
+        const store_msg *ch =
+            changed->n ? bsearch(&key, changed->v, changed->n, sizeof key, cmp_msg_uid) : NULL;
+        store_msg *m = store_msg_list_push(&r->srv);
+        m->uid = p->uid;
+        m->flags = ch ? ch->flags : p->flags;
+        m->size = p->size;
+    }
+    /* Changed messages below `below` that no pair knows: listed so that they are copied.
+     * The pairs come in UID order, so the listing so far is sorted. */
+    size_t paired = r->srv.n;
+    for (size_t i = 0; i < changed->n; i++) {
+        const store_msg *ch = &changed->v[i];
+        if (ch->uid >= below || (vanished && uidset_has(vanished, ch->uid)))
+            continue;
+        if (!paired || !bsearch(ch, r->srv.v, paired, sizeof *ch, cmp_msg_uid)) {
+            store_msg *m = store_msg_list_push(&r->srv);
+            m->uid = ch->uid;
+            m->flags = ch->flags;
+        }
+    }
+}
+
+/* Opens the server folder; with QRESYNC and a complete earlier pass, lists only what changed. */
+static int open_server(folder_run *r, bool pending, ofs_error *err)
+{
+    store *srv = r->c->srv;
+    store_msg_list changed;
+    uidset vanished;
+    store_msg_list_init(&changed);
+    uidset_init(&vanished);
+    int rc = 1;
+    if (srv->ops->open_folder_changes && !pending && r->has_mark)
+        rc = srv->ops->open_folder_changes(srv, r->name, r->sf.uidvalidity, r->sf.highestmodseq,
+                                           &r->si, &changed, &vanished, err);
+    else
+        rc = srv->ops->open_folder(srv, r->name, &r->si, err) < 0 ? -1 : 1;
+    if (rc >= 0)
+        r->srv_open = true;
+    if (rc == 0) {
+        uint32_t below = r->sf.uidnext ? r->sf.uidnext : 1;
+        srv_from_base(r, below, &changed, &vanished);
+        store_list_opts so = {.since_uid = below, .want_size = true};
+        if (r->si.uidnext != r->sf.uidnext)
+            rc = srv->ops->list_messages(srv, &so, &r->srv, err);
+        if (rc == 0 && r->srv.n != r->si.exists)
+            rc = 1; /* does not add up (e.g. mail arrived meanwhile): list in full */
+    }
+    store_msg_list_free(&changed);
+    uidset_free(&vanished);
+    if (rc < 0)
+        return -1;
+    if (check_uidvalidity(r, err) < 0)
+        return -1;
+    return rc == 1 ? list_server_full(r, err) : 0;
+}
+
+/* Selects the server folder when the plan needs it and the pass had no reason to before. */
+static int need_server(folder_run *r, ofs_error *err)
+{
+    if (r->srv_open)
+        return 0;
+    store_folder_info now;
+    if (r->c->srv->ops->open_folder(r->c->srv, r->name, &now, err) < 0)
+        return -1;
+    r->srv_open = true;
+    if (now.uidvalidity != r->si.uidvalidity)
+        return err_set(err, OFS_E_SERVER,
+                       "folder was recreated on the server during the pass (UIDVALIDITY %u, "
+                       "then %u); it is synced on the next pass",
+                       r->si.uidvalidity, now.uidvalidity);
+    return 0; /* r->si stays the status the plan was made from: that is what gets recorded */
+}
+
+enum { SKIP_NONE, SKIP_SERVER, SKIP_ALL };
+
+/* Whether the last complete pass's record proves a side unchanged. Only a status with a
+ * modseq proves anything on the server: without CONDSTORE every folder is read. */
+static int what_to_skip(folder_run *r, store_folder_info *status)
 {
     store *srv = r->c->srv, *loc = r->c->loc;
-    if (srv->ops->open_folder(srv, r->name, &r->si, err) < 0 ||
-        loc->ops->open_folder(loc, r->name, &r->li, err) < 0 || load_folder_state(r, err) < 0 ||
-        check_uidvalidity(r, err) < 0 || list_both(r, err) < 0)
-        return -1;
-    bool pending = false;
+    if (!r->has_mark || !srv->ops->folder_status ||
+        srv->ops->folder_status(srv, r->name, status) != 0)
+        return SKIP_NONE;
+    const state_folder *f = &r->sf;
+    if (!f->highestmodseq || f->uidvalidity != status->uidvalidity ||
+        f->uidnext != status->uidnext || f->highestmodseq != status->highestmodseq ||
+        r->mark.messages != status->exists)
+        return SKIP_NONE;
+    if (loc->ops->folder_mark)
+        r->local_mark = loc->ops->folder_mark(loc, r->name);
+    if (r->local_mark && r->mark.local_mark && strcmp(r->local_mark, r->mark.local_mark) == 0)
+        return SKIP_ALL;
+    return SKIP_SERVER;
+}
+
+static bool any_pending(const folder_run *r)
+{
     for (size_t i = 0; i < r->pairs.n; i++)
-        pending |= r->pairs.v[i].pending != PENDING_NONE;
-    if (!pending)
-        return 0;
-    if (resolve_pending(r, err) < 0)
+        if (r->pairs.v[i].pending != PENDING_NONE)
+            return true;
+    return false;
+}
+
+/* Returns 1 when the folder is known to be in sync and was not opened at all. */
+static int open_and_list(folder_run *r, ofs_error *err)
+{
+    store_folder_info status;
+    int skip = what_to_skip(r, &status);
+    if (skip == SKIP_ALL)
+        return 1;
+    if (!r->local_mark && r->c->loc->ops->folder_mark)
+        r->local_mark = r->c->loc->ops->folder_mark(r->c->loc, r->name);
+    if (state_pairs_load(r->c->st, r->sf.id, &r->pairs, err) < 0)
+        return -1;
+    bool pending = any_pending(r);
+    if (skip == SKIP_SERVER && !pending) {
+        r->si = status;
+        srv_from_base(r, status.uidnext, &(store_msg_list){0}, NULL);
+        if (r->srv.n != status.exists)
+            skip = SKIP_NONE;
+    }
+    if ((skip != SKIP_SERVER || pending) && open_server(r, pending, err) < 0)
+        return -1;
+    if (list_local(r, err) < 0)
+        return -1;
+    /* A new UIDVALIDITY turned every pair into an intent just now. */
+    if (any_pending(r) && resolve_pending(r, err) < 0)
         return -1;
     return 0;
 }
@@ -731,22 +879,50 @@ static void add_stats(ofs_sync_stats *to, const ofs_sync_stats *from)
     to->bytes_up += from->bytes_up;
 }
 
-static int finish_folder(folder_run *r, ofs_error *err)
+/* The folder's record: what the server said when the plan was made, and the local mark when
+ * this pass changed nothing locally (else the next pass reads the folder once more). */
+static int record_folder(folder_run *r, void *arg, ofs_error *err)
 {
+    bool local_changed = *(bool *)arg;
     r->sf.uidnext = r->si.uidnext;
     r->sf.highestmodseq = r->si.highestmodseq;
     r->sf.last_sync = (int64_t)time(NULL);
+    state_mark m = {.messages = r->si.exists, .local_mark = local_changed ? NULL : r->local_mark};
     if (state_folder_update(r->c->st, &r->sf, err) < 0)
+        return -1;
+    return state_mark_set(r->c->st, r->sf.id, &m, err);
+}
+
+static int finish_folder(folder_run *r, bool local_changed, ofs_error *err)
+{
+    if (in_txn(r, record_folder, &local_changed, err) < 0)
         return -1;
     summarize(r);
     return 0;
 }
 
+/* Before anything changes, the folder stops counting as in sync: a pass cut short here must
+ * not be skipped next time, whatever the two sides look like then. */
+static int forget_mark(folder_run *r, ofs_error *err)
+{
+    if (!r->has_mark)
+        return 0;
+    r->has_mark = false;
+    return state_mark_clear(r->c->st, r->sf.id, err);
+}
+
 static int run_folder(folder_run *r, ofs_error *err)
 {
     emit(r, OFS_EV_FOLDER_START, NULL);
-    if (open_and_list(r, err) < 0)
+    if (load_folder_row(r, err) < 0)
         return -1;
+    int skipped = open_and_list(r, err);
+    if (skipped < 0)
+        return -1;
+    if (skipped) {
+        summarize(r);
+        return 0;
+    }
     sync_plan plan;
     sync_plan_folder(&r->pairs, &r->srv, &r->loc, &plan);
     r->total = plan.count[ACT_DOWNLOAD] + plan.count[ACT_UPLOAD];
@@ -758,7 +934,15 @@ static int run_folder(folder_run *r, ofs_error *err)
     }
     if (r->total)
         emit(r, OFS_EV_PROGRESS, NULL);
-    int rc = exec_flags(r, &plan, err);
+    bool local_changed =
+        plan.count[ACT_DOWNLOAD] || plan.count[ACT_EXPUNGE_LOCAL] || plan.to_local_flags;
+    int rc = 0;
+    if (plan.n)
+        rc = forget_mark(r, err);
+    if (rc == 0 && plan.n)
+        rc = need_server(r, err);
+    if (rc == 0)
+        rc = exec_flags(r, &plan, err);
     if (rc == 0)
         rc = exec_expunges(r, &plan, err);
     if (rc == 0)
@@ -767,7 +951,7 @@ static int run_folder(folder_run *r, ofs_error *err)
         rc = exec_uploads(r, &plan, err);
     sync_plan_free(&plan);
     if (rc == 0)
-        rc = finish_folder(r, err);
+        rc = finish_folder(r, local_changed, err);
     return rc;
 }
 
@@ -783,6 +967,8 @@ int sync_folder(sync_ctx *c, const char *name, ofs_error *err)
         err_prefix(err, "%s", name);
     add_stats(&c->stats, &r.st);
     state_folder_free(&r.sf);
+    free(r.mark.local_mark);
+    free(r.local_mark);
     state_pair_list_free(&r.pairs);
     store_msg_list_free(&r.srv);
     store_msg_list_free(&r.loc);

@@ -8,6 +8,7 @@
 
 #include "ofsync.h"
 #include "util/mem.h"
+#include "util/uidset.h"
 
 /* System flags, as a bit set. Maildir letters: S R F T D. IMAP: \Seen \Answered ... */
 enum {
@@ -90,6 +91,23 @@ typedef struct store_ops {
     /* Removes the given messages for good (server: \Deleted + UID EXPUNGE, or a safe fallback). */
     int (*remove_messages)(store *s, const store_msg *msgs, size_t n, ofs_error *err);
     void (*close)(store *s); /* frees the store */
+
+    /* ---- optional (NULL when a store cannot): what makes a no-change pass cheap ---- */
+    /* Gathers the status (UIDVALIDITY, UIDNEXT, MESSAGES as exists, HIGHESTMODSEQ) of the named
+     * folders in as few round trips as it can, for folder_status to answer. */
+    int (*prefetch_status)(store *s, const strlist *names, ofs_error *err);
+    /* 0 and info filled when a status with a modseq is known for name, 1 when it is not. */
+    int (*folder_status)(store *s, const char *name, store_folder_info *info);
+    /* open_folder that also reports what changed since (uidvalidity, modseq): messages whose
+     * flags changed (or are new) in changed, expunged UIDs in vanished (QRESYNC).
+     * Returns 1 with the folder open and nothing reported when it cannot say (no QRESYNC, a new
+     * UIDVALIDITY): the caller then lists the folder in full. */
+    int (*open_folder_changes)(store *s, const char *name, uint32_t uidvalidity, uint64_t modseq,
+                               store_folder_info *info, store_msg_list *changed, uidset *vanished,
+                               ofs_error *err);
+    /* A short text that changes whenever the folder's messages or their flags may have changed,
+     * malloc'd; NULL when it cannot be told now (then the folder is scanned). */
+    char *(*folder_mark)(store *s, const char *name);
 } store_ops;
 
 struct store {

@@ -83,7 +83,7 @@ static void test_create_reopen(void **ctx)
 {
     fixture *fx = *ctx;
     state *st = open_ok(fx->db);
-    assert_int_equal(state_schema_version(st), 1);
+    assert_int_equal(state_schema_version(st), 2);
 
     ofs_error err = {0};
     state_folder f;
@@ -106,7 +106,7 @@ static void test_create_reopen(void **ctx)
     state_folder_free(&f);
     state_close(st);
 
-    assert_int_equal(raw_int(fx->db, "PRAGMA user_version"), 1);
+    assert_int_equal(raw_int(fx->db, "PRAGMA user_version"), 2);
     assert_int_equal(raw_int(fx->db, "SELECT count(*) FROM pragma_journal_mode WHERE "
                                      "journal_mode = 'wal'"),
                      1);
@@ -121,7 +121,7 @@ static void test_migrate_empty_file(void **ctx)
     close(fd);
 
     state *st = open_ok(path);
-    assert_int_equal(state_schema_version(st), 1);
+    assert_int_equal(state_schema_version(st), 2);
     ofs_error err = {0};
     state_folder f;
     assert_int_equal(state_folder_add(st, "INBOX", &f, &err), 0);
@@ -145,7 +145,7 @@ static void test_newer_version_refused(void **ctx)
     assert_null(st);
     assert_int_equal(err.code, OFS_E_STATE);
     char *want = xasprintf("state database %s was written by a newer ofsync (schema 99, this "
-                           "one knows 1)",
+                           "one knows 2)",
                            path);
     assert_string_equal(err.message, want);
     free(want);
@@ -463,6 +463,56 @@ static void test_many_pairs(void **ctx)
     state_close(st);
 }
 
+/* The folder marks that let a pass skip unchanged folders: set, read, cleared, and gone
+ * with their folder (a stale mark would skip a recreated folder). */
+static void test_marks(void **ctx)
+{
+    fixture *fx = *ctx;
+    state *st = open_ok(fx->db);
+    ofs_error err = {0};
+    state_folder f;
+    state_mark m;
+    assert_int_equal(state_folder_add(st, "INBOX", &f, &err), 0);
+    assert_int_equal(state_mark_get(st, f.id, &m, &err), 1);
+    state_mark set = {.messages = 7, .local_mark = "1.2:3:4:5 6.7:8:9:10"};
+    assert_int_equal(state_mark_set(st, f.id, &set, &err), 0);
+    assert_int_equal(state_mark_get(st, f.id, &m, &err), 0);
+    assert_int_equal(m.messages, 7);
+    assert_string_equal(m.local_mark, set.local_mark);
+    free(m.local_mark);
+    set = (state_mark){.messages = 9, .local_mark = NULL};
+    assert_int_equal(state_mark_set(st, f.id, &set, &err), 0);
+    assert_int_equal(state_mark_get(st, f.id, &m, &err), 0);
+    assert_int_equal(m.messages, 9);
+    assert_null(m.local_mark);
+    assert_int_equal(state_mark_clear(st, f.id, &err), 0);
+    assert_int_equal(state_mark_get(st, f.id, &m, &err), 1);
+    assert_int_equal(state_mark_set(st, f.id, &set, &err), 0);
+    assert_int_equal(state_folder_delete(st, f.id, &err), 0);
+    assert_int_equal(raw_int(fx->db, "SELECT count(*) FROM folder_marks"), 0);
+    state_folder_free(&f);
+    state_close(st);
+}
+
+/* A version 1 database gains the marks table and keeps its folders. */
+static void test_migrate_v1(void **ctx)
+{
+    fixture *fx = *ctx;
+    state *st = open_ok(fx->db);
+    state_close(st);
+    raw_exec(fx->db, "DROP TABLE folder_marks; INSERT INTO folders (name) VALUES ('Old');"
+                     "PRAGMA user_version = 1;");
+    st = open_ok(fx->db);
+    assert_int_equal(state_schema_version(st), 2);
+    ofs_error err = {0};
+    state_folder f;
+    state_mark m;
+    assert_int_equal(state_folder_get(st, "Old", &f, &err), 0);
+    assert_int_equal(state_mark_get(st, f.id, &m, &err), 1);
+    state_folder_free(&f);
+    state_close(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -475,6 +525,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unique_violations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_pairs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_marks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_v1, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

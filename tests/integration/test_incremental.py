@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+# Incremental sync (CONDSTORE/QRESYNC, LIST-STATUS): unchanged folders are not opened, changed
+# ones report only what changed, and nothing is ever missed. Checked through a recording proxy.
+# With OFS_TEST_CAPS=plain the same changes must still arrive, by full listings.
+import os
+import re
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "harness"))
+sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+import ofstest as T  # noqa: E402
+from imapspy import ImapSpy  # noqa: E402
+
+SEEN, FLAGGED, ANSWERED = "\\Seen", "\\Flagged", "\\Answered"
+SPEC = {"INBOX": 40, "Archive": 30, "Lists/dev": 25, "Sent": 20}
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def full():
+    return T.test_caps() == "full"
+
+
+def spied_sync(ctx, spy):
+    """One pass through the proxy; returns the client's command lines."""
+    with open(ctx.config) as f:
+        text = f.read()
+    with open(ctx.config, "w") as f:
+        f.write(re.sub(r"(?m)^port = \d+$", f"port = {spy.port}", text))
+    spy.reset()
+    try:
+        ctx.sync()
+    finally:
+        with open(ctx.config, "w") as f:
+            f.write(text)
+    return list(spy.lines)
+
+
+def settled_sync(ctx):
+    """A pass after the local folders' timestamps have settled, so it can record marks."""
+    time.sleep(0.25)
+    ctx.sync()
+    time.sleep(0.25)
+
+
+def selects(lines):
+    return [ln for ln in lines if re.match(r"^\S+ (SELECT|EXAMINE) ", ln)]
+
+
+@T.test
+def unchanged_folders_are_not_opened(ctx):
+    ctx.populate(SPEC, seed=5)
+    ctx.sync()
+    settled_sync(ctx)
+    with ImapSpy(("127.0.0.1", ctx.dovecot.port)) as spy:
+        lines = spied_sync(ctx, spy)
+        st = spy.stats()
+    if full():
+        check(not selects(lines), f"a no-change pass opened folders: {selects(lines)}")
+        check(not [ln for ln in lines if " FETCH " in ln], f"a no-change pass fetched: {lines}")
+        check(st["commands"].get("LIST") == 1, f"one LIST expected: {lines}")
+        check("STATUS" not in st["commands"], f"LIST-STATUS should replace STATUS: {lines}")
+        # greeting+login, LIST (with ENABLE pipelined), LOGOUT: a handful, not per folder
+        check(st["round_trips"] <= 6, f"{st['round_trips']} round trips: {lines}")
+    else:
+        opened = {re.sub(r'^\S+ SELECT "?([^"]*)"?$', r"\1", ln) for ln in selects(lines)}
+        check(len(opened) >= len(SPEC), f"plain path must read each folder: {lines}")
+    ctx.assert_synced()
+
+
+@T.test
+def server_changes_arrive_through_qresync(ctx):
+    ids = ctx.populate(SPEC, seed=6)
+    ctx.sync()
+    settled_sync(ctx)
+    s = ctx.server()
+    s.add_flags("Archive", ids["Archive"][3], [FLAGGED])
+    s.clear_flags("Archive", ids["Archive"][4], [SEEN, FLAGGED, ANSWERED])
+    s.delete("Archive", ids["Archive"][5])
+    new = T.make_message(700, 6)
+    s.append("Archive", new, [ANSWERED])
+    with ImapSpy(("127.0.0.1", ctx.dovecot.port)) as spy:
+        lines = spied_sync(ctx, spy)
+    if full():
+        sel = selects(lines)
+        check(len(sel) == 1 and "QRESYNC" in sel[0], f"one QRESYNC SELECT expected: {sel}")
+        check(not [ln for ln in lines if re.search(r"UID FETCH 1:\*", ln)],
+              f"a full listing was fetched: {lines}")
+    srv = ctx.assert_synced()
+    loc = ctx.snap_local()
+    check(FLAGGED in loc["Archive"][ids["Archive"][3]][0][0], "server flag change lost")
+    check(not loc["Archive"][ids["Archive"][4]][0][0] & {SEEN, FLAGGED, ANSWERED},
+          "server flag removal lost")
+    check(ids["Archive"][5] not in loc["Archive"], "server expunge not carried over")
+    check(T.message_id(new) in loc["Archive"], "new server mail not downloaded")
+    check(T.snapshot_count(srv) == sum(SPEC.values()), "message count")
+    # Our own changes are not mistaken for news, and the next pass opens nothing again.
+    settled_sync(ctx)
+    with ImapSpy(("127.0.0.1", ctx.dovecot.port)) as spy:
+        lines = spied_sync(ctx, spy)
+    if full():
+        check(not selects(lines), f"still opening folders after convergence: {selects(lines)}")
+
+
+@T.test
+def local_changes_in_unchanged_server_folders(ctx):
+    ids = ctx.populate(SPEC, seed=7)
+    ctx.sync()
+    settled_sync(ctx)
+    T.local_set_flags(ctx.local, ctx.layout, "Sent", ids["Sent"][0], "FS")
+    T.local_delete(ctx.local, ctx.layout, "Sent", ids["Sent"][1])
+    T.local_add(ctx.local, ctx.layout, "Sent", T.make_message(800, 7), "S")
+    with ImapSpy(("127.0.0.1", ctx.dovecot.port)) as spy:
+        lines = spied_sync(ctx, spy)
+    if full():
+        sel = selects(lines)
+        check(len(sel) == 1, f"only Sent should be opened: {sel}")
+        check(not [ln for ln in lines if "UID FETCH" in ln],
+              f"the unchanged server folder was listed: {lines}")
+    srv = ctx.assert_synced()
+    check(srv["Sent"][ids["Sent"][0]][0][0] == {FLAGGED, SEEN}, "local flags not pushed")
+    check(ids["Sent"][1] not in srv["Sent"], "local deletion not pushed")
+    check(T.message_id(T.make_message(800, 7)) in srv["Sent"], "local mail not uploaded")
+
+
+@T.test
+def changes_right_after_a_pass_are_never_skipped(ctx):
+    """Timestamps tick coarsely: a change in the same tick as a recorded mark must still be
+    seen. Each round changes both sides immediately after a pass and checks the next one."""
+    ids = ctx.populate({"INBOX": 30}, seed=8)
+    ctx.sync()
+    s = ctx.server()
+    for i in range(6):
+        ctx.sync()
+        mid = ids["INBOX"][i]
+        T.local_set_flags(ctx.local, ctx.layout, "INBOX", mid, "F" if i % 2 else "RS")
+        s.add_flags("INBOX", ids["INBOX"][10 + i], [FLAGGED])
+        ctx.sync()
+        srv = ctx.assert_synced()
+        want = {FLAGGED} if i % 2 else {ANSWERED, SEEN}
+        check(srv["INBOX"][mid][0][0] == want, f"round {i}: local change lost")
+        check(FLAGGED in srv["INBOX"][ids["INBOX"][10 + i]][0][0], f"round {i}: server change lost")
+
+
+@T.test
+def uidvalidity_change_is_seen_by_status(ctx):
+    ids = ctx.populate({"INBOX": 10, "Archive": 12}, seed=9)
+    ctx.sync()
+    settled_sync(ctx)
+    s = ctx.server()
+    msgs = list(s.fetch_messages("Archive").values())
+    s.delete_folder("Archive")
+    s.create("Archive")
+    for raw in msgs[:8]:
+        s.append("Archive", raw, [SEEN])
+    ctx.sync()
+    srv = ctx.assert_synced()
+    check(len(srv["Archive"]) == 12, f"re-pairing lost or duplicated mail: {len(srv['Archive'])}")
+    check(len(ids["Archive"]) == 12, "populate")
+
+
+if __name__ == "__main__":
+    sys.exit(T.main())
