@@ -6,7 +6,7 @@ BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all deps build build-asan test test-unit demo clean format
+.PHONY: all deps build build-asan test test-unit demo bench clean format
 
 all: build
 
@@ -29,6 +29,14 @@ test: deps
 
 demo: deps build
 	@OFSYNC_BIN=$(BUILD)/ofsync bash scripts/demo.sh
+
+# Side by side with mbsync on private Dovecot data (bench/RESULTS.md). BENCH_SIZES=10000,100000
+BENCH_SIZES ?= 10000
+BENCH_PAIRS ?= 3
+bench: deps
+	@command -v mbsync >/dev/null && [ -x /usr/bin/time ] || { echo "installing isync (mbsync) and time"; DEBIAN_FRONTEND=noninteractive apt-get install -y isync time >/dev/null; }
+	@$(MAKE) --no-print-directory build CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Release"
+	@python3 bench/bench.py --ofsync $(BUILD)/ofsync --sizes $(BENCH_SIZES) --pairs $(BENCH_PAIRS)
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')

@@ -11,6 +11,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "imap/compress.h"
 #include "imap/transport.h"
 #include "imap/utf7.h"
 #include "util/err.h"
@@ -61,6 +62,7 @@ struct imap_client {
     struct client_cmd *cmds;
     size_t ncmds, capcmds;
     bool condstore, qresync; /* ENABLEd (RFC 5161) */
+    bool compressed;         /* COMPRESS=DEFLATE is active */
 };
 
 /* A sent command; its completion is kept until someone waits for it. */
@@ -1080,6 +1082,32 @@ int imap_select_qresync(imap_client *c, const char *mbox, uint32_t uidvalidity, 
     return 0;
 }
 
+int imap_compress(imap_client *c, ofs_error *err)
+{
+    if (!imap_has_cap(c, "COMPRESS=DEFLATE"))
+        return 0;
+    ofs_error e;
+    if (client_simple(c, "COMPRESS DEFLATE", NULL, NULL, &e) < 0) {
+        if (c->dead) {
+            *err = e;
+            return -1;
+        }
+        return 0; /* refused (say, already compressed by a proxy): go on without */
+    }
+    /* The server compresses from the byte after its OK; whatever we hold past it is deflated. */
+    int r = imap_compress_start(c->t, c->in + c->in_pos, c->in_len - c->in_pos, err);
+    c->in_pos = c->in_len = 0;
+    if (r < 0)
+        return client_broken(c);
+    c->compressed = true;
+    return 0;
+}
+
+bool imap_compressed(const imap_client *c)
+{
+    return c->compressed;
+}
+
 bool imap_qresync(const imap_client *c)
 {
     return c->qresync;
@@ -1397,24 +1425,79 @@ int imap_fetch_bodies(imap_client *c, const store_msg *msgs, size_t n, const sto
 
 /* ---- flags, append, expunge ---- */
 
-int imap_store_flags(imap_client *c, const uint32_t *uids, size_t n, bool add, unsigned flags,
-                     ofs_error *err)
+/* Tags of pipelined commands not yet waited for. */
+typedef struct client_inflight {
+    unsigned tags[IMAP_PIPELINE_WINDOW];
+    size_t n;
+    int rc;
+    ofs_error first;
+} client_inflight;
+
+/* Waits for the oldest command in flight; the first failure is kept, reading goes on. */
+static void client_inflight_pop(imap_client *c, client_inflight *f, const char *what)
+{
+    ofs_error e;
+    if (client_wait_tag(c, f->tags[0], what, NULL, NULL, UNTIL_TAGGED, &e) < 0 && f->rc == 0) {
+        f->rc = -1;
+        f->first = e;
+    }
+    memmove(f->tags, f->tags + 1, --f->n * sizeof *f->tags);
+}
+
+static int client_inflight_push(imap_client *c, client_inflight *f, const char *what,
+                                ofs_error *err)
+{
+    if (f->n == IMAP_PIPELINE_WINDOW)
+        client_inflight_pop(c, f, what);
+    unsigned no = client_send(c, err);
+    if (!no)
+        return -1;
+    f->tags[f->n++] = no;
+    return 0;
+}
+
+static int client_inflight_drain(imap_client *c, client_inflight *f, const char *what,
+                                 ofs_error *err)
+{
+    while (f->n && !c->dead)
+        client_inflight_pop(c, f, what);
+    if (f->rc < 0)
+        *err = f->first;
+    return f->rc;
+}
+
+static int client_store_send(imap_client *c, client_inflight *f, const uint32_t *uids, size_t n,
+                             bool add, unsigned flags, ofs_error *err)
 {
     flags &= FLAG_ALL;
-    if (!flags)
-        return 0;
-    while (n > 0) {
+    while (flags && n > 0) {
         client_begin(c, "UID STORE ");
         size_t k = imap_uidset(uids, n, IMAP_UIDSET_MAX, &c->out);
         buf_printf(&c->out, " %cFLAGS.SILENT (", add ? '+' : '-');
         imap_flags_format(flags, &c->out);
         buf_addc(&c->out, ')');
-        if (client_end(c, "UID STORE", NULL, NULL, err) < 0)
+        if (client_inflight_push(c, f, "UID STORE", err) < 0)
             return -1;
         uids += k;
         n -= k;
     }
     return 0;
+}
+
+int imap_store_flags(imap_client *c, const uint32_t *uids, size_t n, bool add, unsigned flags,
+                     ofs_error *err)
+{
+    return imap_store_flag_changes(c, uids, n, add ? flags : 0, add ? 0 : flags, err);
+}
+
+int imap_store_flag_changes(imap_client *c, const uint32_t *uids, size_t n, unsigned add,
+                            unsigned del, ofs_error *err)
+{
+    client_inflight f = {0};
+    if (client_store_send(c, &f, uids, n, true, add, err) < 0 ||
+        client_store_send(c, &f, uids, n, false, del, err) < 0)
+        return -1;
+    return client_inflight_drain(c, &f, "UID STORE", err);
 }
 
 /* Sends size bytes from fd as the literal's body. A short file leaves the server waiting for

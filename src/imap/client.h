@@ -79,6 +79,10 @@ int imap_status_many(imap_client *c, const char *const *names, size_t n, imap_ma
 /* Sends ENABLE QRESYNC (or CONDSTORE) when offered, without waiting: the ENABLED answer is
  * read with the next command's responses. */
 int imap_enable(imap_client *c, ofs_error *err);
+/* COMPRESS DEFLATE (RFC 4978) when offered; a refusal is not an error. Call with no command
+ * in flight. */
+int imap_compress(imap_client *c, ofs_error *err);
+bool imap_compressed(const imap_client *c);
 /* QRESYNC has been ENABLEd on this connection. */
 bool imap_qresync(const imap_client *c);
 /* SELECT mbox (QRESYNC (uidvalidity modseq)): the server reports flags of messages changed
@@ -109,6 +113,9 @@ int imap_fetch_bodies(imap_client *c, const store_msg *msgs, size_t n, const sto
 /* UID STORE uids +FLAGS.SILENT (add) or -FLAGS.SILENT; uids sorted ascending. */
 int imap_store_flags(imap_client *c, const uint32_t *uids, size_t n, bool add, unsigned flags,
                      ofs_error *err);
+/* Both at once: +FLAGS add and -FLAGS del, every command pipelined (one round trip). */
+int imap_store_flag_changes(imap_client *c, const uint32_t *uids, size_t n, unsigned add,
+                            unsigned del, ofs_error *err);
 
 /* APPEND size bytes read from fd. Sets the uidvalidity and uid of APPENDUID, or 0 and 0. */
 int imap_append(imap_client *c, const char *mbox, int fd, uint64_t size, unsigned flags,

@@ -472,9 +472,7 @@ static int istore_set_flags(store *s, const store_msg *msgs, size_t n, unsigned 
         return -1;
     size_t k;
     uint32_t *u = istore_uids(msgs, n, &k);
-    int r = imap_store_flags(is->c, u, k, true, add, err);
-    if (r == 0)
-        r = imap_store_flags(is->c, u, k, false, del, err);
+    int r = imap_store_flag_changes(is->c, u, k, add, del, err);
     free(u);
     return r < 0 ? err_prefix(err, "folder %s", is->cur) : 0;
 }
@@ -558,7 +556,8 @@ int imap_store_open(const imap_store_opts *o, store **out, ofs_error *err)
     is->activity_ctx = o->activity_ctx;
     if (o->activity)
         imap_set_activity(c, istore_activity, is);
-    if (imap_login(c, o->user, o->password, err) < 0 || imap_enable(c, err) < 0) {
+    if (imap_login(c, o->user, o->password, err) < 0 ||
+        (o->compress && imap_compress(c, err) < 0) || imap_enable(c, err) < 0) {
         imap_client_free(c);
         free(is->host);
         free(is);

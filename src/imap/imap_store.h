@@ -3,6 +3,8 @@
 #ifndef OFS_IMAP_STORE_H
 #define OFS_IMAP_STORE_H
 
+#include <stdbool.h>
+
 #include "sync/store.h"
 
 /* What the connection is doing, at most every IMAP_ACTIVITY_PERIOD s: idle is how long the
@@ -19,6 +21,7 @@ typedef struct imap_store_opts {
     int timeout;                     /* seconds without data before a read fails */
     imap_store_activity_fn activity; /* optional */
     void *activity_ctx;
+    bool compress; /* COMPRESS=DEFLATE when the server offers it */
 } imap_store_opts;
 
 /* Connects, logs in, reads capabilities. */

@@ -562,11 +562,23 @@ int state_mark_set(state *st, int64_t folder_id, const state_mark *m, ofs_error 
     return state_step_done(st, s, err, "cannot record a folder mark");
 }
 
+/* Clearing a mark guards against a pass killed midway; the guard need not survive a power cut,
+ * because every change a pass makes also moves a fingerprint the mark is compared with (the
+ * server's modseq, UIDNEXT, count; the Maildir's directory times). So it is committed without
+ * its own fsync (WAL, synchronous NORMAL): the next durable commit carries it to disk. */
 int state_mark_clear(state *st, int64_t folder_id, ofs_error *err)
 {
     sqlite3_stmt *s = state_stmt(st, S_MARK_CLEAR, err);
     if (!s)
         return -1;
+    bool autocommit = sqlite3_get_autocommit(st->db);
+    if (autocommit &&
+        state_exec(st, "PRAGMA synchronous = NORMAL", "cannot set synchronous", err) < 0)
+        return -1;
     sqlite3_bind_int64(s, 1, folder_id);
-    return state_step_done(st, s, err, "cannot clear a folder mark");
+    int rc = state_step_done(st, s, err, "cannot clear a folder mark");
+    if (autocommit && state_exec(st, "PRAGMA synchronous = FULL", "cannot set synchronous",
+                                 rc < 0 ? NULL : err) < 0)
+        rc = -1;
+    return rc;
 }

@@ -275,7 +275,8 @@ static int open_stores(sync_ctx *c, ofs_error *err)
                          .password = password,
                          .timeout = a->timeout,
                          .activity = on_activity,
-                         .activity_ctx = c};
+                         .activity_ctx = c,
+                         .compress = a->compress};
     int rc = imap_store_open(&o, &c->srv, err);
     explicit_bzero(password, strlen(password));
     free(password);

@@ -224,6 +224,10 @@ service imap-login {{
 service anvil {{
   chroot =
 }}
+# COMPRESS=DEFLATE (RFC 4978); "plain" caps hide it with imap_capability.
+protocol imap {{
+  mail_plugins = $mail_plugins imap_zlib
+}}
 service auth-worker {{
   user = $default_internal_user
 }}

@@ -27,11 +27,12 @@ def full():
 
 
 def spied_sync(ctx, spy):
-    """One pass through the proxy; returns the client's command lines."""
+    """One pass through the proxy; returns the client's command lines. Uncompressed, so that
+    the proxy can read the commands."""
     with open(ctx.config) as f:
         text = f.read()
     with open(ctx.config, "w") as f:
-        f.write(re.sub(r"(?m)^port = \d+$", f"port = {spy.port}", text))
+        f.write(re.sub(r"(?m)^port = \d+$", f"port = {spy.port}", text) + "compress = no\n")
     spy.reset()
     try:
         ctx.sync()
