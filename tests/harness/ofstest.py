@@ -224,10 +224,7 @@ service imap-login {{
 service anvil {{
   chroot =
 }}
-# COMPRESS=DEFLATE (RFC 4978); "plain" caps hide it with imap_capability.
-protocol imap {{
-  mail_plugins = $mail_plugins imap_zlib
-}}
+{plugins}
 service auth-worker {{
   user = $default_internal_user
 }}
@@ -245,8 +242,9 @@ class Dovecot:
     stop it later with Dovecot.attach(dir).stop().
     """
 
-    def __init__(self, caps="full", users=None, detach=False, keep=None):
+    def __init__(self, caps="full", users=None, detach=False, keep=None, compress=False):
         self.caps = caps
+        self.compress = compress  # load imap_zlib: COMPRESS=DEFLATE (unless caps hide it)
         self.users = dict(DEFAULT_USERS if users is None else users)
         self.detach = detach
         self.keep = bool(os.environ.get("OFS_KEEP")) if keep is None else keep
@@ -336,7 +334,9 @@ class Dovecot:
     def _write_conf(self):
         text = CONF_TEMPLATE.format(dir=self.dir, port=self.port, user=self.run_user,
                                     group=self.run_group, uid=self.uid, gid=self.gid,
-                                    capability=self._capability_line())
+                                    capability=self._capability_line(),
+                                    plugins=("protocol imap {\n  mail_plugins = $mail_plugins "
+                                             "imap_zlib\n}" if self.compress else ""))
         with open(self.conf, "w") as f:
             f.write(text)
         with open(os.path.join(self.dir, "ofstest.json"), "w") as f:
@@ -1337,13 +1337,14 @@ def _log_problems(path, lines=10):
     return "\n".join(bad[-lines:]) if bad else "(none)"
 
 
-def main(argv=None):
-    """Runs the registered tests (or those named in argv); exit status 1 if any failed."""
+def main(argv=None, **dovecot_kw):
+    """Runs the registered tests (or those named in argv); exit status 1 if any failed.
+    dovecot_kw go to Dovecot(), e.g. compress=True."""
     argv = sys.argv[1:] if argv is None else argv
     tests = [t for t in _TESTS if not argv or t.__name__ in argv]
     failed = 0
     t0 = time.monotonic()
-    with Dovecot(caps=test_caps()) as dovecot:
+    with Dovecot(caps=test_caps(), **dovecot_kw) as dovecot:
         for i, fn in enumerate(tests, 1):
             user = f"u{i}{fn.__name__[:20]}".replace("_", "")
             dovecot.add_user(user)
