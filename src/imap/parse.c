@@ -389,8 +389,8 @@ static int lex_resp_text(lexer *lx, imap_response *r)
 
 static int lex_untagged(lexer *lx, imap_response *r)
 {
-    const char *w;
-    size_t n;
+    const char *w = NULL;
+    size_t n = 0;
     r->type = IMAP_R_UNTAGGED;
     r->tag = xstrdup("*");
     if (lx->pos + 1 >= lx->end || lx->pos[1] != ' ')
@@ -420,8 +420,8 @@ static int lex_untagged(lexer *lx, imap_response *r)
 
 static int lex_tagged(lexer *lx, imap_response *r)
 {
-    const char *w;
-    size_t n;
+    const char *w = NULL;
+    size_t n = 0;
     r->type = IMAP_R_TAGGED;
     if (lex_word(lx, &w, &n) < 0)
         return -1;
