@@ -29,6 +29,10 @@ enum {
     S_MARK_GET,
     S_MARK_SET,
     S_MARK_CLEAR,
+    S_FOLDER_RENAME,
+    S_INTENT_ADD,
+    S_INTENT_DELETE,
+    S_INTENTS_LOAD,
     S_COUNT
 };
 
@@ -44,18 +48,23 @@ static const char *const stmt_sql[S_COUNT] = {
                         " highestmodseq = ?5, last_sync = ?6 WHERE id = ?1",
     [S_FOLDER_DELETE] = "DELETE FROM folders WHERE id = ?1",
     [S_FOLDER_NAMES] = "SELECT name FROM folders ORDER BY name",
-    [S_PAIRS_LOAD] = "SELECT id, uid, key, flags, size, msgid, pending, uidnext_seen"
-                     " FROM pairs WHERE folder_id = ?1 ORDER BY uid, id",
+    [S_PAIRS_LOAD] = "SELECT id, uid, key, flags, size, msgid, pending, uidnext_seen, hash,"
+                     " target FROM pairs WHERE folder_id = ?1 ORDER BY uid, id",
     [S_PAIR_ADD] = "INSERT INTO pairs (folder_id, uid, key, flags, size, msgid, pending,"
-                   " uidnext_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                   " uidnext_seen, hash, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     [S_PAIR_UPDATE] = "UPDATE pairs SET uid = ?2, key = ?3, flags = ?4, size = ?5, msgid = ?6,"
-                      " pending = ?7, uidnext_seen = ?8 WHERE id = ?1",
+                      " pending = ?7, uidnext_seen = ?8, hash = ?9, target = ?10 WHERE id = ?1",
     [S_PAIR_DELETE] = "DELETE FROM pairs WHERE id = ?1",
     [S_PAIRS_CLEAR] = "DELETE FROM pairs WHERE folder_id = ?1",
     [S_MARK_GET] = "SELECT messages, local_mark FROM folder_marks WHERE folder_id = ?1",
     [S_MARK_SET] = "INSERT OR REPLACE INTO folder_marks (folder_id, messages, local_mark)"
                    " VALUES (?1, ?2, ?3)",
     [S_MARK_CLEAR] = "DELETE FROM folder_marks WHERE folder_id = ?1",
+    [S_FOLDER_RENAME] = "UPDATE folders SET name = ?2 || substr(name, length(?1) + 1)"
+                        " WHERE name = ?1 OR substr(name, 1, length(?1) + 1) = ?1 || '/'",
+    [S_INTENT_ADD] = "INSERT INTO intents (op, folder, arg) VALUES (?1, ?2, ?3)",
+    [S_INTENT_DELETE] = "DELETE FROM intents WHERE id = ?1",
+    [S_INTENTS_LOAD] = "SELECT id, op, folder, arg FROM intents ORDER BY id",
 };
 
 /* Schema steps, in order: step i takes user_version i to i + 1. Never edit a released step;
@@ -88,6 +97,16 @@ static const char *const migrations[] = {
     "  folder_id INTEGER PRIMARY KEY REFERENCES folders(id) ON DELETE CASCADE,"
     "  messages INTEGER NOT NULL,"
     "  local_mark TEXT);",
+    /* v3: content hash of each pair (SHA-256 of the message as IMAP sends it, hex), the flags
+     * a pending flag change goes to, and write-ahead intents that are not about one pair
+     * (folder create/rename/delete, the \Deleted flags an expunge fallback lifts). */
+    "ALTER TABLE pairs ADD COLUMN hash TEXT;"
+    "ALTER TABLE pairs ADD COLUMN target INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE intents ("
+    "  id INTEGER PRIMARY KEY,"
+    "  op TEXT NOT NULL,"
+    "  folder TEXT NOT NULL,"
+    "  arg TEXT);",
 };
 
 #define STATE_SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
@@ -320,6 +339,7 @@ void state_pair_list_free(state_pair_list *l)
     for (size_t i = 0; i < l->n; i++) {
         free(l->v[i].key);
         free(l->v[i].msgid);
+        free(l->v[i].hash);
     }
     free(l->v);
     memset(l, 0, sizeof *l);
@@ -433,6 +453,8 @@ static void state_pair_read(sqlite3_stmt *s, state_pair *p)
     p->msgid = state_column_text(s, 5);
     p->pending = sqlite3_column_int(s, 6);
     p->uidnext_seen = (uint32_t)sqlite3_column_int64(s, 7);
+    p->hash = state_column_text(s, 8);
+    p->target = (unsigned)sqlite3_column_int64(s, 9);
 }
 
 int state_pairs_load(state *st, int64_t folder_id, state_pair_list *out, ofs_error *err)
@@ -461,7 +483,7 @@ int state_pairs_load(state *st, int64_t folder_id, state_pair_list *out, ofs_err
     return ret;
 }
 
-/* Binds ?2..?8, shared by add and update. uid 0 and key NULL are stored as NULL so the unique
+/* Binds ?2..?10, shared by add and update. uid 0 and key NULL are stored as NULL so the unique
  * indexes only constrain what is known. */
 static void state_pair_bind(sqlite3_stmt *s, const state_pair *p)
 {
@@ -481,6 +503,11 @@ static void state_pair_bind(sqlite3_stmt *s, const state_pair *p)
         sqlite3_bind_null(s, 6);
     sqlite3_bind_int(s, 7, p->pending);
     sqlite3_bind_int64(s, 8, p->uidnext_seen);
+    if (p->hash)
+        sqlite3_bind_text(s, 9, p->hash, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, 9);
+    sqlite3_bind_int64(s, 10, p->target);
 }
 
 int state_pair_add(state *st, int64_t folder_id, state_pair *p, ofs_error *err)
@@ -581,4 +608,82 @@ int state_mark_clear(state *st, int64_t folder_id, ofs_error *err)
                                  rc < 0 ? NULL : err) < 0)
         rc = -1;
     return rc;
+}
+
+int state_folder_rename(state *st, const char *from, const char *to, ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, S_FOLDER_RENAME, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_text(s, 1, from, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, to, -1, SQLITE_STATIC);
+    return state_step_done(st, s, err, "cannot rename folder '%s' to '%s'", from, to);
+}
+
+void state_intent_list_free(state_intent_list *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->v[i].op);
+        free(l->v[i].folder);
+        free(l->v[i].arg);
+    }
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+int state_intent_add(state *st, const char *op, const char *folder, const char *arg, int64_t *id,
+                     ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, S_INTENT_ADD, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_text(s, 1, op, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, folder, -1, SQLITE_STATIC);
+    if (arg)
+        sqlite3_bind_text(s, 3, arg, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, 3);
+    if (state_step_done(st, s, err, "cannot record intent %s of folder '%s'", op, folder) < 0)
+        return -1;
+    if (id)
+        *id = sqlite3_last_insert_rowid(st->db);
+    return 0;
+}
+
+int state_intent_delete(state *st, int64_t id, ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, S_INTENT_DELETE, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, id);
+    return state_step_done(st, s, err, "cannot delete intent %lld", (long long)id);
+}
+
+int state_intents_load(state *st, state_intent_list *out, ofs_error *err)
+{
+    memset(out, 0, sizeof *out);
+    sqlite3_stmt *s = state_stmt(st, S_INTENTS_LOAD, err);
+    if (!s)
+        return -1;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (out->n == out->cap) {
+            out->cap = out->cap ? out->cap * 2 : 8;
+            out->v = xrealloc(out->v, out->cap * sizeof *out->v);
+        }
+        state_intent *in = &out->v[out->n++];
+        in->id = sqlite3_column_int64(s, 0);
+        in->op = state_column_text(s, 1);
+        in->folder = state_column_text(s, 2);
+        in->arg = state_column_text(s, 3);
+    }
+    int ret = 0;
+    if (rc != SQLITE_DONE) {
+        ret = state_fail(st, err, "cannot load intents");
+        state_intent_list_free(out);
+    }
+    state_stmt_done(s);
+    return ret;
 }

@@ -25,6 +25,8 @@ enum state_pending {
     PENDING_NONE = 0,
     PENDING_DOWNLOAD = 1, /* uid known, local file key chosen, file may or may not exist */
     PENDING_UPLOAD = 2,   /* key known, APPEND may or may not have reached the server */
+    PENDING_FLAGS = 3,    /* flags going to `target` on both sides; base still `flags` */
+    PENDING_EXPUNGE = 4,  /* being removed from the side where it is still present */
 };
 
 typedef struct state_pair {
@@ -36,6 +38,8 @@ typedef struct state_pair {
     char *msgid;
     int pending;           /* enum state_pending */
     uint32_t uidnext_seen; /* PENDING_UPLOAD: the folder's UIDNEXT before the APPEND */
+    char *hash;            /* SHA-256 (hex) of the message as IMAP sends it; NULL: not known */
+    unsigned target;       /* PENDING_FLAGS: the merged flags being applied */
 } state_pair;
 
 typedef struct state_pair_list {
@@ -82,5 +86,26 @@ typedef struct state_mark {
 int state_mark_get(state *st, int64_t folder_id, state_mark *m, ofs_error *err); /* 1: absent */
 int state_mark_set(state *st, int64_t folder_id, const state_mark *m, ofs_error *err);
 int state_mark_clear(state *st, int64_t folder_id, ofs_error *err);
+
+/* Renames a folder and every folder below it (a/b -> c/b), keeping their pairs. */
+int state_folder_rename(state *st, const char *from, const char *to, ofs_error *err);
+
+/* Write-ahead intents not tied to one pair: recorded before a store change, deleted once the
+ * state reflects it. op names the change ("rename-server", "restore-deleted", ...). */
+typedef struct state_intent {
+    int64_t id;
+    char *op, *folder, *arg;
+} state_intent;
+
+typedef struct state_intent_list {
+    state_intent *v;
+    size_t n, cap;
+} state_intent_list;
+
+void state_intent_list_free(state_intent_list *l);
+int state_intent_add(state *st, const char *op, const char *folder, const char *arg, int64_t *id,
+                     ofs_error *err);
+int state_intent_delete(state *st, int64_t id, ofs_error *err);
+int state_intents_load(state *st, state_intent_list *out, ofs_error *err);
 
 #endif

@@ -83,7 +83,7 @@ static void test_create_reopen(void **ctx)
 {
     fixture *fx = *ctx;
     state *st = open_ok(fx->db);
-    assert_int_equal(state_schema_version(st), 2);
+    assert_int_equal(state_schema_version(st), 3);
 
     ofs_error err = {0};
     state_folder f;
@@ -106,7 +106,7 @@ static void test_create_reopen(void **ctx)
     state_folder_free(&f);
     state_close(st);
 
-    assert_int_equal(raw_int(fx->db, "PRAGMA user_version"), 2);
+    assert_int_equal(raw_int(fx->db, "PRAGMA user_version"), 3);
     assert_int_equal(raw_int(fx->db, "SELECT count(*) FROM pragma_journal_mode WHERE "
                                      "journal_mode = 'wal'"),
                      1);
@@ -121,7 +121,7 @@ static void test_migrate_empty_file(void **ctx)
     close(fd);
 
     state *st = open_ok(path);
-    assert_int_equal(state_schema_version(st), 2);
+    assert_int_equal(state_schema_version(st), 3);
     ofs_error err = {0};
     state_folder f;
     assert_int_equal(state_folder_add(st, "INBOX", &f, &err), 0);
@@ -145,7 +145,7 @@ static void test_newer_version_refused(void **ctx)
     assert_null(st);
     assert_int_equal(err.code, OFS_E_STATE);
     char *want = xasprintf("state database %s was written by a newer ofsync (schema 99, this "
-                           "one knows 2)",
+                           "one knows 3)",
                            path);
     assert_string_equal(err.message, want);
     free(want);
@@ -250,8 +250,14 @@ static void test_pairs(void **ctx)
     state_folder f;
     assert_int_equal(state_folder_add(st, "INBOX", &f, &err), 0);
 
-    state_pair a = {
-        .uid = 30, .key = "1700.a.host", .flags = 5, .size = 5000000000ull, .msgid = "<a@x>"};
+    state_pair a = {.uid = 30,
+                    .key = "1700.a.host",
+                    .flags = 5,
+                    .size = 5000000000ull,
+                    .msgid = "<a@x>",
+                    .hash = "ab12",
+                    .pending = PENDING_FLAGS,
+                    .target = 7};
     state_pair b = {.uid = 0, .key = "1700.b.host", .pending = PENDING_UPLOAD, .uidnext_seen = 31};
     state_pair c = {.uid = 10, .key = NULL, .pending = PENDING_DOWNLOAD};
     state_pair d = {.uid = 0, .key = "1700.d.host", .pending = PENDING_UPLOAD};
@@ -281,7 +287,9 @@ static void test_pairs(void **ctx)
     assert_int_equal(l.v[3].flags, 5);
     assert_true(l.v[3].size == 5000000000ull);
     assert_string_equal(l.v[3].msgid, "<a@x>");
-    assert_int_equal(l.v[3].pending, PENDING_NONE);
+    assert_string_equal(l.v[3].hash, "ab12");
+    assert_int_equal(l.v[3].pending, PENDING_FLAGS);
+    assert_int_equal(l.v[3].target, 7);
     const state_pair *lb = l.v[0].id == b.id ? &l.v[0] : &l.v[1];
     assert_int_equal(lb->id, b.id);
     assert_string_equal(lb->key, "1700.b.host");
@@ -500,16 +508,90 @@ static void test_migrate_v1(void **ctx)
     fixture *fx = *ctx;
     state *st = open_ok(fx->db);
     state_close(st);
-    raw_exec(fx->db, "DROP TABLE folder_marks; INSERT INTO folders (name) VALUES ('Old');"
+    raw_exec(fx->db, "DROP TABLE folder_marks; DROP TABLE intents;"
+                     "ALTER TABLE pairs DROP COLUMN hash; ALTER TABLE pairs DROP COLUMN target;"
+                     "INSERT INTO folders (name) VALUES ('Old');"
                      "PRAGMA user_version = 1;");
     st = open_ok(fx->db);
-    assert_int_equal(state_schema_version(st), 2);
+    assert_int_equal(state_schema_version(st), 3);
     ofs_error err = {0};
     state_folder f;
     state_mark m;
     assert_int_equal(state_folder_get(st, "Old", &f, &err), 0);
     assert_int_equal(state_mark_get(st, f.id, &m, &err), 1);
     state_folder_free(&f);
+    state_close(st);
+}
+
+/* A v1 database (the foundation's) keeps its pairs through the upgrade; they get no hash. */
+static void test_migrate_v1_keeps_pairs(void **ctx)
+{
+    fixture *fx = *ctx;
+    char *path = xasprintf("%s/v1.db", fx->dir);
+    raw_exec(path,
+             "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"
+             "CREATE TABLE folders (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL,"
+             " uidvalidity INTEGER NOT NULL DEFAULT 0, uidnext INTEGER NOT NULL DEFAULT 0,"
+             " highestmodseq INTEGER NOT NULL DEFAULT 0, last_sync INTEGER NOT NULL DEFAULT 0);"
+             "CREATE TABLE pairs (id INTEGER PRIMARY KEY, folder_id INTEGER NOT NULL"
+             " REFERENCES folders(id) ON DELETE CASCADE, uid INTEGER, key TEXT,"
+             " flags INTEGER NOT NULL DEFAULT 0, size INTEGER NOT NULL DEFAULT 0, msgid TEXT,"
+             " pending INTEGER NOT NULL DEFAULT 0, uidnext_seen INTEGER NOT NULL DEFAULT 0);"
+             "INSERT INTO folders (id, name, uidvalidity) VALUES (1, 'INBOX', 9);"
+             "INSERT INTO pairs (folder_id, uid, key, flags, msgid) VALUES (1, 4, 'k4', 3, '<m>');"
+             "PRAGMA user_version = 1;");
+    state *st = open_ok(path);
+    free(path);
+    assert_int_equal(state_schema_version(st), 3);
+    ofs_error err = {0};
+    state_pair_list l;
+    assert_int_equal(state_pairs_load(st, 1, &l, &err), 0);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.v[0].uid, 4);
+    assert_string_equal(l.v[0].msgid, "<m>");
+    assert_null(l.v[0].hash);
+    assert_int_equal(l.v[0].target, 0);
+    state_pair_list_free(&l);
+    state_close(st);
+}
+
+static void test_folder_rename_and_intents(void **ctx)
+{
+    fixture *fx = *ctx;
+    state *st = open_ok(fx->db);
+    ofs_error err = {0};
+    state_folder f;
+    const char *names[] = {"Archive", "Archive/2022", "Archived", "INBOX"};
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(state_folder_add(st, names[i], &f, &err), 0);
+        state_folder_free(&f);
+    }
+    assert_int_equal(state_folder_rename(st, "Archive", "Old", &err), 0);
+    strlist l;
+    assert_int_equal(state_folder_names(st, &l, &err), 0);
+    assert_int_equal(l.n, 4);
+    assert_string_equal(l.v[0], "Archived"); /* a sibling with the same prefix is not a child */
+    assert_string_equal(l.v[1], "INBOX");
+    assert_string_equal(l.v[2], "Old");
+    assert_string_equal(l.v[3], "Old/2022");
+    strlist_free(&l);
+
+    int64_t a, b;
+    assert_int_equal(state_intent_add(st, "rename-server", "Old", "New", &a, &err), 0);
+    assert_int_equal(state_intent_add(st, "create-local", "X", NULL, &b, &err), 0);
+    state_intent_list il;
+    assert_int_equal(state_intents_load(st, &il, &err), 0);
+    assert_int_equal(il.n, 2);
+    assert_string_equal(il.v[0].op, "rename-server");
+    assert_string_equal(il.v[0].folder, "Old");
+    assert_string_equal(il.v[0].arg, "New");
+    assert_null(il.v[1].arg);
+    state_intent_list_free(&il);
+    assert_int_equal(state_intent_delete(st, a, &err), 0);
+    assert_int_equal(state_intents_load(st, &il, &err), 0);
+    assert_int_equal(il.n, 1);
+    assert_int_equal(il.v[0].id, b);
+    state_intent_list_free(&il);
     state_close(st);
 }
 
@@ -527,6 +609,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_many_pairs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_marks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_v1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_v1_keeps_pairs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_folder_rename_and_intents, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
