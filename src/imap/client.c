@@ -1197,6 +1197,29 @@ int imap_create(imap_client *c, const char *mbox, ofs_error *err)
     return r;
 }
 
+int imap_rename(imap_client *c, const char *from, const char *to, ofs_error *err)
+{
+    client_begin(c, "RENAME ");
+    if (client_astring(c, from, "RENAME", err) < 0)
+        return -1;
+    buf_addc(&c->out, ' ');
+    if (client_astring(c, to, "RENAME", err) < 0)
+        return -1;
+    return client_end(c, "RENAME", NULL, NULL, err);
+}
+
+int imap_delete(imap_client *c, const char *mbox, ofs_error *err)
+{
+    client_begin(c, "DELETE ");
+    if (client_astring(c, mbox, "DELETE", err) < 0)
+        return -1;
+    int r = client_end(c, "DELETE", NULL, NULL, err);
+    if (r < 0 && !c->dead && c->last_status == IMAP_S_NO &&
+        strcasecmp(c->last_code, "NONEXISTENT") == 0)
+        return 0; /* already gone: what we wanted */
+    return r;
+}
+
 /* ---- FETCH ---- */
 
 /* The items of one FETCH response that matter here. */

@@ -123,6 +123,9 @@ int imap_append(imap_client *c, const char *mbox, int fd, uint64_t size, unsigne
 
 /* CREATE; a mailbox that already exists ([ALREADYEXISTS]) is success. */
 int imap_create(imap_client *c, const char *mbox, ofs_error *err);
+/* RENAME (the server renames the folders below it too) and DELETE (a missing one is fine). */
+int imap_rename(imap_client *c, const char *from, const char *to, ofs_error *err);
+int imap_delete(imap_client *c, const char *mbox, ofs_error *err);
 
 /* Expunges exactly the given \Deleted messages: UID EXPUNGE with UIDPLUS, else the
  * RFC 4315 2.1 fallback that shields other \Deleted messages during a plain EXPUNGE. */

@@ -322,6 +322,44 @@ static int istore_create_folder(store *s, const char *name, ofs_error *err)
     return r < 0 ? err_prefix(err, "creating folder %s", name) : 0;
 }
 
+/* A renamed or deleted folder may be the selected one: forget it, the server closed it. */
+static void istore_forget_selected(imap_store *is, const char *name)
+{
+    size_t n = strlen(name);
+    if (is->cur && strncmp(is->cur, name, n) == 0 && (is->cur[n] == '\0' || is->cur[n] == '/')) {
+        free(is->cur);
+        free(is->cur_server);
+        is->cur = is->cur_server = NULL;
+    }
+}
+
+static int istore_rename_folder(store *s, const char *from, const char *to, ofs_error *err)
+{
+    imap_store *is = istore(s);
+    char *a = NULL, *b = NULL;
+    int r = name_to_server(is, from, &a, err);
+    if (r == 0)
+        r = name_to_server(is, to, &b, err);
+    if (r == 0)
+        r = imap_rename(is->c, a, b, err);
+    free(a);
+    free(b);
+    istore_forget_selected(is, from);
+    return r < 0 ? err_prefix(err, "renaming folder %s to %s", from, to) : 0;
+}
+
+static int istore_delete_folder(store *s, const char *name, ofs_error *err)
+{
+    imap_store *is = istore(s);
+    char *srv;
+    if (name_to_server(is, name, &srv, err) < 0)
+        return -1;
+    istore_forget_selected(is, name);
+    int r = imap_delete(is->c, srv, err);
+    free(srv);
+    return r < 0 ? err_prefix(err, "deleting folder %s", name) : 0;
+}
+
 static int istore_open_folder(store *s, const char *name, store_folder_info *info, ofs_error *err)
 {
     imap_store *is = istore(s);
@@ -508,6 +546,8 @@ static const store_ops imap_store_ops = {
     .side = "server",
     .list_folders = istore_list_folders,
     .create_folder = istore_create_folder,
+    .rename_folder = istore_rename_folder,
+    .delete_folder = istore_delete_folder,
     .open_folder = istore_open_folder,
     .list_messages = istore_list_messages,
     .fetch_messages = istore_fetch_messages,

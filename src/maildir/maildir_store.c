@@ -2,8 +2,10 @@
  * Thin glue: names.c maps folder names, maildir.c does the per-folder work. */
 #include "maildir/maildir_store.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -84,6 +86,119 @@ static int ms_create_folder(store *s, const char *name, ofs_error *err)
             rc = err_errno(err, OFS_E_IO, errno, "cannot create directory %s", sub);
         free(sub);
     }
+    free(path);
+    return rc;
+}
+
+/* The open folder may be the one that moves or goes: flush and drop it first. */
+static int ms_release_current(md_store *ms, ofs_error *err)
+{
+    if (ms->md && maildir_flush(ms->md, err) != 0)
+        return -1;
+    maildir_close(ms->md);
+    ms->md = NULL;
+    free(ms->name);
+    ms->name = NULL;
+    return 0;
+}
+
+static int ms_rename_dir(md_store *ms, const char *from, const char *to, ofs_error *err)
+{
+    char *a = NULL, *b = NULL;
+    int rc = names_to_path(ms->root, ms->layout, from, &a, err);
+    if (rc == 0)
+        rc = names_to_path(ms->root, ms->layout, to, &b, err);
+    if (rc == 0) {
+        char *parent = xstrdup(b);
+        char *slash = strrchr(parent, '/');
+        if (slash && slash != parent) {
+            *slash = '\0';
+            rc = ms_mkdir_p(parent, err);
+        }
+        free(parent);
+    }
+    struct stat st;
+    if (rc == 0 && stat(b, &st) == 0)
+        rc = err_set(err, OFS_E_IO, "cannot rename %s to %s: the target exists", a, b);
+    if (rc == 0 && rename(a, b) != 0)
+        rc = err_errno(err, OFS_E_IO, errno, "cannot rename %s to %s", a, b);
+    free(a);
+    free(b);
+    return rc;
+}
+
+/* Verbatim nests folders, so one directory rename moves the children too. Maildir++ keeps
+ * them beside it (.A.B), so they are renamed one by one, deepest last, like IMAP RENAME. */
+static int ms_rename_folder(store *s, const char *from, const char *to, ofs_error *err)
+{
+    md_store *ms = ms_of(s);
+    if (ms_release_current(ms, err) < 0)
+        return -1;
+    if (ms->layout == CFG_LAYOUT_VERBATIM)
+        return ms_rename_dir(ms, from, to, err);
+    strlist all;
+    strlist_init(&all);
+    if (names_list(ms->root, ms->layout, &all, err) < 0)
+        return -1;
+    size_t n = strlen(from);
+    int rc = 0;
+    for (size_t i = 0; i < all.n && rc == 0; i++) {
+        const char *name = all.v[i];
+        if (strncmp(name, from, n) != 0 || (name[n] != '\0' && name[n] != '/'))
+            continue;
+        char *target = xasprintf("%s%s", to, name + n);
+        rc = ms_rename_dir(ms, name, target, err);
+        free(target);
+    }
+    strlist_free(&all);
+    return rc;
+}
+
+static int ms_unlink_all(const char *dir, ofs_error *err)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT ? 0 : err_errno(err, OFS_E_IO, errno, "cannot open %s", dir);
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        if (unlinkat(dirfd(d), e->d_name, 0) != 0 && errno != ENOENT)
+            rc = err_errno(err, OFS_E_IO, errno, "cannot remove %s/%s", dir, e->d_name);
+    }
+    closedir(d);
+    if (rc == 0 && rmdir(dir) != 0 && errno != ENOENT)
+        rc = err_errno(err, OFS_E_IO, errno, "cannot remove %s", dir);
+    return rc;
+}
+
+/* First cur/ is renamed away in one step: a directory without cur/ is no folder, so a crash
+ * midway never leaves a half-emptied folder that looks like messages deleted by the user.
+ * A directory still holding sub-folders or other tools' files is kept. */
+static int ms_delete_folder(store *s, const char *name, ofs_error *err)
+{
+    md_store *ms = ms_of(s);
+    if (ms_release_current(ms, err) < 0)
+        return -1;
+    char *path;
+    if (names_to_path(ms->root, ms->layout, name, &path, err) != 0)
+        return -1;
+    char *cur = xasprintf("%s/cur", path), *gone = xasprintf("%s/.ofsync-deleted", path);
+    int rc = 0;
+    if (rename(cur, gone) != 0 && errno != ENOENT)
+        rc = err_errno(err, OFS_E_IO, errno, "cannot remove folder %s", path);
+    static const char *const subs[] = {".ofsync-deleted", "new", "tmp"};
+    for (size_t i = 0; i < 3 && rc == 0; i++) {
+        char *sub = xasprintf("%s/%s", path, subs[i]);
+        rc = ms_unlink_all(sub, err);
+        free(sub);
+    }
+    if (rc == 0 && strcmp(name, "INBOX") != 0 && rmdir(path) != 0 && errno != ENOENT &&
+        errno != ENOTEMPTY && errno != EEXIST)
+        rc = err_errno(err, OFS_E_IO, errno, "cannot remove %s", path);
+    free(cur);
+    free(gone);
     free(path);
     return rc;
 }
@@ -304,6 +419,8 @@ static const store_ops ms_ops = {
     .side = "local",
     .list_folders = ms_list_folders,
     .create_folder = ms_create_folder,
+    .rename_folder = ms_rename_folder,
+    .delete_folder = ms_delete_folder,
     .open_folder = ms_open_folder,
     .list_messages = ms_list_messages,
     .fetch_messages = ms_fetch_messages,

@@ -11,6 +11,7 @@
 
 #include "imap/imap_store.h"
 #include "maildir/maildir_store.h"
+#include "sync/crashpoint.h"
 #include "sync/engine.h"
 #include "util/err.h"
 
@@ -265,6 +266,7 @@ static int open_stores(sync_ctx *c, ofs_error *err)
     const cfg_account *a = c->acct;
     if (maildir_store_open(a->local, a->layout, &c->loc, err) < 0)
         return -1;
+    c->loc = crashpoint_wrap(c->loc);
     char *password = NULL;
     if (cfg_account_password(a, &password, err) < 0)
         return -1;
@@ -278,6 +280,7 @@ static int open_stores(sync_ctx *c, ofs_error *err)
                          .activity_ctx = c,
                          .compress = a->compress};
     int rc = imap_store_open(&o, &c->srv, err);
+    c->srv = crashpoint_wrap(c->srv);
     explicit_bzero(password, strlen(password));
     free(password);
     return rc;

@@ -3,6 +3,10 @@
 #include "sync/message.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -10,7 +14,7 @@
 
 #include "util/mem.h"
 
-enum { HEADER_MAX = 256 * 1024 };
+enum { HEADER_MAX = 256 * 1024, HASH_CHUNK = 256 * 1024 };
 
 /* Length of the line starting at p, including its line ending. */
 static size_t line_len(const char *p, const char *end)
@@ -81,4 +85,38 @@ char *msg_read_msgid(int fd)
     if (at >= 0)
         lseek(fd, at, SEEK_SET);
     return id;
+}
+
+char *msg_hash_fd(int fd)
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(md);
+        return NULL;
+    }
+    char *chunk = xmalloc(HASH_CHUNK);
+    off_t off = 0;
+    bool ok = true;
+    for (;;) {
+        ssize_t r = pread(fd, chunk, HASH_CHUNK, off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            ok = r == 0;
+            break;
+        }
+        EVP_DigestUpdate(md, chunk, (size_t)r);
+        off += r;
+    }
+    free(chunk);
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned dn = 0;
+    char *hex = NULL;
+    if (ok && EVP_DigestFinal_ex(md, d, &dn) == 1) {
+        hex = xmalloc(2 * dn + 1);
+        for (unsigned i = 0; i < dn; i++)
+            snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    }
+    EVP_MD_CTX_free(md);
+    return hex;
 }

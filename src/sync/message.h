@@ -12,4 +12,8 @@ char *msg_parse_msgid(const char *text, size_t len);
 /* Same, reading the header from the start of fd (at most 256 KiB); the offset is restored. */
 char *msg_read_msgid(int fd);
 
+/* SHA-256 of the whole content of fd, as 64 hex digits (malloc'd), or NULL when it cannot be
+ * read. Read with pread: the offset is kept. Pairs messages by content across both sides. */
+char *msg_hash_fd(int fd);
+
 #endif

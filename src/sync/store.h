@@ -71,6 +71,10 @@ typedef struct store_ops {
      * is left out and one line saying why goes into refused (the pass goes on without it). */
     int (*list_folders)(store *s, strlist *out, strlist *refused, ofs_error *err);
     int (*create_folder)(store *s, const char *name, ofs_error *err);
+    /* Renames a folder, and the folders below it with it (IMAP RENAME semantics). */
+    int (*rename_folder)(store *s, const char *from, const char *to, ofs_error *err);
+    /* Deletes a folder and the messages in it; folders below it stay. Missing is fine. */
+    int (*delete_folder)(store *s, const char *name, ofs_error *err);
     /* Makes name the current folder; the message operations below act on it. */
     int (*open_folder)(store *s, const char *name, store_folder_info *info, ofs_error *err);
     int (*list_messages)(store *s, const store_list_opts *o, store_msg_list *out, ofs_error *err);

@@ -70,6 +70,22 @@ static void test_from_fd_restores_offset(void **st)
     close(fd);
 }
 
+static void test_hash_fd(void **state)
+{
+    (void)state;
+    FILE *f = tmpfile();
+    int fd = fileno(f);
+    char *empty = msg_hash_fd(fd);
+    assert_string_equal(empty, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    assert_int_equal(write(fd, "abc", 3), 3);
+    char *abc = msg_hash_fd(fd);
+    assert_string_equal(abc, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    assert_int_equal(lseek(fd, 0, SEEK_CUR), 3); /* offset kept */
+    free(empty);
+    free(abc);
+    fclose(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -78,6 +94,7 @@ int main(void)
         cmocka_unit_test(test_absent_or_in_body),
         cmocka_unit_test(test_truncated_header),
         cmocka_unit_test(test_from_fd_restores_offset),
+        cmocka_unit_test(test_hash_fd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

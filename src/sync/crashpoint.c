@@ -1,0 +1,146 @@
+/* crashpoint.c: one counter for the whole process, hit around every store change, so a test
+ * can kill ofsync between any two durable steps (a random delay rarely lands there). */
+#include "sync/crashpoint.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "util/mem.h"
+
+static long crash_at = -1; /* -1: not read yet; 0: off */
+static long crash_count;
+
+void crashpoint_hit(void)
+{
+    if (crash_at < 0) {
+        const char *v = getenv("OFSYNC_CRASH_AT");
+        crash_at = v ? strtol(v, NULL, 10) : 0;
+        if (crash_at < 0)
+            crash_at = 0;
+    }
+    if (crash_at && ++crash_count == crash_at)
+        kill(getpid(), SIGKILL); /* like kill -9: no atexit, no buffered output, no cleanup */
+}
+
+typedef struct crash_store {
+    store base;
+    store_ops ops;
+    store *in;
+} crash_store;
+
+static store *inner(store *s)
+{
+    return ((crash_store *)s)->in;
+}
+
+static int cs_list_folders(store *s, strlist *out, strlist *refused, ofs_error *err)
+{
+    return inner(s)->ops->list_folders(inner(s), out, refused, err);
+}
+
+static int cs_create_folder(store *s, const char *name, ofs_error *err)
+{
+    crashpoint_hit();
+    int rc = inner(s)->ops->create_folder(inner(s), name, err);
+    crashpoint_hit();
+    return rc;
+}
+
+static int cs_rename_folder(store *s, const char *from, const char *to, ofs_error *err)
+{
+    crashpoint_hit();
+    int rc = inner(s)->ops->rename_folder(inner(s), from, to, err);
+    crashpoint_hit();
+    return rc;
+}
+
+static int cs_delete_folder(store *s, const char *name, ofs_error *err)
+{
+    crashpoint_hit();
+    int rc = inner(s)->ops->delete_folder(inner(s), name, err);
+    crashpoint_hit();
+    return rc;
+}
+
+static int cs_open_folder(store *s, const char *name, store_folder_info *info, ofs_error *err)
+{
+    return inner(s)->ops->open_folder(inner(s), name, info, err);
+}
+
+static int cs_list_messages(store *s, const store_list_opts *o, store_msg_list *out, ofs_error *err)
+{
+    return inner(s)->ops->list_messages(inner(s), o, out, err);
+}
+
+static int cs_fetch_messages(store *s, const store_msg *msgs, size_t n, const store_sink *sink,
+                             ofs_error *err)
+{
+    return inner(s)->ops->fetch_messages(inner(s), msgs, n, sink, err);
+}
+
+static int cs_store_message(store *s, int fd, uint64_t size, unsigned flags, store_msg *out,
+                            ofs_error *err)
+{
+    crashpoint_hit();
+    int rc = inner(s)->ops->store_message(inner(s), fd, size, flags, out, err);
+    crashpoint_hit();
+    return rc;
+}
+
+static int cs_flush(store *s, ofs_error *err)
+{
+    crashpoint_hit();
+    int rc = inner(s)->ops->flush(inner(s), err);
+    crashpoint_hit();
+    return rc;
+}
+
+static int cs_set_flags(store *s, const store_msg *msgs, size_t n, unsigned add, unsigned del,
+                        ofs_error *err)
+{
+    crashpoint_hit();
+    int rc = inner(s)->ops->set_flags(inner(s), msgs, n, add, del, err);
+    crashpoint_hit();
+    return rc;
+}
+
+static int cs_remove_messages(store *s, const store_msg *msgs, size_t n, ofs_error *err)
+{
+    crashpoint_hit();
+    int rc = inner(s)->ops->remove_messages(inner(s), msgs, n, err);
+    crashpoint_hit();
+    return rc;
+}
+
+static void cs_close(store *s)
+{
+    inner(s)->ops->close(inner(s));
+    free(s);
+}
+
+store *crashpoint_wrap(store *s)
+{
+    const char *v = getenv("OFSYNC_CRASH_AT");
+    if (!s || !v || strtol(v, NULL, 10) <= 0)
+        return s;
+    crash_store *cs = xcalloc(1, sizeof *cs);
+    cs->in = s;
+    cs->ops = (store_ops){
+        .side = s->ops->side,
+        .list_folders = cs_list_folders,
+        .create_folder = cs_create_folder,
+        .rename_folder = cs_rename_folder,
+        .delete_folder = cs_delete_folder,
+        .open_folder = cs_open_folder,
+        .list_messages = cs_list_messages,
+        .fetch_messages = cs_fetch_messages,
+        .store_message = cs_store_message,
+        .flush = cs_flush,
+        .set_flags = cs_set_flags,
+        .remove_messages = cs_remove_messages,
+        .close = cs_close,
+    };
+    cs->base.ops = &cs->ops;
+    return &cs->base;
+}
