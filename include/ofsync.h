@@ -86,6 +86,14 @@ typedef void (*ofs_event_fn)(const ofs_event *ev, void *ctx);
 int ofs_sync_account(const ofs_config *cfg, const char *account, ofs_event_fn fn, void *ctx,
                      ofs_sync_stats *stats, ofs_error *err);
 
+/* How a pass runs; all zero is a normal pass. */
+typedef struct ofs_sync_opts {
+    int dry_run; /* plan and report every folder; change nothing on either side */
+} ofs_sync_opts;
+
+int ofs_sync_account_opts(const ofs_config *cfg, const char *account, const ofs_sync_opts *opts,
+                          ofs_event_fn fn, void *ctx, ofs_sync_stats *stats, ofs_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -13,6 +13,7 @@
 #include "maildir/maildir_store.h"
 #include "sync/crashpoint.h"
 #include "sync/engine.h"
+#include "sync/folders.h"
 #include "util/err.h"
 
 static void pass_event(sync_ctx *c, enum ofs_event_type type, const char *folder, const char *text)
@@ -78,91 +79,6 @@ static bool fatal_for_pass(int code)
            code == OFS_E_NOSPC || code == OFS_E_LIMIT;
 }
 
-static void add_unique(strlist *all, const strlist *l)
-{
-    for (size_t i = 0; i < l->n; i++)
-        if (strlist_find(all, l->v[i]) < 0)
-            strlist_add(all, l->v[i]);
-}
-
-/* A folder the state knows but one side lost was deleted there. Deletion of folders is not
- * propagated (yet): the folder is restored from the other side, never emptied on it. */
-static int forget_lost_folder(sync_ctx *c, const char *name, const char *side, ofs_error *err)
-{
-    state_folder f = {0};
-    int rc = state_folder_get(c->st, name, &f, err);
-    if (rc == 0) {
-        char *line =
-            xasprintf("folder is gone on the %s side; restoring it from the other side", side);
-        pass_event(c, OFS_EV_NOTICE, name, line);
-        free(line);
-        rc = state_folder_delete(c->st, f.id, err);
-    } else if (rc == 1) {
-        rc = 0;
-    }
-    state_folder_free(&f);
-    return rc;
-}
-
-/* Makes the folder exist on both sides. Returns 1 when it exists on neither (skip it). */
-static int align_folder(sync_ctx *c, const char *name, bool on_srv, bool on_loc, ofs_error *err)
-{
-    if (!on_srv && !on_loc) {
-        state_folder f = {0};
-        int rc = state_folder_get(c->st, name, &f, err);
-        if (rc == 0)
-            rc = state_folder_delete(c->st, f.id, err);
-        state_folder_free(&f);
-        return rc < 0 ? -1 : 1;
-    }
-    store *missing = on_srv ? c->loc : c->srv;
-    if (on_srv && on_loc)
-        return 0;
-    if (forget_lost_folder(c, name, missing->ops->side, err) < 0)
-        return -1;
-    if (missing->ops->create_folder(missing, name, err) < 0)
-        return -1;
-    if (on_srv)
-        c->stats.folders_local++;
-    else
-        c->stats.folders_server++;
-    return 0;
-}
-
-static void report_refused(sync_ctx *c, strlist *refused)
-{
-    for (size_t i = 0; i < refused->n; i++) {
-        ofs_error e = {.code = OFS_E_NAME};
-        snprintf(e.message, sizeof e.message, "%s", refused->v[i]);
-        if (!c->folder_failures++)
-            c->folder_err = e;
-        pass_event(c, OFS_EV_NOTICE, NULL, refused->v[i]);
-    }
-    strlist_free(refused);
-}
-
-static int folder_set(sync_ctx *c, strlist *srv, strlist *loc, strlist *all, ofs_error *err)
-{
-    strlist known, refused;
-    strlist_init(&known);
-    strlist_init(&refused);
-    int rc = c->srv->ops->list_folders(c->srv, srv, &refused, err);
-    if (rc == 0)
-        rc = c->loc->ops->list_folders(c->loc, loc, &refused, err);
-    report_refused(c, &refused);
-    if (rc == 0)
-        rc = state_folder_names(c->st, &known, err);
-    if (rc == 0) {
-        strlist_add(all, "INBOX");
-        add_unique(all, srv);
-        add_unique(all, loc);
-        add_unique(all, &known);
-        strlist_sort(all);
-    }
-    strlist_free(&known);
-    return rc;
-}
-
 /* Records a folder's failure; returns -1 when the pass must stop. */
 static int folder_failed(sync_ctx *c, const char *name, ofs_error *ferr, ofs_error *err)
 {
@@ -202,28 +118,19 @@ static void pass_counters(sync_ctx *c, const net_mark *start)
 
 int sync_run_pass(sync_ctx *c, ofs_error *err)
 {
-    strlist srv, loc, all;
-    strlist_init(&srv);
-    strlist_init(&loc);
-    strlist_init(&all);
+    strlist todo;
     net_mark start;
     net_mark_take(c, &start);
     pass_event(c, OFS_EV_PASS_START, NULL, NULL);
-    int rc = folder_set(c, &srv, &loc, &all, err);
+    int rc = folders_align(c, &todo, err);
     /* Every folder's status in one round trip, so unchanged folders are never opened. */
     if (rc == 0 && c->srv->ops->prefetch_status)
-        rc = c->srv->ops->prefetch_status(c->srv, &srv, err);
-    for (size_t i = 0; rc == 0 && i < all.n; i++) {
-        const char *name = all.v[i];
-        bool on_srv = strlist_find(&srv, name) >= 0;
-        bool on_loc = strlist_find(&loc, name) >= 0;
+        rc = c->srv->ops->prefetch_status(c->srv, &todo, err);
+    for (size_t i = 0; rc == 0 && i < todo.n; i++) {
         ofs_error ferr = {0};
-        int a = align_folder(c, name, on_srv, on_loc, &ferr);
-        if (a == 1)
-            continue;
         c->stats.folders_seen++;
-        if (a < 0 || sync_folder(c, name, &ferr) < 0)
-            rc = folder_failed(c, name, &ferr, err);
+        if (sync_folder(c, todo.v[i], &ferr) < 0)
+            rc = folder_failed(c, todo.v[i], &ferr, err);
     }
     if (rc == 0 && c->folder_failures) {
         *err = c->folder_err;
@@ -232,16 +139,16 @@ int sync_run_pass(sync_ctx *c, ofs_error *err)
         rc = -1;
     }
     pass_counters(c, &start);
-    if (c->fn) {
+    if (c->dry_run) {
+        pass_event(c, OFS_EV_NOTICE, NULL, "dry run: nothing was changed on either side");
+    } else if (c->fn) {
         ofs_event ev = {.type = OFS_EV_PASS_DONE,
                         .account = c->acct->name,
                         .stats = &c->stats,
                         .code = rc < 0 ? (err->code > 0 ? err->code : 1) : 0};
         c->fn(&ev, c->fn_ctx);
     }
-    strlist_free(&srv);
-    strlist_free(&loc);
-    strlist_free(&all);
+    strlist_free(&todo);
     return rc;
 }
 
@@ -286,10 +193,10 @@ static int open_stores(sync_ctx *c, ofs_error *err)
     return rc;
 }
 
-static int sync_one(const cfg_account *a, ofs_event_fn fn, void *ctx, ofs_sync_stats *total,
-                    ofs_error *err)
+static int sync_one(const cfg_account *a, const ofs_sync_opts *opts, ofs_event_fn fn, void *ctx,
+                    ofs_sync_stats *total, ofs_error *err)
 {
-    sync_ctx c = {.acct = a, .fn = fn, .fn_ctx = ctx};
+    sync_ctx c = {.acct = a, .fn = fn, .fn_ctx = ctx, .dry_run = opts && opts->dry_run};
     int lock = -1;
     int rc = state_open(a->state, &c.st, err);
     if (rc == 0)
@@ -338,18 +245,24 @@ static int sync_one(const cfg_account *a, ofs_event_fn fn, void *ctx, ofs_sync_s
 int ofs_sync_account(const ofs_config *cfg, const char *account, ofs_event_fn fn, void *ctx,
                      ofs_sync_stats *stats, ofs_error *err)
 {
+    return ofs_sync_account_opts(cfg, account, NULL, fn, ctx, stats, err);
+}
+
+int ofs_sync_account_opts(const ofs_config *cfg, const char *account, const ofs_sync_opts *opts,
+                          ofs_event_fn fn, void *ctx, ofs_sync_stats *stats, ofs_error *err)
+{
     if (stats)
         memset(stats, 0, sizeof *stats);
     if (account) {
         const cfg_account *a = cfg_find_account(cfg, account);
         if (!a)
             return err_set(err, OFS_E_USAGE, "no account '%s' in %s", account, cfg->path);
-        return sync_one(a, fn, ctx, stats, err);
+        return sync_one(a, opts, fn, ctx, stats, err);
     }
     int rc = 0;
     for (size_t i = 0; i < cfg->n_accounts; i++) {
         ofs_error e = {0};
-        if (sync_one(&cfg->accounts[i], fn, ctx, stats, &e) < 0 && rc == 0) {
+        if (sync_one(&cfg->accounts[i], opts, fn, ctx, stats, &e) < 0 && rc == 0) {
             *err = e;
             rc = -1;
         }

@@ -45,9 +45,15 @@ enum cfg_key {
 };
 
 static const char *const cfg_key_names[K_COUNT] = {
-    [K_HOST] = "host",       [K_PORT] = "port",         [K_TLS] = "tls",
-    [K_USER] = "user",       [K_PASS_CMD] = "pass-cmd", [K_PASSWORD_FILE] = "password-file",
-    [K_LOCAL] = "local",     [K_STATE] = "state",       [K_LAYOUT] = "layout",
+    [K_HOST] = "host",
+    [K_PORT] = "port",
+    [K_TLS] = "tls",
+    [K_USER] = "user",
+    [K_PASS_CMD] = "pass-cmd",
+    [K_PASSWORD_FILE] = "password-file",
+    [K_LOCAL] = "local",
+    [K_STATE] = "state",
+    [K_LAYOUT] = "layout",
     [K_TIMEOUT] = "timeout",
     [K_EXPUNGE] = "expunge",
     [K_REMOVE_FOLDERS] = "remove-folders",

@@ -31,8 +31,13 @@ typedef struct folder_run {
     uint64_t bytes_done, bytes_total; /* their bytes, as far as the listings said */
     state_mark mark;                  /* what the last complete pass saw; has_mark: there was one */
     bool has_mark;
-    char *local_mark; /* the local folder's mark, taken before its scan */
-    bool srv_open;    /* the server folder is selected */
+    char *local_mark;         /* the local folder's mark, taken before its scan */
+    bool srv_open;            /* the server folder is selected */
+    uint32_t old_uidvalidity; /* non-zero: the server's UIDVALIDITY changed this pass */
+    size_t repaired;          /* pairs found again by content after that change */
+    size_t deduped;           /* new on both sides, identical: paired, not copied */
+    struct dedupe_set *dd;    /* local messages about to be uploaded, by content */
+    int64_t restore_id;       /* the restore-deleted intent of this pass's expunge, or 0 */
 } folder_run;
 
 static void emit(folder_run *r, enum ofs_event_type type, const char *text)
@@ -93,6 +98,64 @@ static int in_txn(folder_run *r, int (*fn)(folder_run *, void *, ofs_error *), v
     return state_commit(st, err);
 }
 
+/* ---- content hashes ---- */
+
+/* Hashes messages of one store as IMAP sends them (the Maildir side converts to CRLF on the
+ * way out), through a staging file. hashes[i] and sizes[i] belong to msgs[i]; a message that
+ * vanished meanwhile keeps NULL. */
+typedef struct hash_sink {
+    folder_run *r;
+    const store_msg *msgs;
+    size_t n, at;
+    char **hashes;
+    uint64_t *sizes;
+    int fd;
+} hash_sink;
+
+static int hash_open(void *ctx, const store_msg *m, uint64_t size, ofs_error *err)
+{
+    (void)m;
+    (void)size;
+    hash_sink *h = ctx;
+    if (h->fd >= 0)
+        close(h->fd);
+    h->fd = temp_open(h->r, err);
+    return h->fd;
+}
+
+static bool same_msg(const store_msg *a, const store_msg *b)
+{
+    return a->key ? (b->key && strcmp(a->key, b->key) == 0) : a->uid == b->uid;
+}
+
+static int hash_done(void *ctx, const store_msg *m, int fd, uint64_t size, ofs_error *err)
+{
+    (void)err;
+    hash_sink *h = ctx;
+    while (h->at < h->n && !same_msg(&h->msgs[h->at], m))
+        h->at++;
+    if (h->at < h->n) {
+        h->hashes[h->at] = msg_hash_fd(fd);
+        if (h->sizes)
+            h->sizes[h->at] = size;
+        h->at++;
+    }
+    close(h->fd);
+    h->fd = -1;
+    return 0;
+}
+
+static int hash_messages(folder_run *r, store *s, const store_msg *msgs, size_t n, char **hashes,
+                         uint64_t *sizes, ofs_error *err)
+{
+    hash_sink h = {.r = r, .msgs = msgs, .n = n, .hashes = hashes, .sizes = sizes, .fd = -1};
+    store_sink sink = {hash_open, hash_done, &h};
+    int rc = n ? s->ops->fetch_messages(s, msgs, n, &sink, err) : 0;
+    if (h.fd >= 0)
+        close(h.fd);
+    return rc;
+}
+
 /* ---- pending intents from an earlier, interrupted pass ---- */
 
 static int cmp_u32(const void *a, const void *b)
@@ -116,23 +179,67 @@ static bool same_msgid(const char *a, const char *b)
     return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
+/* Server messages an upload intent may have become, with the content hashes fetched for them. */
+typedef struct upload_cands {
+    store_msg_list l;
+    char **hashes; /* NULL where not fetched */
+    char *used;
+} upload_cands;
+
 /* Finds the server message an upload intent became: UIDs at or above the UIDNEXT recorded
- * before the APPEND, same Message-ID and size, not paired with anything else. */
-static long match_upload(const state_pair *p, const store_msg_list *cand, char *used,
-                         uint32_t *paired, size_t n_paired)
+ * before the APPEND, same Message-ID and size, same content where both hashes are known,
+ * not paired with anything else. */
+static long match_upload(const state_pair *p, upload_cands *c, uint32_t *paired, size_t n_paired)
 {
-    for (size_t i = 0; i < cand->n; i++) {
-        const store_msg *m = &cand->v[i];
-        if (used[i] || m->uid < p->uidnext_seen)
+    for (size_t i = 0; i < c->l.n; i++) {
+        const store_msg *m = &c->l.v[i];
+        if (c->used[i] || m->uid < p->uidnext_seen)
             continue;
         if (bsearch(&m->uid, paired, n_paired, sizeof *paired, cmp_u32))
             continue;
         if (!same_msgid(p->msgid, m->msgid) || (p->size && m->size && p->size != m->size))
             continue;
-        used[i] = 1;
+        if (p->hash && c->hashes[i] && strcmp(p->hash, c->hashes[i]) != 0)
+            continue;
+        if (!p->hash && !p->msgid)
+            continue; /* nothing to tell it from another message of that size */
+        c->used[i] = 1;
         return (long)i;
     }
     return -1;
+}
+
+enum { HASH_ALL_MAX = 256 }; /* candidate sets up to this size are compared by content */
+
+/* Fetches the content of the candidates worth comparing: all of them when few (an upload
+ * intent's window), else only those that Message-ID and size cannot tell apart (a
+ * UIDVALIDITY change makes the whole folder a candidate; re-downloading it is what the
+ * re-pairing avoids). */
+static int hash_candidates(folder_run *r, upload_cands *c, ofs_error *err)
+{
+    store_msg *pick = xmalloc((c->l.n ? c->l.n : 1) * sizeof *pick);
+    size_t *at = xmalloc((c->l.n ? c->l.n : 1) * sizeof *at), k = 0;
+    for (size_t i = 0; i < c->l.n; i++) {
+        const store_msg *m = &c->l.v[i];
+        bool want = c->l.n <= HASH_ALL_MAX;
+        for (size_t j = 0; !want && j < r->pairs.n; j++) {
+            const state_pair *p = &r->pairs.v[j];
+            want = p->pending == PENDING_UPLOAD && p->size == m->size &&
+                   (!p->msgid || (m->msgid && !strcmp(p->msgid, m->msgid) && p->hash));
+        }
+        if (want) {
+            pick[k] = *m;
+            at[k++] = i;
+        }
+    }
+    char **h = xcalloc(k ? k : 1, sizeof *h);
+    int rc = hash_messages(r, r->c->srv, pick, k, h, NULL, err);
+    for (size_t i = 0; i < k; i++)
+        c->hashes[at[i]] = h[i];
+    free(h);
+    free(at);
+    free(pick);
+    return rc;
 }
 
 static int resolve_downloads(folder_run *r, void *arg, ofs_error *err)
@@ -160,29 +267,28 @@ static int resolve_downloads(folder_run *r, void *arg, ofs_error *err)
 
 static int resolve_uploads(folder_run *r, void *arg, ofs_error *err)
 {
-    const store_msg_list *cand = arg;
+    upload_cands *cand = arg;
     uint32_t *paired = xmalloc((r->pairs.n ? r->pairs.n : 1) * sizeof *paired);
     size_t n_paired = 0;
     for (size_t i = 0; i < r->pairs.n; i++)
         if (r->pairs.v[i].uid)
             paired[n_paired++] = r->pairs.v[i].uid;
     qsort(paired, n_paired, sizeof *paired, cmp_u32);
-    char *used = xcalloc(cand->n ? cand->n : 1, 1);
     int rc = 0;
     for (size_t i = 0; i < r->pairs.n && rc == 0; i++) {
         state_pair *p = &r->pairs.v[i];
         if (p->pending != PENDING_UPLOAD)
             continue;
-        long m = match_upload(p, cand, used, paired, n_paired);
+        long m = match_upload(p, cand, paired, n_paired);
         if (m >= 0) {
-            p->uid = cand->v[m].uid;
+            p->uid = cand->l.v[m].uid;
             p->pending = PENDING_NONE;
+            r->repaired++;
             rc = state_pair_update(r->c->st, p, err);
         } else {
             rc = state_pair_delete(r->c->st, p->id, err); /* uploaded again below */
         }
     }
-    free(used);
     free(paired);
     return rc;
 }
@@ -193,36 +299,70 @@ static int reload_pairs(folder_run *r, ofs_error *err)
     return state_pairs_load(r->c->st, r->sf.id, &r->pairs, err);
 }
 
+/* A flag change or a removal cut short is planned again from the same base: the three-way
+ * merge of a half-applied change gives the same result (test_plan proves it for every flag
+ * combination), and a removal finds the copy gone or removes it again. */
+static int resolve_replans(folder_run *r, void *arg, ofs_error *err)
+{
+    (void)arg;
+    for (size_t i = 0; i < r->pairs.n; i++) {
+        state_pair *p = &r->pairs.v[i];
+        if (p->pending != PENDING_FLAGS && p->pending != PENDING_EXPUNGE)
+            continue;
+        p->pending = PENDING_NONE;
+        p->target = 0;
+        if (state_pair_update(r->c->st, p, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int resolve_upload_intents(folder_run *r, uint32_t since, ofs_error *err)
+{
+    upload_cands c = {0};
+    store_msg_list_init(&c.l);
+    store_list_opts o = {.since_uid = since, .want_msgid = true, .want_size = true};
+    int rc = r->c->srv->ops->list_messages(r->c->srv, &o, &c.l, err);
+    c.hashes = xcalloc(c.l.n ? c.l.n : 1, sizeof *c.hashes);
+    c.used = xcalloc(c.l.n ? c.l.n : 1, 1);
+    if (rc == 0)
+        rc = hash_candidates(r, &c, err);
+    if (rc == 0)
+        rc = in_txn(r, resolve_uploads, &c, err);
+    for (size_t i = 0; i < c.l.n; i++)
+        free(c.hashes[i]);
+    free(c.hashes);
+    free(c.used);
+    store_msg_list_free(&c.l);
+    return rc;
+}
+
 static int resolve_pending(folder_run *r, ofs_error *err)
 {
-    bool downloads = false;
+    bool downloads = false, replans = false;
     uint32_t since = 0;
     for (size_t i = 0; i < r->pairs.n; i++) {
         const state_pair *p = &r->pairs.v[i];
         if (p->pending == PENDING_DOWNLOAD)
             downloads = true;
+        if (p->pending == PENDING_FLAGS || p->pending == PENDING_EXPUNGE)
+            replans = true;
         if (p->pending == PENDING_UPLOAD && (!since || p->uidnext_seen < since))
             since = p->uidnext_seen ? p->uidnext_seen : 1;
     }
+    if (replans && in_txn(r, resolve_replans, NULL, err) < 0)
+        return -1;
     if (downloads && in_txn(r, resolve_downloads, NULL, err) < 0)
         return -1;
-    if (since) {
-        store_msg_list cand;
-        store_msg_list_init(&cand);
-        store_list_opts o = {.since_uid = since, .want_msgid = true, .want_size = true};
-        int rc = r->c->srv->ops->list_messages(r->c->srv, &o, &cand, err);
-        if (rc == 0)
-            rc = in_txn(r, resolve_uploads, &cand, err);
-        store_msg_list_free(&cand);
-        if (rc < 0)
-            return -1;
-    }
-    return (downloads || since) ? reload_pairs(r, err) : 0;
+    if (since && resolve_upload_intents(r, since, err) < 0)
+        return -1;
+    return (downloads || since || replans) ? reload_pairs(r, err) : 0;
 }
 
 /* A new UIDVALIDITY means every UID we knew is void. Each pair becomes an upload intent
- * with no lower UID bound, so resolve_pending re-pairs it by Message-ID and size; what
- * finds no partner is copied again, never dropped and never duplicated. */
+ * with no lower UID bound, so resolve_pending re-pairs it by Message-ID, size and content;
+ * what finds no partner is copied again, never dropped and never duplicated. The base flags
+ * stay, so flag changes made locally meanwhile still win over the server's. */
 static int void_uids(folder_run *r, void *arg, ofs_error *err)
 {
     (void)arg;
@@ -249,14 +389,62 @@ static int check_uidvalidity(folder_run *r, ofs_error *err)
         r->sf.uidvalidity = r->si.uidvalidity;
         return 0;
     }
-    char *line = xasprintf("UIDVALIDITY changed from %u to %u (folder recreated on the server?): "
-                           "re-pairing %zu messages by Message-ID and size",
-                           r->sf.uidvalidity, r->si.uidvalidity, r->pairs.n);
-    notice(r, line);
-    free(line);
+    /* One line at the end of the folder says what the re-pairing found (summarize). */
+    r->old_uidvalidity = r->sf.uidvalidity;
+    if (r->c->dry_run) {
+        r->sf.uidvalidity = r->si.uidvalidity;
+        return 0;
+    }
     if (in_txn(r, void_uids, NULL, err) < 0)
         return -1;
     return reload_pairs(r, err);
+}
+
+/* An expunge cut short may have lifted \Deleted from other messages (no UIDPLUS): put it back
+ * on those still there, unless the folder's UIDs changed meaning since. */
+static int restore_one(folder_run *r, const state_intent *in, ofs_error *err)
+{
+    const char *at = in->arg ? strrchr(in->arg, '@') : NULL;
+    if (!at || strtoul(at + 1, NULL, 10) != r->si.uidvalidity)
+        return 0;
+    store_msg *msgs = xmalloc((strlen(in->arg) / 2 + 1) * sizeof *msgs);
+    size_t n = 0;
+    for (const char *p = in->arg; p < at;) {
+        char *end;
+        unsigned long uid = strtoul(p, &end, 10);
+        if (end == p)
+            break;
+        msgs[n++] = (store_msg){.uid = (uint32_t)uid};
+        p = end + (*end == ' ');
+    }
+    int rc = n ? r->c->srv->ops->set_flags(r->c->srv, msgs, n, FLAG_DELETED, 0, err) : 0;
+    free(msgs);
+    return rc;
+}
+
+static int list_server_full(folder_run *r, ofs_error *err);
+
+static int restore_deleted(folder_run *r, ofs_error *err)
+{
+    bool restored = false;
+    state_intent_list l;
+    if (state_intents_load(r->c->st, &l, err) < 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < l.n && rc == 0; i++) {
+        const state_intent *in = &l.v[i];
+        if (strcmp(in->op, "restore-deleted") != 0 || strcmp(in->folder, r->name) != 0)
+            continue;
+        if (r->c->dry_run)
+            continue;
+        rc = restore_one(r, in, err);
+        if (rc == 0)
+            rc = state_intent_delete(r->c->st, in->id, err);
+        restored = true;
+    }
+    state_intent_list_free(&l);
+    /* The listing was taken before: read the server again, with the flags back. */
+    return rc == 0 && restored ? list_server_full(r, err) : rc;
 }
 
 /* ---- flags ---- */
@@ -293,6 +481,23 @@ static int apply_flag_ops(store *s, flag_op *ops, size_t n, ofs_error *err)
     return rc;
 }
 
+/* Write-ahead: every pair about to change flags is marked with its target first. */
+static int mark_flag_intents(folder_run *r, void *arg, ofs_error *err)
+{
+    const sync_plan *plan = arg;
+    for (size_t i = 0; i < plan->n; i++) {
+        const sync_action *a = &plan->v[i];
+        if (a->kind != ACT_FLAGS)
+            continue;
+        state_pair *p = &r->pairs.v[a->pair];
+        p->pending = PENDING_FLAGS;
+        p->target = a->flags;
+        if (state_pair_update(r->c->st, p, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 static int commit_flag_bases(folder_run *r, void *arg, ofs_error *err)
 {
     const sync_plan *plan = arg;
@@ -302,6 +507,8 @@ static int commit_flag_bases(folder_run *r, void *arg, ofs_error *err)
             continue;
         state_pair *p = &r->pairs.v[a->pair];
         p->flags = a->flags;
+        p->pending = PENDING_NONE;
+        p->target = 0;
         if (state_pair_update(r->c->st, p, err) < 0)
             return -1;
     }
@@ -325,7 +532,9 @@ static int exec_flags(folder_run *r, const sync_plan *plan, ofs_error *err)
         if (l->flags != a->flags)
             to_loc[nl++] = (flag_op){a->flags & ~l->flags, l->flags & ~a->flags, *l};
     }
-    int rc = apply_flag_ops(r->c->srv, to_srv, ns, err);
+    int rc = in_txn(r, mark_flag_intents, (void *)plan, err);
+    if (rc == 0)
+        rc = apply_flag_ops(r->c->srv, to_srv, ns, err);
     if (rc == 0)
         rc = apply_flag_ops(r->c->loc, to_loc, nl, err);
     free(to_srv);
@@ -344,11 +553,70 @@ static int forget_pairs(folder_run *r, void *arg, ofs_error *err)
     const sync_plan *plan = arg;
     for (size_t i = 0; i < plan->n; i++) {
         int k = plan->v[i].kind;
-        if (k == ACT_EXPUNGE_SERVER || k == ACT_EXPUNGE_LOCAL || k == ACT_FORGET)
-            if (state_pair_delete(r->c->st, r->pairs.v[plan->v[i].pair].id, err) < 0)
+        state_pair *p = plan->v[i].pair >= 0 ? &r->pairs.v[plan->v[i].pair] : NULL;
+        if (k == ACT_EXPUNGE_SERVER || k == ACT_EXPUNGE_LOCAL || k == ACT_FORGET) {
+            if (state_pair_delete(r->c->st, p->id, err) < 0)
                 return -1;
+        } else if (k == ACT_KEEP_LOCAL || k == ACT_KEEP_SERVER) {
+            /* The policy keeps this copy: unpaired, it is neither removed nor copied back. */
+            if (k == ACT_KEEP_LOCAL)
+                p->uid = 0;
+            else {
+                free(p->key);
+                p->key = NULL;
+            }
+            p->pending = PENDING_NONE;
+            if (state_pair_update(r->c->st, p, err) < 0)
+                return -1;
+        }
     }
     return 0;
+}
+
+/* Write-ahead for removals: the pairs are marked, and when the server has to expunge, the
+ * UIDs other clients marked \Deleted are recorded, because without UIDPLUS the expunge lifts
+ * their flag for a moment (RFC 4315 2.1): a crash then must not lose it. */
+static int mark_expunge_intents(folder_run *r, void *arg, ofs_error *err)
+{
+    const sync_plan *plan = arg;
+    for (size_t i = 0; i < plan->n; i++) {
+        int k = plan->v[i].kind;
+        if (k != ACT_EXPUNGE_SERVER && k != ACT_EXPUNGE_LOCAL)
+            continue;
+        state_pair *p = &r->pairs.v[plan->v[i].pair];
+        p->pending = PENDING_EXPUNGE;
+        if (state_pair_update(r->c->st, p, err) < 0)
+            return -1;
+    }
+    if (!plan->count[ACT_EXPUNGE_SERVER])
+        return 0;
+    char *gone = xcalloc(r->srv.n ? r->srv.n : 1, 1);
+    for (size_t i = 0; i < plan->n; i++)
+        if (plan->v[i].kind == ACT_EXPUNGE_SERVER)
+            gone[plan->v[i].srv] = 1;
+    buf uids;
+    buf_init(&uids);
+    for (size_t i = 0; i < r->srv.n; i++)
+        if (!gone[i] && (r->srv.v[i].flags & FLAG_DELETED))
+            buf_printf(&uids, "%s%u", uids.len ? " " : "", r->srv.v[i].uid);
+    free(gone);
+    int rc = 0;
+    if (uids.len) {
+        char *uv = xasprintf("%u", r->si.uidvalidity);
+        buf_printf(&uids, " @%s", uv);
+        free(uv);
+        rc = state_intent_add(r->c->st, "restore-deleted", r->name, uids.data, &r->restore_id, err);
+    }
+    buf_free(&uids);
+    return rc;
+}
+
+static int drop_restore_intent(folder_run *r, void *arg, ofs_error *err)
+{
+    (void)arg;
+    int rc = r->restore_id ? state_intent_delete(r->c->st, r->restore_id, err) : 0;
+    r->restore_id = 0;
+    return rc;
 }
 
 static int remove_from(store *s, const sync_plan *plan, int kind, const store_msg_list *l,
@@ -398,15 +666,20 @@ static int exec_expunges(folder_run *r, sync_plan *plan, ofs_error *err)
 {
     if (confirm_local_absence(r, plan, err) < 0)
         return -1;
-    if (!plan->count[ACT_EXPUNGE_SERVER] && !plan->count[ACT_EXPUNGE_LOCAL] &&
-        !plan->count[ACT_FORGET])
+    size_t removals = plan->count[ACT_EXPUNGE_SERVER] + plan->count[ACT_EXPUNGE_LOCAL];
+    if (!removals && !plan->count[ACT_FORGET] && !plan->count[ACT_KEEP_LOCAL] &&
+        !plan->count[ACT_KEEP_SERVER])
         return 0;
+    if (removals && in_txn(r, mark_expunge_intents, plan, err) < 0)
+        return -1;
     if (remove_from(r->c->srv, plan, ACT_EXPUNGE_SERVER, &r->srv, err) < 0 ||
         remove_from(r->c->loc, plan, ACT_EXPUNGE_LOCAL, &r->loc, err) < 0)
         return -1;
     r->st.expunged_server += plan->count[ACT_EXPUNGE_SERVER];
     r->st.expunged_local += plan->count[ACT_EXPUNGE_LOCAL];
-    return in_txn(r, forget_pairs, (void *)plan, err);
+    if (in_txn(r, forget_pairs, (void *)plan, err) < 0)
+        return -1;
+    return r->restore_id ? in_txn(r, drop_restore_intent, NULL, err) : 0;
 }
 
 /* ---- copies ---- */
@@ -414,7 +687,72 @@ static int exec_expunges(folder_run *r, sync_plan *plan, ofs_error *err)
 typedef struct copy_item {
     state_pair p;
     int fd;
+    bool deduped;                  /* paired with an identical new local message, not delivered */
+    unsigned srv_flags, loc_flags; /* deduped: both copies' flags, made their union */
 } copy_item;
+
+/* New local messages about to be uploaded, by content: a download with the same bytes is the
+ * same message appended on both sides, and gets paired instead of copied both ways. */
+typedef struct dedupe_set {
+    sync_plan *plan;
+    long *act; /* the ACT_UPLOAD action of each */
+    store_msg *msgs;
+    char **hashes;
+    uint64_t *sizes;
+    char *used;
+    size_t n;
+} dedupe_set;
+
+static void dedupe_free(dedupe_set *d)
+{
+    if (!d)
+        return;
+    for (size_t i = 0; i < d->n; i++)
+        free(d->hashes[i]);
+    free(d->hashes);
+    free(d->sizes);
+    free(d->used);
+    free(d->msgs);
+    free(d->act);
+    free(d);
+}
+
+static int dedupe_build(folder_run *r, sync_plan *plan, ofs_error *err)
+{
+    if (!plan->count[ACT_DOWNLOAD] || !plan->count[ACT_UPLOAD])
+        return 0;
+    dedupe_set *d = xcalloc(1, sizeof *d);
+    size_t n = plan->count[ACT_UPLOAD];
+    d->plan = plan;
+    d->act = xmalloc(n * sizeof *d->act);
+    d->msgs = xmalloc(n * sizeof *d->msgs);
+    for (size_t i = 0; i < plan->n; i++)
+        if (plan->v[i].kind == ACT_UPLOAD) {
+            d->act[d->n] = (long)i;
+            d->msgs[d->n++] = r->loc.v[plan->v[i].loc];
+        }
+    d->hashes = xcalloc(n, sizeof *d->hashes);
+    d->sizes = xcalloc(n, sizeof *d->sizes);
+    d->used = xcalloc(n, 1);
+    r->dd = d;
+    return hash_messages(r, r->c->loc, d->msgs, d->n, d->hashes, d->sizes, err);
+}
+
+static long dedupe_take(folder_run *r, const state_pair *p)
+{
+    dedupe_set *d = r->dd;
+    for (size_t i = 0; d && p->hash && i < d->n; i++) {
+        if (d->used[i] || d->sizes[i] != p->size || !d->hashes[i] || strcmp(d->hashes[i], p->hash))
+            continue;
+        d->used[i] = 1;
+        sync_action *a = &d->plan->v[d->act[i]];
+        a->kind = ACT_NONE;
+        d->plan->count[ACT_UPLOAD]--;
+        d->plan->count[ACT_NONE]++;
+        return (long)i;
+    }
+    return -1;
+}
 
 typedef struct copy_batch {
     folder_run *r;
@@ -428,6 +766,7 @@ static void batch_free(copy_batch *b)
     for (size_t i = 0; i < b->n; i++) {
         free(b->items[i].p.key);
         free(b->items[i].p.msgid);
+        free(b->items[i].p.hash);
         if (b->items[i].fd >= 0)
             close(b->items[i].fd);
     }
@@ -471,6 +810,7 @@ static copy_item *stage_item(copy_batch *b, const store_msg *m, uint64_t size)
     it->p.flags = m->flags;
     it->p.size = size;
     it->p.msgid = msg_read_msgid(b->fd);
+    it->p.hash = msg_hash_fd(b->fd);
     return it;
 }
 
@@ -479,6 +819,23 @@ static int download_done(void *ctx, const store_msg *m, int fd, uint64_t size, o
     copy_batch *b = ctx;
     folder_run *r = b->r;
     copy_item *it = stage_item(b, m, size);
+    long same = dedupe_take(r, &it->p);
+    if (same >= 0) {
+        const store_msg *l = &r->dd->msgs[same];
+        free(it->p.key);
+        it->p.key = xstrdup(l->key);
+        it->deduped = true;
+        it->srv_flags = m->flags;
+        it->loc_flags = l->flags;
+        it->p.flags = m->flags & l->flags; /* the merge from here gives their union */
+        close(b->fd);
+        b->fd = -1;
+        r->deduped++;
+        r->done++;
+        r->bytes_done += size;
+        emit(r, OFS_EV_PROGRESS, NULL);
+        return 0;
+    }
     if (lseek(fd, 0, SEEK_SET) < 0)
         return err_errno(err, OFS_E_IO, errno, "cannot rewind a staging file");
     store_msg out = {0};
@@ -489,6 +846,7 @@ static int download_done(void *ctx, const store_msg *m, int fd, uint64_t size, o
         b->n--;
         free(it->p.key);
         free(it->p.msgid);
+        free(it->p.hash);
         return -1;
     }
     it->p.key = out.key;
@@ -523,18 +881,56 @@ static int settle_items(folder_run *r, void *arg, ofs_error *err)
     return 0;
 }
 
+static int union_bases(folder_run *r, void *arg, ofs_error *err)
+{
+    copy_batch *b = arg;
+    for (size_t i = 0; i < b->n; i++) {
+        copy_item *it = &b->items[i];
+        if (!it->deduped || it->srv_flags == it->loc_flags)
+            continue;
+        it->p.flags = it->srv_flags | it->loc_flags;
+        if (state_pair_update(r->c->st, &it->p, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Identical copies paired with the intersection of their flags as the base: applying the
+ * union on both sides is then what the three-way merge would do, so a crash here converges. */
+static int union_dedupe_flags(folder_run *r, copy_batch *b, ofs_error *err)
+{
+    int rc = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < b->n && rc == 0; i++) {
+        copy_item *it = &b->items[i];
+        if (!it->deduped || it->srv_flags == it->loc_flags)
+            continue;
+        store_msg s = {.uid = it->p.uid}, l = {.key = it->p.key};
+        unsigned u = it->srv_flags | it->loc_flags;
+        if (u != it->srv_flags)
+            rc = r->c->srv->ops->set_flags(r->c->srv, &s, 1, u & ~it->srv_flags, 0, err);
+        if (rc == 0 && u != it->loc_flags)
+            rc = r->c->loc->ops->set_flags(r->c->loc, &l, 1, u & ~it->loc_flags, 0, err);
+        n++;
+    }
+    return rc == 0 && n ? in_txn(r, union_bases, b, err) : rc;
+}
+
 /* Intents committed, files flushed into cur/ and new/, pairs settled: a crash anywhere in
  * between leaves intents that resolve_downloads settles without copying anything twice. */
 static int commit_downloads(folder_run *r, copy_batch *b, ofs_error *err)
 {
     if (!b->n)
         return 0;
-    for (size_t i = 0; i < b->n; i++)
+    size_t deduped = 0;
+    for (size_t i = 0; i < b->n; i++) {
         b->items[i].p.pending = PENDING_DOWNLOAD;
+        deduped += b->items[i].deduped;
+    }
     if (in_txn(r, add_intents, b, err) < 0 || r->c->loc->ops->flush(r->c->loc, err) < 0 ||
-        in_txn(r, settle_items, b, err) < 0)
+        in_txn(r, settle_items, b, err) < 0 || union_dedupe_flags(r, b, err) < 0)
         return -1;
-    r->st.downloaded += b->n;
+    r->st.downloaded += b->n - deduped;
     return 0;
 }
 
@@ -659,6 +1055,10 @@ static int exec_uploads(folder_run *r, const sync_plan *plan, ofs_error *err)
 static int load_folder_row(folder_run *r, ofs_error *err)
 {
     int rc = state_folder_get(r->c->st, r->name, &r->sf, err);
+    if (rc == 1 && r->c->dry_run) {
+        r->sf.name = xstrdup(r->name); /* a new folder: no pairs, and nothing recorded */
+        return 0;
+    }
     if (rc == 1)
         rc = state_folder_add(r->c->st, r->name, &r->sf, err);
     if (rc == 0)
@@ -828,24 +1228,39 @@ static int open_and_list(folder_run *r, ofs_error *err)
     }
     if ((skip != SKIP_SERVER || pending) && open_server(r, pending, err) < 0)
         return -1;
+    if (r->srv_open && restore_deleted(r, err) < 0)
+        return -1;
     if (list_local(r, err) < 0)
         return -1;
-    /* A new UIDVALIDITY turned every pair into an intent just now. */
-    if (any_pending(r) && resolve_pending(r, err) < 0)
-        return -1;
-    return 0;
+    if (!any_pending(r))
+        return 0;
+    if (r->c->dry_run) {
+        notice(r, "dry run: interrupted operations would be resumed first (the plan below "
+                  "assumes they did not happen)");
+        return 0;
+    }
+    /* Left by a killed pass, or a new UIDVALIDITY turned every pair into an intent just now. */
+    return resolve_pending(r, err) < 0 ? -1 : 0;
 }
 
 static void summarize(folder_run *r)
 {
     const ofs_sync_stats *s = &r->st;
     if (!s->downloaded && !s->uploaded && !s->flags_to_local && !s->flags_to_server &&
-        !s->expunged_local && !s->expunged_server) {
+        !s->expunged_local && !s->expunged_server && !r->old_uidvalidity && !r->deduped) {
         emit(r, OFS_EV_FOLDER_DONE, "in sync");
         return;
     }
     buf line;
     buf_init(&line);
+    if (r->old_uidvalidity)
+        buf_printf(&line,
+                   "UIDVALIDITY changed from %u to %u (folder recreated on the server?): "
+                   "%zu messages re-paired by content",
+                   r->old_uidvalidity, r->si.uidvalidity, r->repaired);
+    if (r->deduped)
+        buf_printf(&line, "%s%zu new on both sides paired as identical", line.len ? ", " : "",
+                   r->deduped);
     if (s->downloaded)
         buf_printf(&line, "%s%llu downloaded", line.len ? ", " : "",
                    (unsigned long long)s->downloaded);
@@ -911,6 +1326,40 @@ static int forget_mark(folder_run *r, ofs_error *err)
     return state_mark_clear(r->c->st, r->sf.id, err);
 }
 
+/* --dry-run: what the pass would do in this folder, in one line, and nothing else. */
+static void report_plan(folder_run *r, const sync_plan *p)
+{
+    buf line;
+    buf_init(&line);
+    buf_adds(&line, "would ");
+    size_t start = line.len;
+    if (r->old_uidvalidity)
+        buf_printf(&line, "re-pair every message by content (UIDVALIDITY changed from %u to %u)",
+                   r->old_uidvalidity, r->si.uidvalidity);
+    if (p->count[ACT_DOWNLOAD])
+        buf_printf(&line, "%sdownload %zu", line.len > start ? ", " : "", p->count[ACT_DOWNLOAD]);
+    if (p->count[ACT_UPLOAD])
+        buf_printf(&line, "%supload %zu", line.len > start ? ", " : "", p->count[ACT_UPLOAD]);
+    if (p->to_local_flags)
+        buf_printf(&line, "%schange flags of %zu locally", line.len > start ? ", " : "",
+                   p->to_local_flags);
+    if (p->to_server_flags)
+        buf_printf(&line, "%schange flags of %zu on the server", line.len > start ? ", " : "",
+                   p->to_server_flags);
+    if (p->count[ACT_EXPUNGE_LOCAL])
+        buf_printf(&line, "%sremove %zu locally", line.len > start ? ", " : "",
+                   p->count[ACT_EXPUNGE_LOCAL]);
+    if (p->count[ACT_EXPUNGE_SERVER])
+        buf_printf(&line, "%sremove %zu from the server", line.len > start ? ", " : "",
+                   p->count[ACT_EXPUNGE_SERVER]);
+    if (p->count[ACT_KEEP_LOCAL] + p->count[ACT_KEEP_SERVER])
+        buf_printf(&line, "%skeep %zu removed on one side only (expunge policy)",
+                   line.len > start ? ", " : "",
+                   p->count[ACT_KEEP_LOCAL] + p->count[ACT_KEEP_SERVER]);
+    emit(r, OFS_EV_FOLDER_DONE, line.len > start ? line.data : "in sync");
+    buf_free(&line);
+}
+
 static int run_folder(folder_run *r, ofs_error *err)
 {
     emit(r, OFS_EV_FOLDER_START, NULL);
@@ -925,6 +1374,12 @@ static int run_folder(folder_run *r, ofs_error *err)
     }
     sync_plan plan;
     sync_plan_folder(&r->pairs, &r->srv, &r->loc, &plan);
+    sync_plan_expunge_policy(&plan, r->c->acct->expunge);
+    if (r->c->dry_run) {
+        report_plan(r, &plan);
+        sync_plan_free(&plan);
+        return 0;
+    }
     r->total = plan.count[ACT_DOWNLOAD] + plan.count[ACT_UPLOAD];
     for (size_t i = 0; i < plan.n; i++) {
         if (plan.v[i].kind == ACT_DOWNLOAD)
@@ -946,10 +1401,14 @@ static int run_folder(folder_run *r, ofs_error *err)
     if (rc == 0)
         rc = exec_expunges(r, &plan, err);
     if (rc == 0)
+        rc = dedupe_build(r, &plan, err);
+    if (rc == 0)
         rc = exec_downloads(r, &plan, err);
     if (rc == 0)
         rc = exec_uploads(r, &plan, err);
     sync_plan_free(&plan);
+    dedupe_free(r->dd);
+    r->dd = NULL;
     if (rc == 0)
         rc = finish_folder(r, local_changed, err);
     return rc;

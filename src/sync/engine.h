@@ -18,6 +18,7 @@ typedef struct sync_ctx {
     ofs_error folder_err; /* the first folder-level error; the pass goes on past it */
     int folder_failures;
     struct folder_run *run; /* the folder being synced, for activity reports */
+    bool dry_run;           /* plan and report; change nothing on either side or in the state */
 } sync_ctx;
 
 /* Fills ev's folder, done/total and bytes from the folder being synced (none: left as is). */

@@ -2,6 +2,8 @@
  * Lookups go through sorted index arrays so a 100,000-message folder plans in milliseconds. */
 #include "sync/plan.h"
 
+#include "sync/config.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,6 +95,11 @@ static long view_find_key(const index_view *v, const char *key)
 static void plan_pair(sync_plan *out, long i, const state_pair *p, const store_msg_list *srv,
                       long s, const store_msg_list *loc, long l)
 {
+    if (!p->uid || !p->key) { /* one copy kept by policy: nothing to carry over */
+        if (s < 0 && l < 0)
+            plan_add(out, ACT_FORGET, i, -1, -1, 0);
+        return;
+    }
     if (s >= 0 && l >= 0) {
         unsigned sf = srv->v[s].flags, lf = loc->v[l].flags;
         unsigned merged = sync_merge_flags(p->flags, sf, lf);
@@ -143,4 +150,23 @@ void sync_plan_folder(const state_pair_list *pairs, const store_msg_list *srv,
     free(loc_paired);
     free(sv.idx);
     free(lv.idx);
+}
+
+void sync_plan_expunge_policy(sync_plan *p, int policy)
+{
+    bool to_server = policy == CFG_EXPUNGE_BOTH || policy == CFG_EXPUNGE_SERVER;
+    bool to_local = policy == CFG_EXPUNGE_BOTH || policy == CFG_EXPUNGE_LOCAL;
+    for (size_t i = 0; i < p->n; i++) {
+        sync_action *a = &p->v[i];
+        int to = a->kind;
+        if (a->kind == ACT_EXPUNGE_SERVER && !to_server)
+            to = ACT_KEEP_SERVER;
+        else if (a->kind == ACT_EXPUNGE_LOCAL && !to_local)
+            to = ACT_KEEP_LOCAL;
+        if (to != a->kind) {
+            p->count[a->kind]--;
+            p->count[to]++;
+            a->kind = to;
+        }
+    }
 }

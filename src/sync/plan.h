@@ -19,6 +19,8 @@ enum sync_action_kind {
     ACT_EXPUNGE_SERVER, /* gone locally, was synced: remove from the server */
     ACT_EXPUNGE_LOCAL,  /* gone on the server, was synced: remove locally */
     ACT_FORGET,         /* gone on both sides: drop the pair */
+    ACT_KEEP_LOCAL,     /* gone on the server, kept locally by the expunge policy: unpair */
+    ACT_KEEP_SERVER,    /* gone locally, kept on the server by the expunge policy: unpair */
     ACT_NONE,           /* dropped from the plan during execution */
 };
 
@@ -39,9 +41,15 @@ typedef struct sync_plan {
 
 void sync_plan_free(sync_plan *p);
 
-/* Plans one folder. pairs must hold no pending entries (resolve them first); srv and loc are
+/* Plans one folder. A pair with only a uid or only a key was unpaired by the expunge policy:
+ * its one copy is left alone and the pair is dropped once that copy is gone too.
+ * pairs must hold no pending entries (resolve them first); srv and loc are
  * the stores' current listings. Lists are not modified; the plan refers to them by index. */
 void sync_plan_folder(const state_pair_list *pairs, const store_msg_list *srv,
                       const store_msg_list *loc, sync_plan *out);
+
+/* The account's `expunge` policy (enum cfg_expunge): a removal the policy does not carry to
+ * the other side becomes ACT_KEEP_*, so that copy stays and is never offered back. */
+void sync_plan_expunge_policy(sync_plan *p, int policy);
 
 #endif

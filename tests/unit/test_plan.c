@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sync/config.h"
 #include "sync/plan.h"
 
 enum { S = FLAG_SEEN, R = FLAG_ANSWERED, F = FLAG_FLAGGED, T = FLAG_DELETED, D = FLAG_DRAFT };
@@ -235,6 +236,62 @@ static void test_large_folder_pairs_by_uid_and_key(void **st)
     assert_int_equal(a->flags, S | F);
 }
 
+/* A flag change interrupted after one side took it: planning again from the same base gives
+ * the same result, whichever sides were done. This is why a PENDING_FLAGS intent resolves by
+ * keeping the base (every combination of 5 flags, both sides done or not). */
+static void test_flag_merge_resumes_to_same_result(void **st)
+{
+    (void)st;
+    for (unsigned b = 0; b < 32; b++)
+        for (unsigned s = 0; s < 32; s++)
+            for (unsigned l = 0; l < 32; l++) {
+                unsigned m = sync_merge_flags(b, s, l);
+                assert_int_equal(sync_merge_flags(b, m, l), m);
+                assert_int_equal(sync_merge_flags(b, s, m), m);
+                assert_int_equal(sync_merge_flags(b, m, m), m);
+            }
+}
+
+static void test_expunge_policy_keeps_the_copy(void **st)
+{
+    fixture *f = *st;
+    pair(f, 1, "a", S); /* gone locally */
+    srv(f, 1, S);
+    pair(f, 2, "b", S); /* gone on the server */
+    loc(f, "b", S);
+    plan(f);
+    sync_plan_expunge_policy(&f->plan, CFG_EXPUNGE_LOCAL);
+    assert_int_equal(f->plan.count[ACT_EXPUNGE_SERVER], 0);
+    assert_int_equal(f->plan.count[ACT_KEEP_SERVER], 1);
+    assert_int_equal(f->plan.count[ACT_EXPUNGE_LOCAL], 1);
+    sync_plan_free(&f->plan);
+    plan(f);
+    sync_plan_expunge_policy(&f->plan, CFG_EXPUNGE_NONE);
+    assert_int_equal(f->plan.count[ACT_KEEP_SERVER], 1);
+    assert_int_equal(f->plan.count[ACT_KEEP_LOCAL], 1);
+    assert_int_equal(f->plan.count[ACT_EXPUNGE_SERVER] + f->plan.count[ACT_EXPUNGE_LOCAL], 0);
+    sync_plan_free(&f->plan);
+    plan(f);
+    sync_plan_expunge_policy(&f->plan, CFG_EXPUNGE_BOTH);
+    assert_int_equal(f->plan.count[ACT_EXPUNGE_SERVER] + f->plan.count[ACT_EXPUNGE_LOCAL], 2);
+}
+
+/* After the policy kept one copy, the pair holds only that side: it is neither copied back
+ * nor removed, and it is forgotten once that copy goes too. */
+static void test_unpaired_copy_is_left_alone(void **st)
+{
+    fixture *f = *st;
+    pair(f, 0, "kept-locally", S);
+    loc(f, "kept-locally", S | F);
+    pair(f, 7, NULL, 0); /* kept on the server */
+    srv(f, 7, S);
+    pair(f, 0, "gone-now", 0);
+    plan(f);
+    assert_int_equal(f->plan.n, 1);
+    assert_int_equal(f->plan.v[0].kind, ACT_FORGET);
+    assert_int_equal(f->plan.v[0].pair, 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -253,6 +310,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gone_on_both_sides_forgets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_sided_message_is_never_deleted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_folder_pairs_by_uid_and_key, setup, teardown),
+        cmocka_unit_test(test_flag_merge_resumes_to_same_result),
+        cmocka_unit_test_setup_teardown(test_expunge_policy_keeps_the_copy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unpaired_copy_is_left_alone, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
