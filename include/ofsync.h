@@ -94,6 +94,23 @@ typedef struct ofs_sync_opts {
 int ofs_sync_account_opts(const ofs_config *cfg, const char *account, const ofs_sync_opts *opts,
                           ofs_event_fn fn, void *ctx, ofs_sync_stats *stats, ofs_error *err);
 
+/* What `ofsync check` found in the Maildir compared with the state. */
+typedef struct ofs_check_result {
+    uint64_t folders, messages;
+    uint64_t missing;         /* in the state, file gone */
+    uint64_t unknown;         /* file not in the state (not synced yet) */
+    uint64_t duplicates;      /* second files with a key already taken */
+    uint64_t bad_names;       /* files in cur/ or new/ that are no valid Maildir message name */
+    uint64_t pending;         /* interrupted operations waiting for the next sync */
+    uint64_t missing_folders; /* folders in the state without a local directory */
+    uint64_t repaired;        /* fixes made by --repair */
+} ofs_check_result;
+
+/* Verifies the Maildir of one account (NULL: all) against its state; repair fixes what is
+ * safe (nothing is ever deleted that is not an identical copy). Findings are NOTICE events. */
+int ofs_check_account(const ofs_config *cfg, const char *account, int repair, ofs_event_fn fn,
+                      void *ctx, ofs_check_result *res, ofs_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -36,5 +36,6 @@ int cli_load_config(const cli_opts *o, ofs_config **out);
 int cmd_sync(cli_opts *o, int argc, char **argv);
 int cmd_status(cli_opts *o, int argc, char **argv);
 int cmd_init(cli_opts *o, int argc, char **argv);
+int cmd_check(cli_opts *o, int argc, char **argv);
 
 #endif

@@ -17,6 +17,7 @@ static const cli_command commands[] = {
      "status [ACCOUNT]     last sync, local changes waiting, state health (offline)"},
     {"init", cmd_init,
      "init [OPTIONS]       write a config for a new account, check the connection"},
+    {"check", cmd_check, "check [ACCOUNT]      verify the Maildir against the sync state"},
 };
 
 static void print_usage(FILE *f)

@@ -153,7 +153,7 @@ int sync_run_pass(sync_ctx *c, ofs_error *err)
 }
 
 /* One ofsync per account at a time: a second one would read half-written state. */
-static int lock_account(const cfg_account *a, int *fd, ofs_error *err)
+int sync_lock_account(const cfg_account *a, int *fd, ofs_error *err)
 {
     char *path = xasprintf("%s.lock", a->state);
     *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -200,7 +200,7 @@ static int sync_one(const cfg_account *a, const ofs_sync_opts *opts, ofs_event_f
     int lock = -1;
     int rc = state_open(a->state, &c.st, err);
     if (rc == 0)
-        rc = lock_account(a, &lock, err);
+        rc = sync_lock_account(a, &lock, err);
     if (rc == 0)
         rc = open_stores(&c, err);
     if (rc == 0)

@@ -590,16 +590,23 @@ static int mark_expunge_intents(folder_run *r, void *arg, ofs_error *err)
     }
     if (!plan->count[ACT_EXPUNGE_SERVER])
         return 0;
-    char *gone = xcalloc(r->srv.n ? r->srv.n : 1, 1);
-    for (size_t i = 0; i < plan->n; i++)
-        if (plan->v[i].kind == ACT_EXPUNGE_SERVER)
-            gone[plan->v[i].srv] = 1;
+    /* The server's flags as the flag step of this plan left them, -1 for those going now. */
+    long *now = xmalloc((r->srv.n ? r->srv.n : 1) * sizeof *now);
+    for (size_t i = 0; i < r->srv.n; i++)
+        now[i] = r->srv.v[i].flags;
+    for (size_t i = 0; i < plan->n; i++) {
+        const sync_action *a = &plan->v[i];
+        if (a->kind == ACT_FLAGS)
+            now[a->srv] = a->flags;
+        else if (a->kind == ACT_EXPUNGE_SERVER)
+            now[a->srv] = -1;
+    }
     buf uids;
     buf_init(&uids);
     for (size_t i = 0; i < r->srv.n; i++)
-        if (!gone[i] && (r->srv.v[i].flags & FLAG_DELETED))
+        if (now[i] >= 0 && (now[i] & FLAG_DELETED))
             buf_printf(&uids, "%s%u", uids.len ? " " : "", r->srv.v[i].uid);
-    free(gone);
+    free(now);
     int rc = 0;
     if (uids.len) {
         char *uv = xasprintf("%u", r->si.uidvalidity);

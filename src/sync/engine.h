@@ -28,6 +28,9 @@ void sync_fill_progress(const sync_ctx *c, ofs_event *ev);
  * state, disk) or when any folder failed; err then holds the first error. */
 int sync_run_pass(sync_ctx *c, ofs_error *err);
 
+/* Takes the account's lock (one ofsync per account); *fd is closed to release it. */
+int sync_lock_account(const cfg_account *a, int *fd, ofs_error *err);
+
 /* One folder, which exists on both sides when called. */
 int sync_folder(sync_ctx *c, const char *name, ofs_error *err);
 
