@@ -6,7 +6,7 @@ BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all deps build build-asan test test-unit demo bench clean format
+.PHONY: all deps build build-asan test test-unit demo bench clean format torture
 
 all: build
 
@@ -26,6 +26,14 @@ test: deps
 	@$(MAKE) --no-print-directory build CMAKE_FLAGS="$(CMAKE_FLAGS)" CI=1
 	@$(MAKE) --no-print-directory build-asan CI=1
 	@bash scripts/run-tests.sh $(BUILD) $(BUILD_ASAN)
+
+# 1,000 kill points per capability set (tests/torture); prints "kill points: N, lost: 0, ...".
+TORTURE_KILLS ?= 1000
+torture: deps build
+	@for caps in full plain; do \
+	  OFSYNC_BIN=$(BUILD)/ofsync OFS_TEST_CAPS=$$caps python3 tests/torture/torture.py \
+	    --kills $(TORTURE_KILLS) || exit 1; \
+	done
 
 demo: deps build
 	@OFSYNC_BIN=$(BUILD)/ofsync bash scripts/demo.sh

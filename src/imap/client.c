@@ -14,6 +14,7 @@
 #include "imap/compress.h"
 #include "imap/transport.h"
 #include "imap/utf7.h"
+#include "sync/crashpoint.h"
 #include "util/err.h"
 #include "util/uidset.h"
 
@@ -1640,6 +1641,8 @@ static int client_expunge_fallback(imap_client *c, const uint32_t *uids, size_t 
         r = imap_store_flags(c, del, others, false, FLAG_DELETED, err);
     if (r == 0)
         r = client_simple(c, "EXPUNGE", NULL, NULL, err);
+    if (others)
+        crashpoint_hit(); /* the window the engine's restore-deleted intent covers */
     if (others && !c->dead) {
         ofs_error restore_err;
         if (imap_store_flags(c, del, others, true, FLAG_DELETED, &restore_err) < 0 && r == 0) {

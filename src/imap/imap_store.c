@@ -322,29 +322,32 @@ static int istore_create_folder(store *s, const char *name, ofs_error *err)
     return r < 0 ? err_prefix(err, "creating folder %s", name) : 0;
 }
 
-/* A renamed or deleted folder may be the selected one: forget it, the server closed it. */
-static void istore_forget_selected(imap_store *is, const char *name)
+/* A folder about to be renamed or deleted may be the selected one: Dovecot drops a connection
+ * whose selected mailbox is deleted, so step onto INBOX (read-only: nothing expunged) first. */
+static int istore_leave(imap_store *is, const char *name, ofs_error *err)
 {
     size_t n = strlen(name);
-    if (is->cur && strncmp(is->cur, name, n) == 0 && (is->cur[n] == '\0' || is->cur[n] == '/')) {
-        free(is->cur);
-        free(is->cur_server);
-        is->cur = is->cur_server = NULL;
-    }
+    if (!is->cur || strncmp(is->cur, name, n) != 0 || (is->cur[n] != '\0' && is->cur[n] != '/'))
+        return 0;
+    free(is->cur);
+    free(is->cur_server);
+    is->cur = is->cur_server = NULL;
+    return imap_select(is->c, "INBOX", true, NULL, err);
 }
 
 static int istore_rename_folder(store *s, const char *from, const char *to, ofs_error *err)
 {
     imap_store *is = istore(s);
     char *a = NULL, *b = NULL;
-    int r = name_to_server(is, from, &a, err);
+    int r = istore_leave(is, from, err);
+    if (r == 0)
+        r = name_to_server(is, from, &a, err);
     if (r == 0)
         r = name_to_server(is, to, &b, err);
     if (r == 0)
         r = imap_rename(is->c, a, b, err);
     free(a);
     free(b);
-    istore_forget_selected(is, from);
     return r < 0 ? err_prefix(err, "renaming folder %s to %s", from, to) : 0;
 }
 
@@ -354,8 +357,9 @@ static int istore_delete_folder(store *s, const char *name, ofs_error *err)
     char *srv;
     if (name_to_server(is, name, &srv, err) < 0)
         return -1;
-    istore_forget_selected(is, name);
-    int r = imap_delete(is->c, srv, err);
+    int r = istore_leave(is, name, err);
+    if (r == 0)
+        r = imap_delete(is->c, srv, err);
     free(srv);
     return r < 0 ? err_prefix(err, "deleting folder %s", name) : 0;
 }
