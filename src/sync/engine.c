@@ -1051,9 +1051,12 @@ static int exec_uploads(folder_run *r, const sync_plan *plan, ofs_error *err)
     for (size_t i = 0; i < k && rc == 0; i += UPLOAD_BATCH)
         rc = upload_batch(r, msgs + i, k - i < UPLOAD_BATCH ? k - i : UPLOAD_BATCH, &unpaired, err);
     free(msgs);
-    /* Without UIDPLUS the server did not say which UIDs it gave: find them now. */
+    /* Without UIDPLUS the server did not say which UIDs it gave: find them now (these are
+     * fresh uploads, not messages re-paired after a UIDVALIDITY change). */
+    size_t repaired = r->repaired;
     if (rc == 0 && unpaired && (rc = reload_pairs(r, err)) == 0)
         rc = resolve_pending(r, err);
+    r->repaired = repaired;
     return rc;
 }
 

@@ -65,6 +65,7 @@ class Torture:
         rng, L, layout = self.rng, self.ctx.local, self.ctx.layout
         srv_state, loc_state = {}, {}  # (folder, mid) -> None (deleted) or flags
         expect_new = {}  # (folder, mid) -> [flags of each side's new copy]
+        moved = set()  # (dest, mid, side)
         for folder, msgs in base.items():
             for mid, [(flags, _)] in msgs.items():
                 for side, state in (("srv", srv_state), ("loc", loc_state)):
@@ -84,9 +85,16 @@ class Torture:
                         else:
                             T.local_delete(L, layout, folder, mid)
                         state[(folder, mid)] = None
-                    elif r < 0.24 and state is srv_state or r < 0.23 and state is loc_state:
+                    elif r < 0.24:
                         # A move to another folder: gone here, new there, same flags.
-                        dest = rng.choice([f for f in FOLDERS if f != folder])
+                        # Never into a folder that has (or gets from this side) the same
+                        # message: that second copy is legitimate but the model keeps one.
+                        dests = [f for f in FOLDERS if f != folder and mid not in base.get(f, {})
+                                 and (f, mid, side) not in moved]
+                        if not dests:
+                            continue
+                        dest = rng.choice(dests)
+                        moved.add((dest, mid, side))
                         if side == "srv":
                             self.srv.move(folder, mid, dest)
                         else:
