@@ -38,6 +38,7 @@ typedef struct folder_run {
     size_t deduped;           /* new on both sides, identical: paired, not copied */
     struct dedupe_set *dd;    /* local messages about to be uploaded, by content */
     int64_t restore_id;       /* the restore-deleted intent of this pass's expunge, or 0 */
+    size_t flagged_removed;   /* removed although the other side had changed their flags */
 } folder_run;
 
 static void emit(folder_run *r, enum ofs_event_type type, const char *text)
@@ -669,6 +670,20 @@ static int confirm_local_absence(folder_run *r, sync_plan *plan, ofs_error *err)
     return 0;
 }
 
+/* A removal wins over flag changes the other side made meanwhile (a deletion is deliberate,
+ * flags are not content); the summary counts them so the user knows. */
+static void count_flag_losses(folder_run *r, const sync_plan *plan)
+{
+    for (size_t i = 0; i < plan->n; i++) {
+        const sync_action *a = &plan->v[i];
+        const state_pair *p = a->pair >= 0 ? &r->pairs.v[a->pair] : NULL;
+        if (a->kind == ACT_EXPUNGE_SERVER && r->srv.v[a->srv].flags != p->flags)
+            r->flagged_removed++;
+        else if (a->kind == ACT_EXPUNGE_LOCAL && r->loc.v[a->loc].flags != p->flags)
+            r->flagged_removed++;
+    }
+}
+
 static int exec_expunges(folder_run *r, sync_plan *plan, ofs_error *err)
 {
     if (confirm_local_absence(r, plan, err) < 0)
@@ -679,6 +694,7 @@ static int exec_expunges(folder_run *r, sync_plan *plan, ofs_error *err)
         return 0;
     if (removals && in_txn(r, mark_expunge_intents, plan, err) < 0)
         return -1;
+    count_flag_losses(r, plan);
     if (remove_from(r->c->srv, plan, ACT_EXPUNGE_SERVER, &r->srv, err) < 0 ||
         remove_from(r->c->loc, plan, ACT_EXPUNGE_LOCAL, &r->loc, err) < 0)
         return -1;
@@ -1288,6 +1304,9 @@ static void summarize(folder_run *r)
     if (s->expunged_server)
         buf_printf(&line, "%s%llu removed from the server", line.len ? ", " : "",
                    (unsigned long long)s->expunged_server);
+    if (r->flagged_removed)
+        buf_printf(&line, " (%zu of the removed had flag changes on the other side: removal wins)",
+                   r->flagged_removed);
     emit(r, OFS_EV_FOLDER_DONE, line.data);
     buf_free(&line);
 }

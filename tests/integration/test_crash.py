@@ -51,6 +51,34 @@ def same_message_new_on_both_sides_is_paired(ctx):
 
 
 @T.test
+def moved_on_one_side_while_flagged_on_the_other(ctx):
+    ids = ctx.populate({"INBOX": 3, "Archive": 1}, seed=48)
+    ctx.sync()
+    mid = ids["INBOX"][0]
+    before = set(ctx.snap_server()["INBOX"][mid][0][0])
+    T.local_move(ctx.local, ctx.layout, "INBOX", "Archive", mid)       # filed locally
+    ctx.server().set_flags("INBOX", mid, list(before ^ {FLAGGED}))    # flagged on the server
+    _, out, _ = ctx.sync()
+    check("1 of the removed had flag changes on the other side: removal wins" in out, out)
+    snap = ctx.assert_synced()
+    check(mid not in snap["INBOX"], "the old copy stayed")
+    check(snap["Archive"][mid][0][0] == before, f"moved copy flags {snap['Archive'][mid]}")
+
+
+@T.test
+def flag_change_on_one_side_expunge_on_the_other(ctx):
+    ids = ctx.populate({"INBOX": 3}, seed=49)
+    ctx.sync()
+    a, b = ids["INBOX"][0], ids["INBOX"][1]
+    T.local_set_flags(ctx.local, ctx.layout, "INBOX", a, "FRS")   # flagged locally ...
+    ctx.server().delete("INBOX", a)                                 # ... expunged on the server
+    _, out, _ = ctx.sync()
+    check("1 removed locally (1 of the removed had flag changes" in out, out)
+    snap = ctx.assert_synced()
+    check(a not in snap["INBOX"] and b in snap["INBOX"], "wrong message removed")
+
+
+@T.test
 def interrupted_expunge_gives_back_deleted_flags(ctx):
     ids = ctx.populate({"INBOX": 3}, seed=42)
     ctx.sync()
@@ -215,6 +243,7 @@ def full_local_disk_is_one_clear_error(ctx):
             s.append("INBOX", T.make_message(200 + n, 47, size=120000), [])
         rc, out, err = ctx.sync(expect_rc=None)
         check(rc == 9, f"exit {rc}: {err}")
+        print(f"  full disk: {err.strip()}")
         check(err.count("\n") == 1 and ("disk" in err.lower() or "space" in err.lower()),
               f"stderr: {err!r}")
         # What arrived is complete: every local message is byte-identical to the server's.
