@@ -234,7 +234,8 @@ static int check_pairs(check_run *k, const char *folder, const file_list *files,
             k->res->repaired += rc == 0;
         }
     }
-    qsort(keys, nk, sizeof *keys, cmp_keyp);
+    if (nk)
+        qsort(keys, nk, sizeof *keys, cmp_keyp);
     size_t unknown = 0;
     for (size_t i = 0; i < files->n; i++) {
         char *key = xstrndup(files->v[i].name, files->v[i].key_len);
@@ -296,7 +297,8 @@ static int check_folder(check_run *k, const char *folder, const char *path, ofs_
         files_free(&files);
         return -1;
     }
-    qsort(files.v, files.n, sizeof *files.v, cmp_file);
+    if (files.n)
+        qsort(files.v, files.n, sizeof *files.v, cmp_file);
     size_t dupes = 0;
     for (size_t i = 1; i < files.n; i++) {
         size_t first = i - 1;
