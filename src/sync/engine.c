@@ -39,6 +39,7 @@ typedef struct folder_run {
     struct dedupe_set *dd;    /* local messages about to be uploaded, by content */
     int64_t restore_id;       /* the restore-deleted intent of this pass's expunge, or 0 */
     size_t flagged_removed;   /* removed although the other side had changed their flags */
+    bool own_appends; /* resolving this pass's APPENDs (no UIDPLUS), not a crash's leftovers */
 } folder_run;
 
 static void emit(folder_run *r, enum ofs_event_type type, const char *text)
@@ -175,9 +176,44 @@ static bool local_has_key(char **sorted, size_t n, const char *key)
     return key && bsearch(&key, sorted, n, sizeof *sorted, cmp_keyp) != NULL;
 }
 
-static bool same_msgid(const char *a, const char *b)
+/* Messages by (Message-ID, size), the first thing an upload and its server copy share. */
+typedef struct ms_key {
+    const char *msgid; /* NULL sorts first */
+    uint64_t size;
+    long idx;
+} ms_key;
+
+static int cmp_ms(const void *a, const void *b)
 {
-    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+    const ms_key *x = a, *y = b;
+    if (!x->msgid != !y->msgid)
+        return x->msgid ? 1 : -1;
+    int c = x->msgid ? strcmp(x->msgid, y->msgid) : 0;
+    if (c)
+        return c;
+    return (x->size > y->size) - (x->size < y->size);
+}
+
+/* First index in sorted v[0..n) not below k. */
+static size_t ms_lower(const ms_key *v, size_t n, const ms_key *k)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (cmp_ms(&v[mid], k) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static size_t ms_count(const ms_key *v, size_t n, const ms_key *k)
+{
+    size_t i = ms_lower(v, n, k), j = i;
+    while (j < n && cmp_ms(&v[j], k) == 0)
+        j++;
+    return j - i;
 }
 
 /* Server messages an upload intent may have become, with the content hashes fetched for them. */
@@ -185,51 +221,76 @@ typedef struct upload_cands {
     store_msg_list l;
     char **hashes; /* NULL where not fetched */
     char *used;
+    ms_key *by_key; /* l sorted by (Message-ID, size) */
+    ms_key *pend;   /* the pending uploads, sorted the same way */
+    size_t n_pend;
 } upload_cands;
+
+static void cands_index(folder_run *r, upload_cands *c)
+{
+    c->by_key = xmalloc((c->l.n ? c->l.n : 1) * sizeof *c->by_key);
+    for (size_t i = 0; i < c->l.n; i++)
+        c->by_key[i] = (ms_key){c->l.v[i].msgid, c->l.v[i].size, (long)i};
+    if (c->l.n)
+        qsort(c->by_key, c->l.n, sizeof *c->by_key, cmp_ms);
+    c->pend = xmalloc((r->pairs.n ? r->pairs.n : 1) * sizeof *c->pend);
+    for (size_t i = 0; i < r->pairs.n; i++) {
+        const state_pair *p = &r->pairs.v[i];
+        if (p->pending == PENDING_UPLOAD)
+            c->pend[c->n_pend++] = (ms_key){p->msgid, p->size, (long)i};
+    }
+    if (c->n_pend)
+        qsort(c->pend, c->n_pend, sizeof *c->pend, cmp_ms);
+}
 
 /* Finds the server message an upload intent became: UIDs at or above the UIDNEXT recorded
  * before the APPEND, same Message-ID and size, same content where both hashes are known,
  * not paired with anything else. */
 static long match_upload(const state_pair *p, upload_cands *c, uint32_t *paired, size_t n_paired)
 {
-    for (size_t i = 0; i < c->l.n; i++) {
+    if (!p->hash && !p->msgid)
+        return -1; /* nothing to tell it from another message of that size */
+    const ms_key k = {p->msgid, p->size, -1};
+    for (size_t j = ms_lower(c->by_key, c->l.n, &k); j < c->l.n && !cmp_ms(&c->by_key[j], &k);
+         j++) {
+        long i = c->by_key[j].idx;
         const store_msg *m = &c->l.v[i];
         if (c->used[i] || m->uid < p->uidnext_seen)
             continue;
         if (bsearch(&m->uid, paired, n_paired, sizeof *paired, cmp_u32))
             continue;
-        if (!same_msgid(p->msgid, m->msgid) || (p->size && m->size && p->size != m->size))
-            continue;
         if (p->hash && c->hashes[i] && strcmp(p->hash, c->hashes[i]) != 0)
             continue;
-        if (!p->hash && !p->msgid)
-            continue; /* nothing to tell it from another message of that size */
         c->used[i] = 1;
-        return (long)i;
+        return i;
     }
     return -1;
 }
 
 enum { HASH_ALL_MAX = 256 }; /* candidate sets up to this size are compared by content */
 
-/* Fetches the content of the candidates worth comparing: all of them when few (an upload
- * intent's window), else only those that Message-ID and size cannot tell apart (a
- * UIDVALIDITY change makes the whole folder a candidate; re-downloading it is what the
- * re-pairing avoids). */
+/* Whether candidate m's content must be fetched to pair it: it has the (Message-ID, size) of
+ * a pending upload, and either it has no Message-ID, or that key is not unique on one side,
+ * or the set is an interrupted pass's few candidates, all compared by content. A UIDVALIDITY
+ * change makes the whole folder a candidate: re-downloading it is what re-pairing avoids. */
+static bool want_hash(const folder_run *r, const upload_cands *c, const ms_key *k)
+{
+    size_t np = ms_count(c->pend, c->n_pend, k);
+    if (!np)
+        return false;
+    if (!k->msgid || np > 1 || ms_count(c->by_key, c->l.n, k) > 1)
+        return true;
+    return c->l.n <= HASH_ALL_MAX && !r->own_appends;
+}
+
 static int hash_candidates(folder_run *r, upload_cands *c, ofs_error *err)
 {
     store_msg *pick = xmalloc((c->l.n ? c->l.n : 1) * sizeof *pick);
     size_t *at = xmalloc((c->l.n ? c->l.n : 1) * sizeof *at), k = 0;
     for (size_t i = 0; i < c->l.n; i++) {
-        const store_msg *m = &c->l.v[i];
-        bool want = c->l.n <= HASH_ALL_MAX;
-        for (size_t j = 0; !want && j < r->pairs.n; j++) {
-            const state_pair *p = &r->pairs.v[j];
-            want = p->pending == PENDING_UPLOAD && p->size == m->size &&
-                   (!p->msgid || (m->msgid && !strcmp(p->msgid, m->msgid) && p->hash));
-        }
-        if (want) {
-            pick[k] = *m;
+        const ms_key key = {c->l.v[i].msgid, c->l.v[i].size, (long)i};
+        if (want_hash(r, c, &key)) {
+            pick[k] = c->l.v[i];
             at[k++] = i;
         }
     }
@@ -326,6 +387,7 @@ static int resolve_upload_intents(folder_run *r, uint32_t since, ofs_error *err)
     int rc = r->c->srv->ops->list_messages(r->c->srv, &o, &c.l, err);
     c.hashes = xcalloc(c.l.n ? c.l.n : 1, sizeof *c.hashes);
     c.used = xcalloc(c.l.n ? c.l.n : 1, 1);
+    cands_index(r, &c);
     if (rc == 0)
         rc = hash_candidates(r, &c, err);
     if (rc == 0)
@@ -334,6 +396,8 @@ static int resolve_upload_intents(folder_run *r, uint32_t since, ofs_error *err)
         free(c.hashes[i]);
     free(c.hashes);
     free(c.used);
+    free(c.by_key);
+    free(c.pend);
     store_msg_list_free(&c.l);
     return rc;
 }
@@ -1070,8 +1134,11 @@ static int exec_uploads(folder_run *r, const sync_plan *plan, ofs_error *err)
     /* Without UIDPLUS the server did not say which UIDs it gave: find them now (these are
      * fresh uploads, not messages re-paired after a UIDVALIDITY change). */
     size_t repaired = r->repaired;
+    r->own_appends = true; /* just sent on this connection: Message-ID and size suffice when
+                              they tell the messages apart; content is compared otherwise */
     if (rc == 0 && unpaired && (rc = reload_pairs(r, err)) == 0)
         rc = resolve_pending(r, err);
+    r->own_appends = false;
     r->repaired = repaired;
     return rc;
 }
