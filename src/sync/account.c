@@ -39,7 +39,7 @@ static void net_counters(const sync_ctx *c, ofs_event *ev)
 {
     uint64_t rtt;
     if (c->srv)
-        imap_store_counters(c->srv, &ev->net_in, &ev->net_out, &rtt);
+        imap_store_counters(crashpoint_unwrap(c->srv), &ev->net_in, &ev->net_out, &rtt);
 }
 
 /* The connection's heartbeat: bytes flowing become a progress event (the display's rate),
@@ -103,7 +103,7 @@ static void net_mark_take(const sync_ctx *c, net_mark *m)
 {
     *m = (net_mark){.t = mono_now()};
     if (c->srv)
-        imap_store_counters(c->srv, &m->in, &m->out, &m->rtt);
+        imap_store_counters(crashpoint_unwrap(c->srv), &m->in, &m->out, &m->rtt);
 }
 
 static void pass_counters(sync_ctx *c, const net_mark *start)

@@ -144,3 +144,8 @@ store *crashpoint_wrap(store *s)
     cs->base.ops = &cs->ops;
     return &cs->base;
 }
+
+store *crashpoint_unwrap(store *s)
+{
+    return s && s->ops->close == cs_close ? inner(s) : s;
+}

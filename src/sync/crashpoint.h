@@ -12,4 +12,8 @@ void crashpoint_hit(void);
  * calls crashpoint_hit() before and after every operation that changes s. Closing it closes s. */
 store *crashpoint_wrap(store *s);
 
+/* The store under a crashpoint_wrap() wrapper (s itself when not wrapped), for code that
+ * needs the implementation's own extras (the IMAP connection's counters). */
+store *crashpoint_unwrap(store *s);
+
 #endif
