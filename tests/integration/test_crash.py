@@ -124,11 +124,11 @@ def uidvalidity_change_copies_only_what_is_new(ctx):
 
 @T.test
 def reader_renaming_and_deleting_during_a_pass_loses_nothing(ctx):
-    n = 1500
+    n = 800
     ids = ctx.populate({"INBOX": n}, seed=44)
     ctx.sync(timeout=300)
     s = ctx.server()
-    for mid in ids["INBOX"][:300]:
+    for mid in ids["INBOX"][:200]:
         s.add_flags("INBOX", mid, [ANSWERED])  # work for the pass: flags to bring down
     cur = os.path.join(T.local_folder_dir(ctx.local, ctx.layout, "INBOX"), "cur")
     stop = threading.Event()
