@@ -113,6 +113,31 @@ static int cs_remove_messages(store *s, const store_msg *msgs, size_t n, ofs_err
     return rc;
 }
 
+/* The optional, read-only ops: forwarded as they are, so a torture run takes the same fast
+ * paths (unchanged folders skipped, QRESYNC) as a normal one. */
+static int cs_prefetch_status(store *s, const strlist *names, ofs_error *err)
+{
+    return inner(s)->ops->prefetch_status(inner(s), names, err);
+}
+
+static int cs_folder_status(store *s, const char *name, store_folder_info *info)
+{
+    return inner(s)->ops->folder_status(inner(s), name, info);
+}
+
+static int cs_open_folder_changes(store *s, const char *name, uint32_t uidvalidity, uint64_t modseq,
+                                  store_folder_info *info, store_msg_list *changed,
+                                  uidset *vanished, ofs_error *err)
+{
+    return inner(s)->ops->open_folder_changes(inner(s), name, uidvalidity, modseq, info, changed,
+                                              vanished, err);
+}
+
+static char *cs_folder_mark(store *s, const char *name)
+{
+    return inner(s)->ops->folder_mark(inner(s), name);
+}
+
 static void cs_close(store *s)
 {
     inner(s)->ops->close(inner(s));
@@ -140,6 +165,10 @@ store *crashpoint_wrap(store *s)
         .set_flags = cs_set_flags,
         .remove_messages = cs_remove_messages,
         .close = cs_close,
+        .prefetch_status = s->ops->prefetch_status ? cs_prefetch_status : NULL,
+        .folder_status = s->ops->folder_status ? cs_folder_status : NULL,
+        .open_folder_changes = s->ops->open_folder_changes ? cs_open_folder_changes : NULL,
+        .folder_mark = s->ops->folder_mark ? cs_folder_mark : NULL,
     };
     cs->base.ops = &cs->ops;
     return &cs->base;

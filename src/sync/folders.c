@@ -176,9 +176,11 @@ static int do_create(sync_ctx *c, store *s, const char *name, ofs_error *err)
 }
 
 /* Intents left by a killed pass. A rename or deletion that reached its store gets its state
- * part done now; one that did not is decided again from scratch by this pass. */
+ * part done now; one that did not is decided again from scratch by this pass. Returns 1 when
+ * there were any (the state may have changed). */
 static int resume_intents(sync_ctx *c, const folder_sets *f, ofs_error *err)
 {
+    bool resumed = false;
     state_intent_list l;
     if (state_intents_load(c->st, &l, err) < 0)
         return -1;
@@ -197,9 +199,10 @@ static int resume_intents(sync_ctx *c, const folder_sets *f, ofs_error *err)
             continue; /* a message-level intent: the engine resolves it in its folder */
         if (rc == 0)
             rc = state_intent_delete(c->st, in->id, err);
+        resumed = true;
     }
     state_intent_list_free(&l);
-    return rc;
+    return rc < 0 ? -1 : resumed;
 }
 
 /* ---- renames ---- */
@@ -426,7 +429,7 @@ int folders_align(sync_ctx *c, strlist *todo, ofs_error *err)
         int rc = sets_load(c, &f, round == 0, err);
         if (rc == 0 && round == 0 && !c->dry_run)
             rc = resume_intents(c, &f, err);
-        if (rc == 0 && round == 0 && !c->dry_run) { /* the intents may have changed the state */
+        if (rc == 1) { /* the intents changed the state: read the sets again */
             sets_free(&f);
             rc = sets_load(c, &f, false, err);
         }
