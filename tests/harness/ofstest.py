@@ -1349,6 +1349,10 @@ def main(argv=None, **dovecot_kw):
             user = f"u{i}{fn.__name__[:20]}".replace("_", "")
             dovecot.add_user(user)
             tmp = tempfile.mkdtemp(prefix=f"ofst-{fn.__name__[:20]}-")
+            # Defaults that fall back to ~/.config and ~/.local/state land in the test's own
+            # directory: tests never read or write the user's real config or state.
+            os.environ["XDG_CONFIG_HOME"] = os.path.join(tmp, "xdg-config")
+            os.environ["XDG_STATE_HOME"] = os.path.join(tmp, "xdg-state")
             ctx = Ctx(dovecot, user, tmp)
             start = time.monotonic()
             ok = False
