@@ -55,7 +55,8 @@ typedef struct ofs_config ofs_config;
 int ofs_config_load(const char *path, ofs_config **out, ofs_error *err);
 void ofs_config_free(ofs_config *cfg);
 
-/* Progress events emitted by a pass; the callback runs on the syncing thread. */
+/* Events of a pass or a watch. With ofs_sync_account the callback runs on the syncing thread;
+ * with a session (below) on the thread that calls ofs_dispatch. */
 enum ofs_event_type {
     OFS_EV_PASS_START,
     OFS_EV_FOLDER_START,
@@ -65,6 +66,8 @@ enum ofs_event_type {
     OFS_EV_PASS_DONE,
     OFS_EV_WAITING, /* nothing moved for a while: text says on what, waited for how long */
     OFS_EV_ERROR,   /* text is the error line, code its category; folder NULL: the pass ended */
+    OFS_EV_CHANGE,  /* watch: folder (NULL: the folder set) changed; text: "server", "local"... */
+    OFS_EV_DONE,    /* session: the sync or watch ended; code 0 or the error, text its line */
 };
 
 typedef struct ofs_event {
@@ -78,6 +81,7 @@ typedef struct ofs_event {
     uint64_t net_in, net_out;         /* bytes on the wire so far in this pass */
     double waited;                    /* WAITING: seconds since the server last sent a byte */
     int code;                         /* ERROR: enum ofs_errcode */
+    int64_t since;                    /* unix time the event was raised at (watch and session) */
 } ofs_event;
 
 typedef void (*ofs_event_fn)(const ofs_event *ev, void *ctx);
@@ -110,6 +114,39 @@ typedef struct ofs_check_result {
  * safe (nothing is ever deleted that is not an identical copy). Findings are NOTICE events. */
 int ofs_check_account(const ofs_config *cfg, const char *account, int repair, ofs_event_fn fn,
                       void *ctx, ofs_check_result *res, ofs_error *err);
+
+/* ---- sessions: ofsync embedded in a host's own event loop ----
+ * A session runs one account's sync or watch on a worker thread of its own. Its events cross
+ * to the host through a queue whose fd (ofs_fd) is readable exactly while events are pending:
+ * poll it for POLLIN (level-triggered) and call ofs_dispatch when it is readable. A dispatch
+ * that leaves events behind keeps the fd readable, so no wake-up can be missed. */
+typedef struct ofs_session ofs_session;
+
+#define OFS_EVMASK(type) (1u << (type))
+#define OFS_EVMASK_ALL 0xffffffffu
+
+/* Opens a session on account (NULL: the config's only account). cfg must outlive it. */
+int ofs_open(const ofs_config *cfg, const char *account, ofs_session **out, ofs_error *err);
+/* Calls fn(ev, ctx) from ofs_dispatch for events whose type is in mask (OFS_EVMASK bits).
+ * Up to 8 subscribers, added before the start. */
+int ofs_subscribe(ofs_session *s, unsigned mask, ofs_event_fn fn, void *ctx, ofs_error *err);
+/* Starts one pass, or a watch that runs until ofs_stop. One start per session. */
+int ofs_start_sync(ofs_session *s, ofs_error *err);
+int ofs_start_watch(ofs_session *s, ofs_error *err);
+/* The fd to poll for POLLIN; never read or write it. */
+int ofs_fd(const ofs_session *s);
+/* Delivers pending events to the subscribers on the calling thread, at most a bounded batch
+ * per call so a GUI stays responsive. Returns how many were delivered. */
+int ofs_dispatch(ofs_session *s);
+/* True once the OFS_EV_DONE event was dispatched: the run is over. */
+int ofs_done(const ofs_session *s);
+/* Asks the run to end: the current folder step finishes, then OFS_EV_DONE follows. Safe from
+ * any thread and from a signal-free context; returns at once. */
+void ofs_stop(ofs_session *s);
+/* Stops the run, waits for the worker (bounded by the account timeout) and frees the session.
+ * Events not dispatched are dropped. Fails only if the worker did not end in time (then the
+ * session is leaked rather than freed under it). */
+int ofs_close(ofs_session *s, ofs_error *err);
 
 #ifdef __cplusplus
 }

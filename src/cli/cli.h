@@ -37,5 +37,6 @@ int cmd_sync(cli_opts *o, int argc, char **argv);
 int cmd_status(cli_opts *o, int argc, char **argv);
 int cmd_init(cli_opts *o, int argc, char **argv);
 int cmd_check(cli_opts *o, int argc, char **argv);
+int cmd_watch(cli_opts *o, int argc, char **argv);
 
 #endif

@@ -18,6 +18,7 @@ static const cli_command commands[] = {
     {"init", cmd_init,
      "init [OPTIONS]       write a config for a new account, check the connection"},
     {"check", cmd_check, "check [ACCOUNT]      verify the Maildir against the sync state"},
+    {"watch", cmd_watch, "watch [ACCOUNT]      keep ACCOUNT (default: all) in sync until stopped"},
 };
 
 static void print_usage(FILE *f)

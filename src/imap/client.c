@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1682,4 +1683,67 @@ int imap_logout(imap_client *c, ofs_error *err)
     int r = client_simple(c, "LOGOUT", NULL, NULL, err);
     c->dead = true;
     return r;
+}
+
+/* ---- building blocks for commands that live in their own files (idle.c) ---- */
+
+int imap_command(imap_client *c, const char *what, const char *text, imap_data_fn fn, void *ctx,
+                 ofs_error *err)
+{
+    client_begin(c, "%s", text);
+    return client_end(c, what, fn, ctx, err);
+}
+
+int imap_command_send(imap_client *c, const char *text, ofs_error *err)
+{
+    client_begin(c, "%s\r\n", text);
+    return client_flush(c, err);
+}
+
+int imap_send_line(imap_client *c, const char *line, ofs_error *err)
+{
+    buf_reset(&c->out);
+    buf_printf(&c->out, "%s\r\n", line);
+    return client_flush(c, err);
+}
+
+bool imap_is_own_tag(const imap_client *c, const imap_response *r)
+{
+    return r->type == IMAP_R_TAGGED && strcmp(r->tag, c->tag) == 0;
+}
+
+int imap_client_fd(const imap_client *c)
+{
+    return c->t ? c->t->fd : -1;
+}
+
+/* Bytes already read but not parsed count as readable: polling the socket alone would sleep
+ * on a response that is sitting in our own buffer (a lost wake-up). A layer that buffers
+ * below us (TLS, COMPRESS) must report its pending bytes here too. */
+bool imap_client_buffered(const imap_client *c)
+{
+    return c->in_pos < c->in_len;
+}
+
+int imap_read_within(imap_client *c, int timeout_ms, const imap_response **out, ofs_error *err)
+{
+    if (c->dead)
+        return err_set(err, OFS_E_NET, "connection to %s is no longer usable", c->host);
+    if (!imap_client_buffered(c)) {
+        struct pollfd p = {.fd = c->t->fd, .events = POLLIN};
+        int r;
+        do
+            r = poll(&p, 1, timeout_ms < 0 ? 0 : timeout_ms);
+        while (r < 0 && errno == EINTR);
+        if (r < 0)
+            return err_errno(err, OFS_E_NET, errno, "waiting for %s", c->host);
+        if (r == 0)
+            return 0;
+    }
+    /* Once a response has begun, the rest follows within the connection's timeout. */
+    if (client_next(c, out, err) < 0)
+        return -1;
+    if ((*out)->type == IMAP_R_UNTAGGED && client_untagged(c, *out, err) < 0)
+        return -1;
+    return 1;
 }

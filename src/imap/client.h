@@ -157,4 +157,25 @@ bool imap_quote(const char *s, buf *out);
 /* The same for a UTF-8 quoted string (RFC 6855, after ENABLE UTF8=ACCEPT): valid UTF-8 only. */
 bool imap_quote_utf8(const char *s, buf *out);
 
+/* ---- building blocks for commands kept in their own files (idle.c) ---- */
+
+/* Sees each untagged response of a command; an error is returned at the command's end. */
+typedef int (*imap_data_fn)(imap_client *c, const imap_response *r, void *ctx, ofs_error *err);
+
+/* Sends "TAG text" and reads until its completion; what names the command in errors. */
+int imap_command(imap_client *c, const char *what, const char *text, imap_data_fn fn, void *ctx,
+                 ofs_error *err);
+/* Sends "TAG text" and returns at once; the caller reads the answers (imap_read_within). */
+int imap_command_send(imap_client *c, const char *text, ofs_error *err);
+/* Sends one untagged line (IDLE's "DONE"). */
+int imap_send_line(imap_client *c, const char *line, ofs_error *err);
+/* True for the tagged completion of the last command sent. */
+bool imap_is_own_tag(const imap_client *c, const imap_response *r);
+/* Reads one response if one starts within timeout_ms: 1 (*out set, valid until the next read),
+ * 0 (none), -1. Untagged state (EXISTS, capabilities, BYE) is tracked as for any command. */
+int imap_read_within(imap_client *c, int timeout_ms, const imap_response **out, ofs_error *err);
+/* The socket to poll, and whether responses wait in our buffer (then do not poll: read). */
+int imap_client_fd(const imap_client *c);
+bool imap_client_buffered(const imap_client *c);
+
 #endif

@@ -610,3 +610,15 @@ int imap_store_open(const imap_store_opts *o, store **out, ofs_error *err)
     *out = &is->base;
     return 0;
 }
+
+/* ---- for push (watch): the connection under the store and the server's folder names ---- */
+
+imap_client *imap_store_client(store *s)
+{
+    return istore(s)->c;
+}
+
+int imap_store_server_name(store *s, const char *canon, char **out, ofs_error *err)
+{
+    return name_to_server(istore(s), canon, out, err);
+}

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 
+#include "imap/client.h"
 #include "sync/store.h"
 
 /* What the connection is doing, at most every IMAP_ACTIVITY_PERIOD s: idle is how long the
@@ -29,5 +30,10 @@ int imap_store_open(const imap_store_opts *o, store **out, ofs_error *err);
 
 /* Bytes on the wire and round trips of the store's connection so far. */
 void imap_store_counters(store *s, uint64_t *in, uint64_t *out, uint64_t *round_trips);
+/* The connection under an IMAP store, for commands outside the store interface (STATUS,
+ * IDLE, NOTIFY). Commands that select a folder leave the store's own idea of it stale. */
+imap_client *imap_store_client(store *s);
+/* The server's name (delimiter, modified UTF-7) of a canonical folder name, malloc'd. */
+int imap_store_server_name(store *s, const char *canon, char **out, ofs_error *err);
 
 #endif

@@ -269,3 +269,15 @@ int ofs_sync_account_opts(const ofs_config *cfg, const char *account, const ofs_
     }
     return rc;
 }
+
+/* ---- for watch.c: the same lock and connections as a pass ---- */
+
+int sync_lock_account(const cfg_account *a, int *fd, ofs_error *err)
+{
+    return lock_account(a, fd, err);
+}
+
+int sync_open_stores(sync_ctx *c, ofs_error *err)
+{
+    return open_stores(c, err);
+}
