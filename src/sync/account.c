@@ -126,7 +126,7 @@ int sync_run_pass(sync_ctx *c, ofs_error *err)
     /* Every folder's status in one round trip, so unchanged folders are never opened. */
     if (rc == 0 && c->srv->ops->prefetch_status)
         rc = c->srv->ops->prefetch_status(c->srv, &todo, err);
-    for (size_t i = 0; rc == 0 && i < todo.n; i++) {
+    for (size_t i = 0; rc == 0 && i < todo.n && !(c->stop && c->stop(c->stop_arg)); i++) {
         ofs_error ferr = {0};
         c->stats.folders_seen++;
         if (sync_folder(c, todo.v[i], &ferr) < 0)

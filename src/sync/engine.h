@@ -19,6 +19,8 @@ typedef struct sync_ctx {
     int folder_failures;
     struct folder_run *run; /* the folder being synced, for activity reports */
     bool dry_run;           /* plan and report; change nothing on either side or in the state */
+    bool (*stop)(void *arg); /* when set and true, a pass ends before its next folder */
+    void *stop_arg;
 } sync_ctx;
 
 /* Fills ev's folder, done/total and bytes from the folder being synced (none: left as is). */

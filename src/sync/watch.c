@@ -176,6 +176,11 @@ static bool stop_requested(watch *w)
     return w->stop;
 }
 
+static bool stop_between_folders(void *arg)
+{
+    return stop_requested(arg);
+}
+
 static void pass_begin(watch *w)
 {
     memset(&w->c.stats, 0, sizeof w->c.stats);
@@ -222,11 +227,15 @@ static void full_pass(watch *w)
     if (state_folder_names(w->c.st, &names, &le) == 0) {
         for (size_t i = 1; i < w->nf; i++)
             w->f[i].gone = true;
-        for (size_t i = 0; i < names.n; i++)
-            w->f[watch_folder_id(w, names.v[i])].gone = false;
+        for (size_t i = 0; i < names.n; i++) {
+            uint32_t id = watch_folder_id(w, names.v[i]); /* may move w->f */
+            w->f[id].gone = false;
+        }
     }
     strlist_free(&names);
-    if (rc == 0) {
+    if (rc == 0 && w->stop) {
+        /* Folders were left out: nothing is clean, the next run starts with a full pass. */
+    } else if (rc == 0) {
         for (size_t i = 0; i < n; i++)
             dirty_mark_clean(w->dirty, (uint32_t)i, gen[i]);
         w->full_passes++;
@@ -520,7 +529,8 @@ static int64_t idle_renew_ms(void)
 int sync_watch(const cfg_account *a, nq *ctl, ofs_event_fn fn, void *ctx, ofs_error *err)
 {
     watch w = {.a = a, .ctl = ctl, .lock = -1, .dirty = dirty_create()};
-    w.c = (sync_ctx){.acct = a, .fn = fn, .fn_ctx = ctx};
+    w.c = (sync_ctx){
+        .acct = a, .fn = fn, .fn_ctx = ctx, .stop = stop_between_folders, .stop_arg = &w};
     w.idle_renew_ms = idle_renew_ms();
     w.timeout_ms = (int64_t)(a->timeout > 0 ? a->timeout : 60) * 1000;
     w.nf = w.capf = 1; /* slot 0: the folder set */
