@@ -14,8 +14,8 @@
 static const char *type_name(enum ofs_event_type t)
 {
     static const char *const names[] = {"pass-start", "folder-start", "progress", "folder-done",
-                                        "notice",     "pass-done",    "change",   "waiting",
-                                        "error",      "done"};
+                                        "notice",     "pass-done",    "waiting",  "error",
+                                        "change",     "done"};
     return (size_t)t < sizeof names / sizeof *names ? names[t] : "?";
 }
 

@@ -23,6 +23,7 @@ enum { WATCH_MAX_ACCOUNTS = 64, WAKE_MS = 60 * 1000 };
 typedef struct watch_cli {
     ui u;
     int verbosity;
+    bool json; /* every event goes to the JSON renderer */
     int exit_code;
 } watch_cli;
 
@@ -53,13 +54,19 @@ static bool pass_idle(const ofs_sync_stats *s)
 static void on_event(const ofs_event *ev, void *ctx)
 {
     watch_cli *w = ctx;
+    if (w->json && ev->type != OFS_EV_DONE) {
+        ui_on_event(ev, &w->u);
+        return;
+    }
     switch (ev->type) {
     case OFS_EV_CHANGE:
         if (w->verbosity > 0)
             line(w, ev, "change (", ev->text, ")");
         break;
     case OFS_EV_WAITING:
-        if (w->verbosity >= 0)
+        if (ev->waited > 0) /* a pass waiting for the server: the renderer paces those */
+            ui_on_event(ev, &w->u);
+        else if (w->verbosity >= 0)
             line(w, ev, "", ev->text, "");
         break;
     case OFS_EV_ERROR:
@@ -163,8 +170,8 @@ int cmd_watch(cli_opts *o, int argc, char **argv)
     int rc = cli_load_config(o, &cfg);
     if (rc)
         return rc;
-    watch_cli w = {.verbosity = o->verbosity};
-    ui_init(&w.u, stdout, o->verbosity);
+    watch_cli w = {.verbosity = o->verbosity, .json = o->json};
+    ui_open(&w.u, stdout, o->verbosity, o->json);
     int sfd = open_signals();
     ofs_session *s[WATCH_MAX_ACCOUNTS] = {0};
     size_t n = 0;
@@ -176,6 +183,7 @@ int cmd_watch(cli_opts *o, int argc, char **argv)
         if (ofs_close(s[i], &err) < 0 && !w.exit_code)
             w.exit_code = cli_fail(&err);
     }
+    ui_close(&w.u);
     if (sfd >= 0)
         close(sfd);
     ofs_config_free(cfg);

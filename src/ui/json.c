@@ -194,6 +194,11 @@ static bool render(ui *u, const ofs_event *ev, buf *b)
         key_u64(b, "code", (uint64_t)ev->code);
         key_str(b, "message", ev->text);
         break;
+    case OFS_EV_CHANGE:
+        begin(b, "change", ev);
+        key_str(b, "folder", ev->folder);
+        key_str(b, "source", ev->text);
+        break;
     case OFS_EV_PASS_DONE:
         begin(b, "pass-done", ev);
         buf_printf(b, ",\"ok\":%s", ev->code ? "false" : "true");
