@@ -120,6 +120,8 @@ static int conn_open(watch *w, pushconn *pc, ofs_error *err)
     }
     pc->st = tmp.srv;
     pc->c = imap_store_client(pc->st);
+    /* The store reports activity to tmp, which ends here; push has no progress to show. */
+    imap_set_activity(pc->c, NULL, NULL);
     set_keepalive(imap_client_fd(pc->c));
     if (pc->kind == PUSH_NOTIFY) {
         rc = imap_enable(pc->c, "CONDSTORE", err);
