@@ -1709,7 +1709,7 @@ int imap_send_line(imap_client *c, const char *line, ofs_error *err)
 
 bool imap_is_own_tag(const imap_client *c, const imap_response *r)
 {
-    return r->type == IMAP_R_TAGGED && strcmp(r->tag, c->tag) == 0;
+    return r->type == IMAP_R_TAGGED && client_tagno(r->tag) == c->tagno;
 }
 
 int imap_client_fd(const imap_client *c)
@@ -1722,7 +1722,7 @@ int imap_client_fd(const imap_client *c)
  * below us (TLS, COMPRESS) must report its pending bytes here too. */
 bool imap_client_buffered(const imap_client *c)
 {
-    return c->in_pos < c->in_len;
+    return c->in_pos < c->in_len || (c->compressed && imap_compress_pending(c->t));
 }
 
 int imap_read_within(imap_client *c, int timeout_ms, const imap_response **out, ofs_error *err)
@@ -1743,7 +1743,17 @@ int imap_read_within(imap_client *c, int timeout_ms, const imap_response **out, 
     /* Once a response has begun, the rest follows within the connection's timeout. */
     if (client_next(c, out, err) < 0)
         return -1;
-    if ((*out)->type == IMAP_R_UNTAGGED && client_untagged(c, *out, err) < 0)
+    const imap_response *r = *out;
+    if (r->type == IMAP_R_UNTAGGED && client_untagged(c, r, err) < 0)
         return -1;
+    if (r->type != IMAP_R_TAGGED)
+        return 1;
+    /* Completions are booked as for any command; the caller's own (the last sent) is handed
+     * up and forgotten here, an earlier detached one (ENABLE) is dropped by the booking. */
+    if (client_tagged(c, r, err) < 0)
+        return -1;
+    client_cmd *cmd = client_cmd_find(c, c->tagno);
+    if (client_tagno(r->tag) == c->tagno && cmd)
+        client_cmd_drop(c, cmd);
     return 1;
 }

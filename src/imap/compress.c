@@ -122,3 +122,12 @@ int imap_compress_start(imap_transport *t, const void *pending, size_t len, ofs_
     t->impl = z;
     return 0;
 }
+
+bool imap_compress_pending(const imap_transport *t)
+{
+    if (t->ops != &z_ops)
+        return false;
+    const zlayer *z = t->impl;
+    /* inflate stops with input left only when the reader's buffer was full: more output. */
+    return z->in.avail_in > 0;
+}

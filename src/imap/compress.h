@@ -3,6 +3,7 @@
 #ifndef OFS_IMAP_COMPRESS_H
 #define OFS_IMAP_COMPRESS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "imap/transport.h"
@@ -11,5 +12,9 @@
  * after the server's OK, which belong to the compressed stream. From then on the byte
  * counters of t count uncompressed bytes. */
 int imap_compress_start(imap_transport *t, const void *pending, size_t len, ofs_error *err);
+
+/* True when the layer holds input it has not handed up yet: the socket may be quiet while a
+ * response waits here, so a poll loop must read before it polls (see imap_client_buffered). */
+bool imap_compress_pending(const imap_transport *t);
 
 #endif

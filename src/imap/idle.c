@@ -1,4 +1,4 @@
-/* idle.c: IDLE, NOTIFY, STATUS and ENABLE on top of the client's command primitives.
+/* idle.c: IDLE and NOTIFY on top of the client's command primitives.
  * Nothing here waits without a deadline: reads take the caller's timeout or the connection's. */
 #include "imap/idle.h"
 
@@ -32,55 +32,6 @@ bool imap_status_parse(const imap_response *r, const char **mbox, imap_status_in
     }
     *mbox = name;
     return true;
-}
-
-typedef struct status_ctx {
-    const char *mbox;
-    imap_status_info *out;
-    bool got;
-} status_ctx;
-
-static int on_status(imap_client *c, const imap_response *r, void *ctx, ofs_error *err)
-{
-    status_ctx *s = ctx;
-    const char *name;
-    imap_status_info info;
-    if (!imap_status_parse(r, &name, &info) || strcmp(name, s->mbox) != 0)
-        return 0;
-    *s->out = info;
-    s->got = true;
-    return 0;
-}
-
-int imap_folder_status(imap_client *c, const char *mbox, imap_status_info *out, ofs_error *err)
-{
-    buf cmd;
-    buf_init(&cmd);
-    buf_adds(&cmd, "STATUS ");
-    if (!imap_quote(mbox, &cmd)) {
-        buf_free(&cmd);
-        return err_set(err, OFS_E_NAME, "folder name %s cannot be sent in a STATUS command", mbox);
-    }
-    buf_printf(&cmd, " (MESSAGES UIDNEXT UIDVALIDITY%s)",
-               imap_has_cap(c, "CONDSTORE") ? " HIGHESTMODSEQ" : "");
-    status_ctx s = {.mbox = mbox, .out = out};
-    memset(out, 0, sizeof *out);
-    int r = imap_command(c, "STATUS", cmd.data, on_status, &s, err);
-    buf_free(&cmd);
-    if (r == 0 && !s.got)
-        return err_set(err, OFS_E_PROTO, "server %s answered STATUS %s without its data",
-                       imap_host(c), mbox);
-    return r;
-}
-
-int imap_enable(imap_client *c, const char *ext, ofs_error *err)
-{
-    if (!imap_has_cap(c, "ENABLE"))
-        return err_set(err, OFS_E_SERVER, "server %s cannot ENABLE %s", imap_host(c), ext);
-    char *cmd = xasprintf("ENABLE %s", ext);
-    int r = imap_command(c, "ENABLE", cmd, NULL, NULL, err);
-    free(cmd);
-    return r;
 }
 
 int imap_notify_set(imap_client *c, ofs_error *err)
@@ -117,10 +68,8 @@ int imap_idle_read(imap_client *c, int timeout_ms, imap_data_fn fn, void *ctx, o
                 return -1;
             continue;
         }
-        if (!imap_is_own_tag(c, r))
-            return err_set(err, OFS_E_PROTO,
-                           "server %s answered command tag \"%s\", which was never sent",
-                           imap_host(c), r->tag);
+        if (!imap_is_own_tag(c, r)) /* an earlier command sent without waiting (ENABLE) */
+            continue;
         if (r->status == IMAP_S_OK)
             return IMAP_IDLE_ENDED;
         return err_set(err, OFS_E_SERVER, "IDLE on server %s failed: server said: %s", imap_host(c),

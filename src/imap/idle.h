@@ -1,4 +1,4 @@
-/* idle.h: the commands of push: IDLE (RFC 2177), NOTIFY (RFC 5465), STATUS, ENABLE.
+/* idle.h: the commands of push: IDLE (RFC 2177), NOTIFY (RFC 5465) and its STATUS events.
  * IDLE is split into send / read / DONE so that a poll loop drives it with its own deadlines. */
 #ifndef OFS_IMAP_IDLE_H
 #define OFS_IMAP_IDLE_H
@@ -20,12 +20,6 @@ typedef struct imap_status_info {
 /* Reads a "* STATUS mbox (...)" response: true and *mbox (the server's name, valid as long as
  * r) and *out filled, or false for any other response. */
 bool imap_status_parse(const imap_response *r, const char **mbox, imap_status_info *out);
-
-/* STATUS mbox (MESSAGES UIDNEXT UIDVALIDITY [HIGHESTMODSEQ when CONDSTORE is offered]). */
-int imap_folder_status(imap_client *c, const char *mbox, imap_status_info *out, ofs_error *err);
-
-/* ENABLE ext; fails when the server lacks ENABLE. */
-int imap_enable(imap_client *c, const char *ext, ofs_error *err);
 
 /* NOTIFY SET for every personal mailbox: new, expunged and flag-changed messages and folder
  * creation, deletion and renames. Events then arrive as untagged STATUS and LIST responses. */

@@ -124,9 +124,9 @@ static int conn_open(watch *w, pushconn *pc, ofs_error *err)
     imap_set_activity(pc->c, NULL, NULL);
     set_keepalive(imap_client_fd(pc->c));
     if (pc->kind == PUSH_NOTIFY) {
-        rc = imap_enable(pc->c, "CONDSTORE", err);
-        if (rc == 0)
-            rc = imap_notify_set(pc->c, err);
+        /* The store ENABLEd CONDSTORE (or QRESYNC) at login: FlagChange events then come as
+         * STATUS with HIGHESTMODSEQ for every folder (RFC 5465 5.2). */
+        rc = imap_notify_set(pc->c, err);
     } else {
         char *server = NULL;
         rc = imap_store_server_name(pc->st, w->f[pc->folder].name, &server, err);

@@ -251,10 +251,9 @@ static void full_pass(watch *w)
     free(gen);
 }
 
-static void folder_pass(watch *w, uint32_t id)
+static void folder_pass(watch *w, uint32_t id, uint64_t gen)
 {
     wfolder *f = &w->f[id];
-    uint64_t gen = dirty_begin(w->dirty, id);
     ofs_error e = {0};
     w->c.stats.folders_seen++;
     if (sync_folder(&w->c, f->name, &e) == 0) {
@@ -271,6 +270,27 @@ static void folder_pass(watch *w, uint32_t id)
     watch_emit(w, OFS_EV_ERROR, f->name, e.message, e.code);
 }
 
+/* The server store keeps the statuses its last LIST (LIST-STATUS) or prefetch gathered, to
+ * skip folders they prove unchanged. In watch they age between passes: listing again drops
+ * them and, with LIST-STATUS, brings every folder's current status in the same round trip. */
+static int refresh_status(watch *w)
+{
+    strlist names, refused;
+    strlist_init(&names);
+    strlist_init(&refused);
+    ofs_error e = {0};
+    /* A server answers STATUS for the selected folder from the session's view, which only
+     * moves on a command that may report changes: NOOP brings it up to date first. */
+    int rc = imap_noop(imap_store_client(w->c.srv), &e);
+    if (rc == 0)
+        rc = w->c.srv->ops->list_folders(w->c.srv, &names, &refused, &e);
+    strlist_free(&names);
+    strlist_free(&refused);
+    if (rc < 0)
+        main_lost(w, &e);
+    return rc;
+}
+
 /* The dirty folders whose time has come, one pass over them. */
 static void run_passes(watch *w)
 {
@@ -281,16 +301,27 @@ static void run_passes(watch *w)
             full_pass(w);
         return;
     }
-    pass_begin(w);
-    uint32_t id = 1;
-    while (!w->fatal && w->c.srv && !stop_requested(w) && dirty_next(w->dirty, id, &id)) {
+    /* The generations first, then fresh server statuses: a change after the status was taken
+     * moves the generation past the one recorded here, so the folder gets another pass. */
+    size_t n = 0;
+    uint32_t *ids = xmalloc(w->nf * sizeof *ids);
+    uint64_t *gens = xmalloc(w->nf * sizeof *gens);
+    for (uint32_t id = 1; dirty_next(w->dirty, id, &id); id++) {
         if (w->f[id].gone) /* its changes were the deletion the full pass handled */
             dirty_mark_clean(w->dirty, id, dirty_begin(w->dirty, id));
-        else if (now >= w->f[id].retry_at)
-            folder_pass(w, id);
-        id++;
+        else if (now >= w->f[id].retry_at) {
+            ids[n] = id;
+            gens[n++] = dirty_begin(w->dirty, id);
+        }
     }
-    pass_end(w);
+    if (n && refresh_status(w) == 0) {
+        pass_begin(w);
+        for (size_t i = 0; i < n && !w->fatal && w->c.srv && !stop_requested(w); i++)
+            folder_pass(w, ids[i], gens[i]);
+        pass_end(w);
+    }
+    free(ids);
+    free(gens);
 }
 
 /* Dirty folders that may run now (not waiting for a retry), and the earliest retry. */
@@ -352,42 +383,51 @@ static void poll_folder_set(watch *w)
 static void status_poll(watch *w)
 {
     bool condstore = imap_has_cap(imap_store_client(w->c.srv), "CONDSTORE");
-    bool any = false;
+    ofs_error ne = {0};
+    /* Also keeps the connection alive and finds it dead early; see refresh_status. */
+    if (imap_noop(imap_store_client(w->c.srv), &ne) < 0) {
+        main_lost(w, &ne);
+        return;
+    }
     if (!w->notify) {
         poll_folder_set(w);
-        any = true;
         if (!w->c.srv)
             return;
     }
-    for (size_t i = 1; i < w->nf && w->c.srv; i++) {
+    /* The folders to ask about, all in one pipelined round trip. */
+    uint32_t *ids = xmalloc(w->nf * sizeof *ids);
+    const char **names = xmalloc(w->nf * sizeof *names);
+    size_t n = 0;
+    for (size_t i = 1; i < w->nf; i++) {
         wfolder *f = &w->f[i];
         if (f->gone || (f->push != PUSH_NONE && !w->local_poll))
             continue;
-        any = true;
-        if (!condstore || w->local_poll || !f->server) {
+        if (!condstore || w->local_poll || !f->server)
             watch_bump(w, (uint32_t)i, "poll");
-            continue;
+        else {
+            ids[n] = (uint32_t)i;
+            names[n++] = f->server;
         }
-        imap_status_info si;
+    }
+    imap_mailbox_info *mi = xcalloc(n ? n : 1, sizeof *mi);
+    bool *ok = xcalloc(n ? n : 1, sizeof *ok);
+    ofs_error e = {0};
+    if (n && imap_status_many(imap_store_client(w->c.srv), names, n, mi, ok, &e) < 0) {
+        main_lost(w, &e);
+        n = 0;
+    }
+    for (size_t k = 0; k < n; k++) {
         state_folder sf = {0};
-        ofs_error e = {0};
-        if (imap_folder_status(imap_store_client(w->c.srv), f->server, &si, &e) < 0) {
-            if (connection_code(e.code))
-                main_lost(w, &e);
-            else
-                watch_bump(w, (uint32_t)i, "poll");
-            continue;
-        }
-        int got = state_folder_get(w->c.st, f->name, &sf, &e);
-        if (got != 0 || sf.uidvalidity != si.uidvalidity || sf.uidnext != si.uidnext ||
-            sf.highestmodseq != si.highestmodseq)
-            watch_bump(w, (uint32_t)i, "poll");
+        int got = state_folder_get(w->c.st, w->f[ids[k]].name, &sf, &e);
+        if (!ok[k] || got != 0 || sf.uidvalidity != mi[k].uidvalidity ||
+            sf.uidnext != mi[k].uidnext || sf.highestmodseq != mi[k].highestmodseq)
+            watch_bump(w, ids[k], "poll");
         state_folder_free(&sf);
     }
-    ofs_error e = {0};
-    /* Nothing to ask: a NOOP keeps the main connection alive and finds it dead early. */
-    if (!any && w->c.srv && imap_noop(imap_store_client(w->c.srv), &e) < 0)
-        main_lost(w, &e);
+    free(ids);
+    free(names);
+    free(mi);
+    free(ok);
 }
 
 /* ---- the loop ---- */
