@@ -79,14 +79,45 @@ static void set_keepalive(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
 }
 
-static void conn_close(pushconn *pc)
+/* Ends IDLE politely (DONE, its answer within a second), so that the store's LOGOUT is
+ * answered at once; a connection that does not answer is cut instead of waited for. */
+static void conn_quit_idle(pushconn *pc)
 {
+    ofs_error e = {0};
+    bool ended = false;
+    if (pc->state != PC_ENDING && imap_idle_done(pc->c, &e) < 0)
+        return;
+    int64_t end = watch_now() + 1000;
+    for (int64_t left = 1000; !ended && left > 0; left = end - watch_now()) {
+        int ev = imap_idle_read(pc->c, (int)left, NULL, NULL, &e);
+        if (ev < 0)
+            break;
+        ended = ev == IMAP_IDLE_ENDED;
+    }
+    if (!ended)
+        shutdown(imap_client_fd(pc->c), SHUT_RDWR);
+}
+
+/* polite: the connection works and is being retired (stop); otherwise it failed: cut it. */
+static void conn_close_ex(pushconn *pc, bool polite)
+{
+    if (pc->c && pc->state != PC_DOWN) {
+        if (polite)
+            conn_quit_idle(pc);
+        else
+            shutdown(imap_client_fd(pc->c), SHUT_RDWR);
+    }
     if (pc->st)
         pc->st->ops->close(pc->st);
     pc->st = NULL;
     pc->c = NULL;
     pc->state = PC_DOWN;
     pc->renewing = false;
+}
+
+static void conn_close(pushconn *pc)
+{
+    conn_close_ex(pc, false);
 }
 
 static const char *conn_what(const watch *w, const pushconn *pc)
@@ -293,7 +324,7 @@ void push_handle(watch *w, const struct pollfd *p, size_t n)
 void push_close_all(watch *w)
 {
     for (size_t i = 0; i < w->npc; i++)
-        conn_close(&w->pc[i]);
+        conn_close_ex(&w->pc[i], true);
     free(w->pc);
     w->pc = NULL;
     w->npc = 0;

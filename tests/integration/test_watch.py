@@ -151,7 +151,8 @@ def watch_converges_under_random_changes(ctx):
 
 @T.test
 def sigterm_and_sigint_end_watch_cleanly(ctx):
-    configure(ctx)
+    # The default timeout: an exit that waits for a server answer to come would take 60 s.
+    configure(ctx, timeout=60)
     ctx.populate({"INBOX": 5}, seed=3)
     for sig in (signal.SIGTERM, signal.SIGINT):
         w = Watch(ctx)
