@@ -270,12 +270,7 @@ int ofs_sync_account_opts(const ofs_config *cfg, const char *account, const ofs_
     return rc;
 }
 
-/* ---- for watch.c: the same lock and connections as a pass ---- */
-
-int sync_lock_account(const cfg_account *a, int *fd, ofs_error *err)
-{
-    return lock_account(a, fd, err);
-}
+/* ---- for watch.c: the same connections as a pass ---- */
 
 int sync_open_stores(sync_ctx *c, ofs_error *err)
 {

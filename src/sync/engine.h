@@ -36,9 +36,8 @@ int sync_lock_account(const cfg_account *a, int *fd, ofs_error *err);
 /* One folder, which exists on both sides when called. */
 int sync_folder(sync_ctx *c, const char *name, ofs_error *err);
 
-/* The account lock a pass holds (an open fd in *fd, close it to release), and both stores
- * of c opened as a pass opens them; for watch.c, which keeps them across passes. */
-int sync_lock_account(const cfg_account *a, int *fd, ofs_error *err);
+/* Both stores of c opened as a pass opens them; for watch.c, which keeps them across
+ * passes. */
 int sync_open_stores(sync_ctx *c, ofs_error *err);
 
 #endif
