@@ -47,6 +47,7 @@ typedef struct ofs_sync_stats {
     uint64_t net_in, net_out;            /* bytes on the wire, from and to the server */
     uint64_t round_trips;                /* times the client waited for the server's answer */
     uint64_t elapsed_ms;                 /* wall time of the pass */
+    uint64_t reconnects;                 /* connections re-made after a dropped or stalled link */
 } ofs_sync_stats;
 
 typedef struct ofs_config ofs_config;

@@ -34,6 +34,15 @@ typedef struct body_fetch {
     uint32_t last_uid; /* the last body completed, for imap_doing() */
 } body_fetch;
 
+/* State of one UID FETCH ... BODY.PEEK[]<offset.length> command. */
+typedef struct part_fetch {
+    uint32_t uid;
+    int fd;
+    bool streamed; /* the literal went to fd */
+    bool answered; /* the FETCH response for uid arrived */
+    uint64_t got;  /* bytes of the range that arrived */
+} part_fetch;
+
 struct imap_client {
     imap_transport *t;
     imap_parser *p;
@@ -65,6 +74,9 @@ struct imap_client {
     size_t ncmds, capcmds;
     bool condstore, qresync; /* ENABLEd (RFC 5161) */
     bool compressed;         /* COMPRESS=DEFLATE is active */
+    part_fetch *pf;
+    char *label;        /* the selected folder's name for people, for stall reports */
+    double last_answer; /* monotonic time the server last completed a command */
 };
 
 /* A sent command; its completion is kept until someone waits for it. */
@@ -314,9 +326,35 @@ void imap_doing(const imap_client *c, const char *mailbox, buf *out)
             buf_printf(out, " %s", mb);
         if (c->bf && doing_uid(c->bf))
             buf_printf(out, " UID %" PRIu32, doing_uid(c->bf));
+        else if (c->pf)
+            buf_printf(out, " UID %" PRIu32, c->pf->uid);
         return;
     }
     buf_printf(out, "%s%s", c->verb[0] ? "the answer to " : "the greeting", c->verb);
+}
+
+void imap_set_label(imap_client *c, const char *mailbox)
+{
+    free(c->label);
+    c->label = mailbox ? xstrdup(mailbox) : NULL;
+}
+
+/* A link error says what we were doing: "no data from HOST for 60 s while fetching INBOX UID
+ * 4711". */
+static void client_name_stall(imap_client *c, ofs_error *err)
+{
+    if (!err || err->code != OFS_E_NET)
+        return;
+    buf b;
+    buf_init(&b);
+    buf_adds(&b, "");
+    if (c->verb[0])
+        imap_doing(c, c->label, &b);
+    else
+        buf_adds(&b, "waiting for the greeting");
+    size_t len = strlen(err->message);
+    snprintf(err->message + len, sizeof err->message - len, " while %s", b.data);
+    buf_free(&b);
 }
 
 const imap_mailbox_info *imap_selected(const imap_client *c)
@@ -357,6 +395,14 @@ static int client_literal(void *ctx, const char *atom, uint64_t size, ofs_error 
 {
     imap_client *c = ctx;
     body_fetch *bf = c->bf;
+    if (c->pf && strncasecmp(atom, "BODY[]<", 7) == 0) {
+        if (c->pf->streamed) {
+            err_set(err, OFS_E_PROTO, "server %s sent two ranges in one response", c->host);
+            return -2;
+        }
+        c->pf->streamed = true;
+        return c->pf->fd;
+    }
     if (!bf || strcasecmp(atom, "BODY[]") != 0)
         return -1;
     if (bf->open) {
@@ -401,8 +447,10 @@ static int client_next(imap_client *c, const imap_response **out, ofs_error *err
         }
         c->in_pos = c->in_len = 0;
         long n = imap_transport_read(c->t, c->in, sizeof c->in, err);
-        if (n < 0)
+        if (n < 0) {
+            client_name_stall(c, err);
             return client_broken(c);
+        }
         c->in_len = (size_t)n;
     }
 }
@@ -535,6 +583,7 @@ static int client_tagged(imap_client *c, const imap_response *r, ofs_error *err)
         return client_broken(c);
     }
     c->appenduid_validity = c->appenduid_uid = 0;
+    c->last_answer = imap_now();
     cmd->done = true;
     cmd->status = r->status;
     cmd->text = xstrdup(r->text);
@@ -667,6 +716,8 @@ static int client_flush(imap_client *c, ofs_error *err)
     if (c->dead)
         return err_set(err, OFS_E_NET, "connection to %s is no longer usable", c->host);
     int r = c->out.len ? imap_transport_write(c->t, c->out.data, c->out.len, err) : 0;
+    if (r < 0)
+        client_name_stall(c, err);
     /* The buffer may have held a password: do not leave it lying in freed memory. */
     if (c->out.data)
         explicit_bzero(c->out.data, c->out.cap);
@@ -755,6 +806,7 @@ int imap_connect(const char *host, int port, int timeout, imap_client **out, ofs
         client_code(c, &r->code);
     if (c->caps_gen == 0 && client_simple(c, "CAPABILITY", NULL, NULL, err) < 0)
         goto fail;
+    c->last_answer = imap_now(); /* the greeting counts: no keepalive right after it */
     *out = c;
     return 0;
 fail:
@@ -769,6 +821,7 @@ void imap_client_free(imap_client *c)
     imap_transport_close(c->t);
     imap_parser_free(c->p);
     free(c->host);
+    free(c->label);
     free(c->last_text);
     if (c->out.data)
         explicit_bzero(c->out.data, c->out.cap);
@@ -1249,7 +1302,8 @@ static int client_fetch_items(imap_client *c, const imap_response *r, fetch_item
             fi->has_flags = true, fi->flags = imap_flags_from_list(v);
         else if (imap_value_is(k, "RFC822.SIZE"))
             fi->has_size = imap_value_u64(v, &fi->size);
-        else if (imap_value_is(k, "BODY[]"))
+        else if (imap_value_is(k, "BODY[]") ||
+                 (k->type == IMAP_V_ATOM && strncasecmp(k->str, "BODY[]<", 7) == 0))
             fi->body = v;
         else if (k->type == IMAP_V_ATOM && strncasecmp(k->str, "BODY[HEADER", 11) == 0)
             fi->header = v;
@@ -1448,6 +1502,59 @@ int imap_fetch_bodies(imap_client *c, const store_msg *msgs, size_t n, const sto
     return r;
 }
 
+static int client_on_part(imap_client *c, const imap_response *r, void *ctx, ofs_error *err)
+{
+    part_fetch *pf = ctx;
+    fetch_items fi;
+    if (strcmp(r->name, "FETCH") != 0)
+        return 0;
+    if (client_fetch_items(c, r, &fi, err) < 0)
+        return client_broken(c);
+    if (!fi.body || (fi.has_uid && fi.uid != pf->uid))
+        return 0; /* a flag update, maybe of another message */
+    pf->answered = true;
+    if (fi.body->type == IMAP_V_STREAMED) {
+        pf->got = fi.body->size;
+        return 0;
+    }
+    if (fi.body->type == IMAP_V_NIL)
+        return 0;
+    if (fi.body->type != IMAP_V_STRING && fi.body->type != IMAP_V_ATOM) {
+        err_set(err, OFS_E_PROTO, "server %s sent a malformed message range", c->host);
+        return client_broken(c);
+    }
+    for (size_t off = 0; off < fi.body->len;) {
+        ssize_t w = write(pf->fd, fi.body->str + off, fi.body->len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0) {
+            err_errno(err, OFS_E_IO, errno, "writing message UID %" PRIu32 " from %s", pf->uid,
+                      c->host);
+            return client_broken(c);
+        }
+        off += (size_t)w;
+    }
+    pf->got = fi.body->len;
+    return 0;
+}
+
+int imap_fetch_range(imap_client *c, uint32_t uid, uint64_t offset, uint64_t len, int fd,
+                     uint64_t *got, ofs_error *err)
+{
+    part_fetch pf = {.uid = uid, .fd = fd};
+    client_begin(c, "UID FETCH %" PRIu32 " (UID BODY.PEEK[]<%" PRIu64 ".%" PRIu64 ">)", uid, offset,
+                 len);
+    c->pf = &pf;
+    int r = client_end(c, "UID FETCH", client_on_part, &pf, err);
+    c->pf = NULL;
+    *got = pf.got;
+    if (r == 0 && !pf.answered)
+        return 1; /* expunged meanwhile */
+    if (r < 0 && !c->dead && c->last_status == IMAP_S_NO)
+        return 1;
+    return r;
+}
+
 /* ---- flags, append, expunge ---- */
 
 /* Tags of pipelined commands not yet waited for. */
@@ -1546,8 +1653,10 @@ static int client_send_fd(imap_client *c, int fd, uint64_t size, ofs_error *err)
                     c->host, size - left, size);
             return client_broken(c);
         }
-        if (imap_transport_write(c->t, chunk, (size_t)n, err) < 0)
+        if (imap_transport_write(c->t, chunk, (size_t)n, err) < 0) {
+            client_name_stall(c, err);
             return client_broken(c);
+        }
         left -= (uint64_t)n;
     }
     return 0;
@@ -1675,6 +1784,13 @@ int imap_expunge_uids(imap_client *c, const uint32_t *uids, size_t n, ofs_error 
 int imap_noop(imap_client *c, ofs_error *err)
 {
     return client_simple(c, "NOOP", NULL, NULL, err);
+}
+
+int imap_keepalive(imap_client *c, int idle, ofs_error *err)
+{
+    if (c->dead || imap_now() - c->last_answer < idle)
+        return 0;
+    return imap_noop(c, err);
 }
 
 int imap_logout(imap_client *c, ofs_error *err)

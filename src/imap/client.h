@@ -56,6 +56,13 @@ void imap_set_activity(imap_client *c, imap_activity_fn fn, void *ctx);
 /* Appends what the client is doing, for a person: "fetching INBOX UID 4711". mailbox is the
  * name to show for the selected folder (the caller's, UTF-8). */
 void imap_doing(const imap_client *c, const char *mailbox, buf *out);
+/* The name of the selected folder for people (UTF-8), so that a link error can say what was
+ * going on: "no data from HOST for 60 s while fetching INBOX UID 4711". NULL clears it. */
+void imap_set_label(imap_client *c, const char *mailbox);
+
+/* NOOP when nothing was heard from the server for idle seconds: a link that died while we
+ * worked locally is found by a cheap command, not in the middle of the next APPEND. */
+int imap_keepalive(imap_client *c, int idle, ofs_error *err);
 
 /* AUTHENTICATE PLAIN when offered (SASL-IR when possible), else LOGIN. Refreshes capabilities.
  * A refusal is OFS_E_AUTH; LOGINDISABLED is OFS_E_AUTH with a hint. No-op after PREAUTH. */
@@ -109,6 +116,12 @@ int imap_fetch_meta(imap_client *c, uint32_t first, uint32_t last, bool want_siz
  * caller's msgid. A failing sink ends the connection (the rest of the batch is unread). */
 int imap_fetch_bodies(imap_client *c, const store_msg *msgs, size_t n, const store_sink *sink,
                       ofs_error *err);
+
+/* UID FETCH uid (BODY.PEEK[]<offset.len>): appends the range's bytes to fd as they arrive
+ * (so after a cut, fd holds every byte received). *got: bytes of the range received, fewer
+ * than len at the message's end. Returns 1 when the message is gone from the server. */
+int imap_fetch_range(imap_client *c, uint32_t uid, uint64_t offset, uint64_t len, int fd,
+                     uint64_t *got, ofs_error *err);
 
 /* UID STORE uids +FLAGS.SILENT (add) or -FLAGS.SILENT; uids sorted ascending. */
 int imap_store_flags(imap_client *c, const uint32_t *uids, size_t n, bool add, unsigned flags,

@@ -29,6 +29,7 @@ typedef struct imap_store {
         store_folder_info info;
     } * status;
     size_t nstatus;
+    int keepalive; /* seconds of silence after which a NOOP checks the link first */
 } imap_store;
 
 static imap_store *istore(store *s)
@@ -267,13 +268,20 @@ static int istore_prefetch_status(store *s, const strlist *names, ofs_error *err
     return rc;
 }
 
+/* Before a command: a link that sat idle while we worked locally is checked first. */
+static int istore_begin(imap_store *is, ofs_error *err)
+{
+    return imap_keepalive(is->c, is->keepalive, err);
+}
+
 static int istore_list_folders(store *s, strlist *out, strlist *refused, ofs_error *err)
 {
     imap_store *is = istore(s);
     imap_list_entry *v;
     size_t n;
     istore_status_clear(is);
-    if (imap_list_ex(is->c, "*", imap_has_cap(is->c, "CONDSTORE"), &v, &n, err) < 0)
+    if (istore_begin(is, err) < 0 ||
+        imap_list_ex(is->c, "*", imap_has_cap(is->c, "CONDSTORE"), &v, &n, err) < 0)
         return -1;
     strlist names;
     strlist_init(&names);
@@ -315,7 +323,7 @@ static int istore_create_folder(store *s, const char *name, ofs_error *err)
 {
     imap_store *is = istore(s);
     char *srv;
-    if (name_to_server(is, name, &srv, err) < 0)
+    if (istore_begin(is, err) < 0 || name_to_server(is, name, &srv, err) < 0)
         return -1;
     int r = imap_create(is->c, srv, err);
     free(srv);
@@ -371,8 +379,9 @@ static int istore_open_folder(store *s, const char *name, store_folder_info *inf
     free(is->cur_server);
     is->cur = is->cur_server = NULL;
     char *srv;
-    if (name_to_server(is, name, &srv, err) < 0)
+    if (istore_begin(is, err) < 0 || name_to_server(is, name, &srv, err) < 0)
         return -1;
+    imap_set_label(is->c, name);
     imap_mailbox_info mi;
     if (imap_select(is->c, srv, false, &mi, err) < 0) {
         free(srv);
@@ -438,6 +447,8 @@ static int istore_list_messages(store *s, const store_list_opts *o, store_msg_li
         return -1;
     if (imap_selected(is->c)->exists == 0)
         return 0;
+    if (istore_begin(is, err) < 0)
+        return -1;
     if (imap_fetch_meta(is->c, o->since_uid, 0, o->want_size, o->want_msgid, out, err) < 0)
         return err_prefix(err, "folder %s", is->cur);
     return 0;
@@ -448,7 +459,7 @@ static int istore_fetch_messages(store *s, const store_msg *msgs, size_t n, cons
                                  ofs_error *err)
 {
     imap_store *is = istore(s);
-    if (istore_need_folder(is, "fetching messages", err) < 0)
+    if (istore_need_folder(is, "fetching messages", err) < 0 || istore_begin(is, err) < 0)
         return -1;
     size_t i = 0;
     while (i < n) {
@@ -462,11 +473,22 @@ static int istore_fetch_messages(store *s, const store_msg *msgs, size_t n, cons
     return 0;
 }
 
+static int istore_fetch_range(store *s, const store_msg *m, uint64_t offset, uint64_t len, int fd,
+                              uint64_t *got, ofs_error *err)
+{
+    imap_store *is = istore(s);
+    *got = 0;
+    if (istore_need_folder(is, "fetching a message", err) < 0 || istore_begin(is, err) < 0)
+        return -1;
+    int r = imap_fetch_range(is->c, m->uid, offset, len, fd, got, err);
+    return r < 0 ? err_prefix(err, "folder %s", is->cur) : r;
+}
+
 static int istore_store_message(store *s, int fd, uint64_t size, unsigned flags, store_msg *out,
                                 ofs_error *err)
 {
     imap_store *is = istore(s);
-    if (istore_need_folder(is, "storing a message", err) < 0)
+    if (istore_need_folder(is, "storing a message", err) < 0 || istore_begin(is, err) < 0)
         return -1;
     uint32_t uv, uid;
     if (imap_append(is->c, is->cur_server, fd, size, flags, &uv, &uid, err) < 0)
@@ -510,7 +532,7 @@ static int istore_set_flags(store *s, const store_msg *msgs, size_t n, unsigned 
                             ofs_error *err)
 {
     imap_store *is = istore(s);
-    if (istore_need_folder(is, "changing flags", err) < 0)
+    if (istore_need_folder(is, "changing flags", err) < 0 || istore_begin(is, err) < 0)
         return -1;
     size_t k;
     uint32_t *u = istore_uids(msgs, n, &k);
@@ -522,7 +544,7 @@ static int istore_set_flags(store *s, const store_msg *msgs, size_t n, unsigned 
 static int istore_remove_messages(store *s, const store_msg *msgs, size_t n, ofs_error *err)
 {
     imap_store *is = istore(s);
-    if (istore_need_folder(is, "removing messages", err) < 0)
+    if (istore_need_folder(is, "removing messages", err) < 0 || istore_begin(is, err) < 0)
         return -1;
     size_t k;
     uint32_t *u = istore_uids(msgs, n, &k);
@@ -555,6 +577,7 @@ static const store_ops imap_store_ops = {
     .open_folder = istore_open_folder,
     .list_messages = istore_list_messages,
     .fetch_messages = istore_fetch_messages,
+    .fetch_range = istore_fetch_range,
     .store_message = istore_store_message,
     .flush = istore_flush,
     .set_flags = istore_set_flags,
@@ -598,6 +621,7 @@ int imap_store_open(const imap_store_opts *o, store **out, ofs_error *err)
     is->host = xstrdup(o->host);
     is->activity = o->activity;
     is->activity_ctx = o->activity_ctx;
+    is->keepalive = o->timeout > 0 ? o->timeout : 60;
     if (o->activity)
         imap_set_activity(c, istore_activity, is);
     if (imap_login(c, o->user, o->password, err) < 0 ||

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,12 +47,25 @@ static void activity_tick(imap_transport *t, double idle, double now)
     t->activity(t->activity_ctx, idle);
 }
 
-/* Polls in slices so the activity hook hears about a long wait while it lasts. */
+double imap_now(void)
+{
+    return mono_now();
+}
+
+/* Bytes we sent that the peer has not acknowledged yet, or -1 when unknown. */
+static long transport_unacked(int fd)
+{
+    int q = 0;
+    return ioctl(fd, SIOCOUTQ, &q) == 0 ? q : -1;
+}
+
+/* Polls in slices so the activity hook hears about a long wait while it lasts. The deadline is
+ * absolute (EINTR and slices cannot stretch it); only progress moves it: the peer acknowledging
+ * bytes we sent, as when a big APPEND drains over a slow link before any answer can come. */
 static int tcp_poll_reporting(imap_transport *t, short events)
 {
-    if (!t->activity)
-        return tcp_poll(t->fd, events, t->timeout);
     double start = mono_now(), deadline = start + t->timeout;
+    long unacked = transport_unacked(t->fd);
     for (;;) {
         double now = mono_now();
         if (now >= deadline)
@@ -64,6 +79,12 @@ static int tcp_poll_reporting(imap_transport *t, short events)
         if (r != 0)
             return r;
         now = mono_now();
+        long q = transport_unacked(t->fd);
+        if (q >= 0 && unacked >= 0 && q < unacked) {
+            start = now;
+            deadline = now + t->timeout;
+        }
+        unacked = q;
         activity_tick(t, now - start, now);
     }
 }

@@ -46,6 +46,9 @@ long imap_transport_read(imap_transport *t, void *data, size_t len, ofs_error *e
 int imap_transport_write(imap_transport *t, const void *data, size_t len, ofs_error *err);
 void imap_transport_close(imap_transport *t); /* NULL is fine */
 
+/* Monotonic seconds, for deadlines and rates. */
+double imap_now(void);
+
 /* Waits until t->fd is ready for events (POLLIN/POLLOUT) or t->timeout passes (OFS_E_NET).
  * For layers above TCP that need to wait on the socket themselves. */
 int imap_transport_wait(imap_transport *t, short events, ofs_error *err);

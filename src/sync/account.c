@@ -14,6 +14,7 @@
 #include "sync/crashpoint.h"
 #include "sync/engine.h"
 #include "sync/folders.h"
+#include "sync/retry.h"
 #include "util/err.h"
 
 static void pass_event(sync_ctx *c, enum ofs_event_type type, const char *folder, const char *text)
@@ -40,6 +41,8 @@ static void net_counters(const sync_ctx *c, ofs_event *ev)
     uint64_t rtt;
     if (c->srv)
         imap_store_counters(crashpoint_unwrap(c->srv), &ev->net_in, &ev->net_out, &rtt);
+    ev->net_in += c->closed_in; /* the pass's connections before a reconnect */
+    ev->net_out += c->closed_out;
 }
 
 /* The connection's heartbeat: bytes flowing become a progress event (the display's rate),
@@ -104,6 +107,9 @@ static void net_mark_take(const sync_ctx *c, net_mark *m)
     *m = (net_mark){.t = mono_now()};
     if (c->srv)
         imap_store_counters(crashpoint_unwrap(c->srv), &m->in, &m->out, &m->rtt);
+    m->in += c->closed_in;
+    m->out += c->closed_out;
+    m->rtt += c->closed_rtt;
 }
 
 static void pass_counters(sync_ctx *c, const net_mark *start)
@@ -116,28 +122,46 @@ static void pass_counters(sync_ctx *c, const net_mark *start)
     c->stats.elapsed_ms = (uint64_t)((now.t - start->t) * 1000);
 }
 
-int sync_run_pass(sync_ctx *c, ofs_error *err)
+/* One try at the folders not done yet; a network error ends it and retry.c tries again. */
+static int pass_attempt(sync_ctx *c, ofs_error *err)
 {
     strlist todo;
-    net_mark start;
-    net_mark_take(c, &start);
-    pass_event(c, OFS_EV_PASS_START, NULL, NULL);
+    strlist_init(&todo);
     int rc = folders_align(c, &todo, err);
     /* Every folder's status in one round trip, so unchanged folders are never opened. */
     if (rc == 0 && c->srv->ops->prefetch_status)
         rc = c->srv->ops->prefetch_status(c->srv, &todo, err);
     for (size_t i = 0; rc == 0 && i < todo.n && !(c->stop && c->stop(c->stop_arg)); i++) {
+        if (strlist_find(&c->done, todo.v[i]) >= 0)
+            continue;
         ofs_error ferr = {0};
-        c->stats.folders_seen++;
         if (sync_folder(c, todo.v[i], &ferr) < 0)
             rc = folder_failed(c, todo.v[i], &ferr, err);
+        if (rc == 0) {
+            c->stats.folders_seen++;
+            strlist_add(&c->done, todo.v[i]);
+            c->progress++;
+        }
     }
+    strlist_free(&todo);
+    return rc;
+}
+
+int sync_run_pass(sync_ctx *c, ofs_error *err)
+{
+    net_mark start;
+    net_mark_take(c, &start);
+    pass_event(c, OFS_EV_PASS_START, NULL, NULL);
+    int rc = sync_retry(c, pass_attempt, err);
+    strlist_free(&c->done);
     if (rc == 0 && c->folder_failures) {
         *err = c->folder_err;
         if (c->folder_failures > 1)
             err_prefix(err, "%d folders failed, the first", c->folder_failures);
         rc = -1;
     }
+    if (c->password) /* the pass's own connection: its figures are complete once closed */
+        sync_disconnect(c);
     pass_counters(c, &start);
     if (c->dry_run) {
         pass_event(c, OFS_EV_NOTICE, NULL, "dry run: nothing was changed on either side");
@@ -148,7 +172,6 @@ int sync_run_pass(sync_ctx *c, ofs_error *err)
                         .code = rc < 0 ? (err->code > 0 ? err->code : 1) : 0};
         c->fn(&ev, c->fn_ctx);
     }
-    strlist_free(&todo);
     return rc;
 }
 
@@ -168,29 +191,32 @@ int sync_lock_account(const cfg_account *a, int *fd, ofs_error *err)
     return rc;
 }
 
+int sync_connect(sync_ctx *c, ofs_error *err)
+{
+    const cfg_account *a = c->acct;
+    imap_store_opts o = {.host = a->host,
+                         .port = a->port,
+                         .tls = a->tls,
+                         .user = a->user,
+                         .password = c->password,
+                         .timeout = a->timeout,
+                         .activity = on_activity,
+                         .activity_ctx = c,
+                         .compress = a->compress};
+    if (imap_store_open(&o, &c->srv, err) < 0)
+        return -1;
+    c->srv = crashpoint_wrap(c->srv);
+    return 0;
+}
+
+/* The server is connected by the pass itself (retry.c), which may need to log in again. */
 static int open_stores(sync_ctx *c, ofs_error *err)
 {
     const cfg_account *a = c->acct;
     if (maildir_store_open(a->local, a->layout, &c->loc, err) < 0)
         return -1;
     c->loc = crashpoint_wrap(c->loc);
-    char *password = NULL;
-    if (cfg_account_password(a, &password, err) < 0)
-        return -1;
-    imap_store_opts o = {.host = a->host,
-                         .port = a->port,
-                         .tls = a->tls,
-                         .user = a->user,
-                         .password = password,
-                         .timeout = a->timeout,
-                         .activity = on_activity,
-                         .activity_ctx = c,
-                         .compress = a->compress};
-    int rc = imap_store_open(&o, &c->srv, err);
-    c->srv = crashpoint_wrap(c->srv);
-    explicit_bzero(password, strlen(password));
-    free(password);
-    return rc;
+    return cfg_account_password(a, &c->password, err);
 }
 
 static int sync_one(const cfg_account *a, const ofs_sync_opts *opts, ofs_event_fn fn, void *ctx,
@@ -205,8 +231,11 @@ static int sync_one(const cfg_account *a, const ofs_sync_opts *opts, ofs_event_f
         rc = open_stores(&c, err);
     if (rc == 0)
         rc = sync_run_pass(&c, err);
-    if (c.srv)
-        c.srv->ops->close(c.srv);
+    sync_disconnect(&c);
+    if (c.password) {
+        explicit_bzero(c.password, strlen(c.password));
+        free(c.password);
+    }
     if (c.loc)
         c.loc->ops->close(c.loc);
     if (c.st)
@@ -238,6 +267,7 @@ static int sync_one(const cfg_account *a, const ofs_sync_opts *opts, ofs_event_f
         total->net_out += c.stats.net_out;
         total->round_trips += c.stats.round_trips;
         total->elapsed_ms += c.stats.elapsed_ms;
+        total->reconnects += c.stats.reconnects;
     }
     return rc;
 }
@@ -272,7 +302,17 @@ int ofs_sync_account_opts(const ofs_config *cfg, const char *account, const ofs_
 
 /* ---- for watch.c: the same connections as a pass ---- */
 
+/* For callers that keep the connection themselves (watch, push): both stores open, and no
+ * password kept, so a pass leaves reconnecting to them. */
 int sync_open_stores(sync_ctx *c, ofs_error *err)
 {
-    return open_stores(c, err);
+    int rc = open_stores(c, err);
+    if (rc == 0)
+        rc = sync_connect(c, err);
+    if (c->password) {
+        explicit_bzero(c->password, strlen(c->password));
+        free(c->password);
+        c->password = NULL;
+    }
+    return rc;
 }

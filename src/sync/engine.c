@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "sync/message.h"
+#include "sync/partial.h"
 #include "sync/plan.h"
 #include "util/err.h"
 #include "util/uidset.h"
@@ -40,6 +41,8 @@ typedef struct folder_run {
     int64_t restore_id;       /* the restore-deleted intent of this pass's expunge, or 0 */
     size_t flagged_removed;   /* removed although the other side had changed their flags */
     bool own_appends; /* resolving this pass's APPENDs (no UIDPLUS), not a crash's leftovers */
+    buf held;         /* the first held-back messages, for the folder's line */
+    size_t held_shown;
 } folder_run;
 
 static void emit(folder_run *r, enum ofs_event_type type, const char *text)
@@ -1018,7 +1021,44 @@ static int commit_downloads(folder_run *r, copy_batch *b, ofs_error *err)
         in_txn(r, settle_items, b, err) < 0 || union_dedupe_flags(r, b, err) < 0)
         return -1;
     r->st.downloaded += b->n - deduped;
+    r->c->progress++;
     return 0;
+}
+
+/* One big message through a partial file that survives cuts and passes: every byte that
+ * arrived stays, and the next try asks only for the rest. */
+static int download_in_ranges(folder_run *r, const store_msg *m, ofs_error *err)
+{
+    partial_file pf;
+    if (partial_open(&pf, r->c->acct->local, r->name, r->si.uidvalidity, m, err) < 0) {
+        partial_close(&pf, false);
+        return -1;
+    }
+    if (pf.have) {
+        char *line = xasprintf("resuming UID %u at %llu of %llu bytes", m->uid,
+                               (unsigned long long)pf.have, (unsigned long long)m->size);
+        notice(r, line);
+        free(line);
+    }
+    uint64_t before = pf.have;
+    int rc = partial_fetch(&pf, r->c->srv, m, &r->c->link_rate, err);
+    if (pf.have > before)
+        r->c->progress++;
+    if (rc != 0) {
+        partial_close(&pf, rc == 1); /* 1: gone from the server; keep the bytes otherwise */
+        return rc < 0 ? -1 : 0;
+    }
+    copy_batch b = {.r = r, .fd = pf.fd};
+    pf.fd = -1; /* download_done closes it */
+    if (lseek(b.fd, 0, SEEK_SET) < 0)
+        rc = err_errno(err, OFS_E_IO, errno, "cannot rewind %s", pf.path);
+    if (rc == 0)
+        rc = download_done(&b, m, b.fd, pf.have, err);
+    if (rc == 0)
+        rc = commit_downloads(r, &b, err);
+    batch_free(&b);
+    partial_close(&pf, rc == 0); /* the Maildir copy is durable: the partial file can go */
+    return rc;
 }
 
 static int exec_downloads(folder_run *r, const sync_plan *plan, ofs_error *err)
@@ -1028,12 +1068,19 @@ static int exec_downloads(folder_run *r, const sync_plan *plan, ofs_error *err)
         return 0;
     store_msg *msgs = xmalloc(n * sizeof *msgs);
     size_t k = 0;
-    for (size_t i = 0; i < plan->n; i++)
-        if (plan->v[i].kind == ACT_DOWNLOAD)
-            msgs[k++] = r->srv.v[plan->v[i].srv];
+    int rc = 0;
+    /* Big messages one by one, in resumable ranges; the rest in batches. */
+    for (size_t i = 0; i < plan->n && rc == 0; i++) {
+        if (plan->v[i].kind != ACT_DOWNLOAD)
+            continue;
+        const store_msg *m = &r->srv.v[plan->v[i].srv];
+        if (partial_wanted(r->c->srv, m))
+            rc = download_in_ranges(r, m, err);
+        else
+            msgs[k++] = *m;
+    }
     copy_batch b = {.r = r, .fd = -1};
     store_sink sink = {sink_open, download_done, &b};
-    int rc = 0;
     for (size_t i = 0; i < k && rc == 0; i += DOWNLOAD_BATCH) {
         size_t len = k - i < DOWNLOAD_BATCH ? k - i : DOWNLOAD_BATCH;
         rc = r->c->srv->ops->fetch_messages(r->c->srv, msgs + i, len, &sink, err);
@@ -1086,6 +1133,7 @@ static int append_items(folder_run *r, copy_batch *b, ofs_error *err)
         r->st.bytes_up += it->p.size;
         r->st.uploaded++;
         r->done++;
+        r->c->progress++;
         r->bytes_done += it->p.size;
         emit(r, OFS_EV_PROGRESS, NULL);
     }
@@ -1336,15 +1384,45 @@ static int open_and_list(folder_run *r, ofs_error *err)
     return resolve_pending(r, err) < 0 ? -1 : 0;
 }
 
+/* Messages over max-size stay on the server: never downloaded, never paired, so they are
+ * neither new again next pass in any way that changes something, nor ever a deletion. */
+static void hold_back(folder_run *r, sync_plan *plan)
+{
+    uint64_t max = r->c->acct->max_size;
+    if (!max)
+        return;
+    for (size_t i = 0; i < plan->n; i++) {
+        sync_action *a = &plan->v[i];
+        if (a->kind != ACT_DOWNLOAD || r->srv.v[a->srv].size <= max)
+            continue;
+        a->kind = ACT_NONE;
+        plan->count[ACT_DOWNLOAD]--;
+        r->st.held_back++;
+        r->st.held_back_bytes += r->srv.v[a->srv].size;
+        if (r->held_shown < 5)
+            buf_printf(&r->held, "%sUID %u %.1f KiB", r->held_shown ? ", " : "",
+                       r->srv.v[a->srv].uid, (double)r->srv.v[a->srv].size / 1024.0);
+        r->held_shown++;
+    }
+}
+
 static void summarize(folder_run *r)
 {
     const ofs_sync_stats *s = &r->st;
+    buf line;
+    buf_init(&line);
+    if (s->held_back)
+        buf_printf(&line, "; %llu held back on the server, larger than max-size (%s%s)",
+                   (unsigned long long)s->held_back, r->held.data, s->held_back > 5 ? ", ..." : "");
     if (!s->downloaded && !s->uploaded && !s->flags_to_local && !s->flags_to_server &&
         !s->expunged_local && !s->expunged_server && !r->old_uidvalidity && !r->deduped) {
-        emit(r, OFS_EV_FOLDER_DONE, "in sync");
+        char *text = xasprintf("in sync%s", line.len ? line.data : "");
+        emit(r, OFS_EV_FOLDER_DONE, text);
+        free(text);
+        buf_free(&line);
         return;
     }
-    buf line;
+    buf held = line;
     buf_init(&line);
     if (r->old_uidvalidity)
         buf_printf(&line,
@@ -1374,8 +1452,11 @@ static void summarize(folder_run *r)
     if (r->flagged_removed)
         buf_printf(&line, " (%zu of the removed had flag changes on the other side: removal wins)",
                    r->flagged_removed);
+    if (held.len)
+        buf_add(&line, held.data, held.len);
     emit(r, OFS_EV_FOLDER_DONE, line.data);
     buf_free(&line);
+    buf_free(&held);
 }
 
 static void add_stats(ofs_sync_stats *to, const ofs_sync_stats *from)
@@ -1388,6 +1469,8 @@ static void add_stats(ofs_sync_stats *to, const ofs_sync_stats *from)
     to->expunged_server += from->expunged_server;
     to->bytes_down += from->bytes_down;
     to->bytes_up += from->bytes_up;
+    to->held_back += from->held_back;
+    to->held_back_bytes += from->held_back_bytes;
 }
 
 /* The folder's record: what the server said when the plan was made, and the local mark when
@@ -1406,6 +1489,8 @@ static int record_folder(folder_run *r, void *arg, ofs_error *err)
 
 static int finish_folder(folder_run *r, bool local_changed, ofs_error *err)
 {
+    /* Every download of the folder is done: what partial files remain are stale. */
+    partial_sweep(r->c->acct->local, r->name);
     if (in_txn(r, record_folder, &local_changed, err) < 0)
         return -1;
     summarize(r);
@@ -1471,6 +1556,7 @@ static int run_folder(folder_run *r, ofs_error *err)
     sync_plan plan;
     sync_plan_folder(&r->pairs, &r->srv, &r->loc, &plan);
     sync_plan_expunge_policy(&plan, r->c->acct->expunge);
+    hold_back(r, &plan);
     if (r->c->dry_run) {
         report_plan(r, &plan);
         sync_plan_free(&plan);
@@ -1527,5 +1613,6 @@ int sync_folder(sync_ctx *c, const char *name, ofs_error *err)
     state_pair_list_free(&r.pairs);
     store_msg_list_free(&r.srv);
     store_msg_list_free(&r.loc);
+    buf_free(&r.held);
     return rc;
 }

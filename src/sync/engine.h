@@ -17,10 +17,16 @@ typedef struct sync_ctx {
     ofs_sync_stats stats; /* the whole pass */
     ofs_error folder_err; /* the first folder-level error; the pass goes on past it */
     int folder_failures;
-    struct folder_run *run; /* the folder being synced, for activity reports */
-    bool dry_run;           /* plan and report; change nothing on either side or in the state */
+    struct folder_run *run;  /* the folder being synced, for activity reports */
+    bool dry_run;            /* plan and report; change nothing on either side or in the state */
     bool (*stop)(void *arg); /* when set and true, a pass ends before its next folder */
     void *stop_arg;
+    char *password;    /* set: the pass (re)connects the server itself (retry.c) */
+    strlist done;      /* folders finished this pass: a resumed pass does not redo them */
+    uint64_t progress; /* bumped by every durable step: a reconnect that follows progress
+                          does not count against reconnect-attempts */
+    double link_rate;  /* bytes/s measured by ranged downloads, sizes the next range */
+    uint64_t closed_in, closed_out, closed_rtt; /* wire figures of connections already closed */
 } sync_ctx;
 
 /* Fills ev's folder, done/total and bytes from the folder being synced (none: left as is). */

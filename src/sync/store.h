@@ -82,6 +82,11 @@ typedef struct store_ops {
      * meanwhile is skipped (sink not called) rather than failing the batch. */
     int (*fetch_messages)(store *s, const store_msg *msgs, size_t n, const store_sink *sink,
                           ofs_error *err);
+    /* Server only (NULL on the local side): appends bytes offset..offset+len of message m to
+     * fd as they arrive, so that after a cut fd holds every byte received. *got: the range's
+     * bytes received (fewer than len at the message's end). 1: the message is gone. */
+    int (*fetch_range)(store *s, const store_msg *m, uint64_t offset, uint64_t len, int fd,
+                       uint64_t *got, ofs_error *err);
     /* Stores size bytes read from fd (positioned at 0) as a new message in the current folder.
      * Fills out->uid (server, 0 when the server does not say: no UIDPLUS) or out->key (local).
      * The local side makes it visible and durable only at flush(). */

@@ -132,6 +132,7 @@ static void summary(buf *b, const ofs_event *ev)
     key_u64(b, "net_in", s->net_in);
     key_u64(b, "net_out", s->net_out);
     key_u64(b, "round_trips", s->round_trips);
+    key_u64(b, "reconnects", s->reconnects);
     buf_printf(b, ",\"elapsed\":%.3f}\n", (double)s->elapsed_ms / 1000.0);
 }
 

@@ -129,6 +129,8 @@ void ui_summary_line(const ofs_event *ev, buf *b)
     buf_adds(b, " in, ");
     ui_fmt_bytes(b, s->net_out);
     buf_printf(b, " out, %llu round trips, ", (unsigned long long)s->round_trips);
+    if (s->reconnects)
+        buf_printf(b, "%llu reconnects, ", (unsigned long long)s->reconnects);
     buf_printf(b, "%.1f s", (double)s->elapsed_ms / 1000.0);
 }
 
