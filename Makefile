@@ -6,7 +6,7 @@ BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all deps build build-asan test test-unit demo bench clean format torture
+.PHONY: all deps build build-asan test test-unit demo bench clean format torture faults
 
 all: build
 
@@ -34,6 +34,13 @@ torture: deps build
 	  OFSYNC_BIN=$(BUILD)/ofsync OFS_TEST_CAPS=$$caps python3 tests/torture/torture.py \
 	    --kills $(TORTURE_KILLS) || exit 1; \
 	done
+
+# 1,000 seeded link faults (stalls, cuts, latency spikes) across sync rounds; ends with
+# "faults: N, survived: N, lost: 0, duplicated: 0". FAULTS=N and FAULT_SEED=S to vary.
+FAULTS ?= 1000
+FAULT_SEED ?= 1
+faults: build
+	@OFSYNC_BIN=$(BUILD)/ofsync python3 tests/links/faults.py --faults $(FAULTS) --seed $(FAULT_SEED)
 
 demo: deps build
 	@OFSYNC_BIN=$(BUILD)/ofsync bash scripts/demo.sh
