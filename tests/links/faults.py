@@ -91,29 +91,33 @@ def run_faults(ctx, want, seed, timeout=2, log=lambda s: None):
     model.populate()
     faults = survived = lost = dupes = 0
     rnd = 0
-    with L.LinkEm(("127.0.0.1", ctx.dovecot.port), chaos=seed, chaos_range=(0, 60000),
-                  faults="all", spike_ms=timeout * 600, seed=seed) as em:
-        L.configure(ctx, em.port, timeout=timeout, attempts=5)
-        while faults < want:
-            rnd += 1
-            before = em.stats()["counters"]["faults"]
+    while faults < want:
+        rnd += 1
+        # A fresh chaos seed and offset range per round: a resync moves a few KiB, a round
+        # with big messages a few hundred, and faults must land in both.
+        hi = rng.choice([2500, 8000, 30000, 120000])
+        with L.LinkEm(("127.0.0.1", ctx.dovecot.port), chaos=seed * 100003 + rnd,
+                      chaos_range=(0, hi), faults="all", spike_ms=timeout * 600,
+                      seed=rnd) as em:
+            L.configure(ctx, em.port, timeout=timeout, attempts=5)
             ok = round_until_synced(ctx, em, timeout, log)
-            got = em.stats()["counters"]["faults"] - before
-            faults += got
-            # The verdict comes from a clean link: what both stores hold now.
-            srv, loc = ctx.snap_server(), ctx.snap_local()
-            d = len(T.snapshot_duplicates(srv)) + len(T.snapshot_duplicates(loc))
-            missing = sum(len(ids - set(srv.get(f, {}))) + len(ids - set(loc.get(f, {})))
-                          for f, ids in model.ids.items())
-            lost += missing
-            dupes += d
-            if ok and not missing and not d:
-                T.assert_snapshots_equal(srv, loc)
-                survived += got
-            log(f"round {rnd}: {got} faults, converged {ok}, missing {missing}, dupes {d}")
-            if not ok:
-                raise AssertionError(f"round {rnd} did not converge in {RUNS_PER_ROUND} runs")
-            model.mutate()
+            got = em.stats()["counters"]["faults"]
+        faults += got
+        # The verdict comes from a clean look at what both stores hold now.
+        srv, loc = ctx.snap_server(), ctx.snap_local()
+        d = len(T.snapshot_duplicates(srv)) + len(T.snapshot_duplicates(loc))
+        missing = sum(len(ids - set(srv.get(f, {}))) + len(ids - set(loc.get(f, {})))
+                      for f, ids in model.ids.items())
+        lost += missing
+        dupes += d
+        if ok and not missing and not d:
+            T.assert_snapshots_equal(srv, loc)
+            survived += got
+        log(f"round {rnd}: {got} faults (range {hi}), converged {ok}, missing {missing}, "
+            f"dupes {d}")
+        if not ok:
+            raise AssertionError(f"round {rnd} did not converge in {RUNS_PER_ROUND} runs")
+        model.mutate()
     return faults, survived, lost, dupes
 
 

@@ -3,10 +3,13 @@
 # and a resumed pass that converges with nothing lost or twice, and ofsync is never silent.
 import os
 import sys
+import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faults  # noqa: E402
 import linktest as L  # noqa: E402
+import linkem  # noqa: E402  (on the path through linktest)
 
 T = L.T
 check = L.check
@@ -105,6 +108,44 @@ def cut_during_append(ctx):
     check(st["faults"] and st["faults"][0]["kind"] == "cut", f"no cut: {st}")
     check(w.has(r"while appending a message to INBOX; reconnecting"), f"cut not named:\n{w.out}")
     L.assert_no_silence(w, TIMEOUT)
+    L.assert_converged(ctx, ids)
+
+
+@T.test
+def cut_during_keepalive_noop(ctx):
+    """ofsync works locally longer than the timeout (a local message that is a FIFO holds it
+    in read()); before its next command it checks the idle link with NOOP, and the link is
+    cut exactly then: the NOOP's answer never arrives."""
+    ids = ctx.populate({"INBOX": 2}, seed=28)
+    msg = L.big_message(9, 28, 3000)
+    ids["INBOX"].append(T.message_id(msg))
+    d = T.local_folder_dir(ctx.local, ctx.layout, "INBOX")
+    for sub in ("cur", "new", "tmp"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+    fifo = os.path.join(d, "cur", "1700000000.M1P1Q1.fifo:2,S")
+    os.mkfifo(fifo)
+    with L.LinkEm(target(ctx)) as em:
+        L.configure(ctx, em.port, timeout=TIMEOUT)
+        result = {}
+        runner = threading.Thread(target=lambda: result.update(w=L.run_watched(ctx)))
+        runner.start()
+        with open(fifo, "wb") as f:  # returns once ofsync opened the FIFO to upload it
+            time.sleep(TIMEOUT + 0.5)
+            conn = next(iter(em.conns))
+            down = conn.pumps["down"]
+            down.faults.insert(0, linkem._Fault("cut", down.delivered, mode="rst"))
+            f.write(msg.replace(b"\r\n", b"\n"))
+        regular = fifo + ".tmp"
+        with open(regular, "wb") as f:
+            f.write(msg.replace(b"\r\n", b"\n"))
+        os.replace(regular, fifo)  # later reads see a plain file with the same key
+        runner.join(120)
+        st = em.stats()
+    w = result["w"]
+    L.expect_rc(w)
+    check(st["faults"] and st["faults"][0]["kind"] == "cut", f"no cut: {st}")
+    check(w.has(r"lost.* while checking the idle connection to 127\.0\.0\.1 \(NOOP\); "
+                r"reconnecting"), f"cut during NOOP not named:\n{w.out}")
     L.assert_converged(ctx, ids)
 
 

@@ -289,6 +289,7 @@ class _Conn:
             self._close()
             return
         pumps = {d: self._make_pump(d) for d in DIRS}
+        self.pumps = pumps  # tests may add a fault to a live connection
         down = threading.Thread(target=pumps["down"].run, name=f"linkem-{self.index}-down",
                                 daemon=True)
         self.threads.append(down)
