@@ -83,8 +83,10 @@ int sync_retry(sync_ctx *c, int (*attempt)(sync_ctx *c, ofs_error *err), ofs_err
         if (c->progress != progress)
             failures = 0; /* the link works, if badly: do not give up on it */
         if (failures >= limit)
-            return err_prefix(err, "gave up after %d reconnect%s without progress", failures,
-                              failures == 1 ? "" : "s");
+            return err_prefix(err,
+                              "gave up after %d reconnect%s in a row without progress "
+                              "(reconnect-attempts = %d)",
+                              failures, failures == 1 ? "" : "s", limit);
         failures++;
         double delay = sync_backoff(failures, (double)rand_r(&seed) / ((double)RAND_MAX + 1.0));
         char *line = xasprintf("%s; reconnecting in %.1f s (attempt %d of %d)", err->message, delay,
