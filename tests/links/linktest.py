@@ -1,5 +1,6 @@
 # Shared pieces of the slow/flaky-link tests: ofsync through linkem, its output watched line by
 # line with arrival times, and the checks every link test makes (convergence, no silent gap).
+import json
 import os
 import random
 import re
@@ -48,22 +49,46 @@ class Watched:
         return re.search(pattern, self.out, re.M) is not None
 
 
+def _text(ev):
+    """One JSON event as a line for the tests' patterns."""
+    t = ev.get("type")
+    if t in ("notice", "error"):
+        return f"{t}: {ev.get('folder') or ''}: {ev.get('message')}"
+    if t == "waiting":
+        return f"waiting {ev.get('waited')} s: {ev.get('doing')}"
+    if t == "folder-done":
+        return f"{ev.get('folder')}: {ev.get('result')}"
+    if t == "summary":
+        changed = any(ev[side][k] for side in ("local", "server") for k in ev[side])
+        return (f"summary: {'changes' if changed else 'nothing to do'}; "
+                f"{ev['round_trips']} round trips, {ev['net_in'] / 1024:.1f} KiB in, "
+                f"{ev['net_out'] / 1024:.1f} KiB out, {ev['reconnects']} reconnects, "
+                f"{ev['held_back']} held back")
+    return t
+
+
 def run_watched(ctx, *args, limit=180):
-    """Runs `ofsync -v --config C sync` and timestamps each line as it arrives.
-    Stderr lines count too: an error line is a report as well."""
-    cmd = [T.ofsync_bin(), "-v", "--config", ctx.config, "sync"] + list(args)
+    """Runs `ofsync --json --config C sync` and timestamps each event as it arrives. Every
+    event is progress or a reported wait; stderr lines (the error line) count too."""
+    cmd = [T.ofsync_bin(), "--json", "--config", ctx.config, "sync"] + list(args)
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     lines, lock = [], threading.Lock()
 
-    def reader(stream, tag):
+    def reader(stream, err):
         for raw in stream:
+            text = raw.decode("utf-8", "replace").rstrip()
+            if not err:
+                try:
+                    text = _text(json.loads(text))
+                except ValueError:
+                    text = "not JSON: " + text
             with lock:
-                lines.append((time.monotonic(), tag + raw.decode("utf-8", "replace").rstrip()))
+                lines.append((time.monotonic(), ("E: " if err else "") + text))
 
-    threads = [threading.Thread(target=reader, args=(p.stdout, ""), daemon=True),
-               threading.Thread(target=reader, args=(p.stderr, "E: "), daemon=True)]
+    threads = [threading.Thread(target=reader, args=(p.stdout, False), daemon=True),
+               threading.Thread(target=reader, args=(p.stderr, True), daemon=True)]
     for t in threads:
         t.start()
     try:

@@ -40,9 +40,9 @@ static void test_backoff_doubles_with_jitter_and_cap(void **st)
 }
 
 static int ticks;
-static int last_waited;
+static double last_waited;
 
-static void on_tick(void *ctx, int waited)
+static void on_tick(void *ctx, double waited)
 {
     (void)ctx;
     ticks++;
@@ -62,13 +62,13 @@ static void test_silence_is_named(void **st)
     imap_transport *t;
     ofs_error err = {0};
     assert_int_equal(imap_transport_connect("127.0.0.1", ntohs(a.sin_port), 2, &t, &err), 0);
-    t->tick = on_tick;
+    t->activity = on_tick;
     char b[16];
     assert_int_equal(imap_transport_read(t, b, sizeof b, &err), -1);
     assert_int_equal(err.code, OFS_E_NET);
     assert_string_equal(err.message, "no data from 127.0.0.1 for 2 s");
     assert_true(ticks >= 1);
-    assert_true(last_waited >= 1);
+    assert_true(last_waited >= 1.0);
     imap_transport_close(t);
     close(l);
 }
