@@ -6,7 +6,7 @@ BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all deps build build-asan test test-unit demo bench clean format torture faults
+.PHONY: all deps build build-asan test test-unit demo bench bench-links clean format torture faults
 
 all: build
 
@@ -41,6 +41,10 @@ FAULTS ?= 1000
 FAULT_SEED ?= 1
 faults: build
 	@OFSYNC_BIN=$(BUILD)/ofsync python3 tests/links/faults.py --faults $(FAULTS) --seed $(FAULT_SEED)
+
+# Resync over emulated dial-up (linkem, 56 kbit/s, 300 ms) against mbsync, with the link's limit.
+bench-links: build
+	@OFSYNC_BIN=$(BUILD)/ofsync bash bench/links.sh
 
 demo: deps build
 	@OFSYNC_BIN=$(BUILD)/ofsync bash scripts/demo.sh
