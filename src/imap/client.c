@@ -314,6 +314,7 @@ void imap_doing(const imap_client *c, const char *mailbox, buf *out)
         {"CREATE", "creating a folder", false},
         {"LOGOUT", "logging out", false},
         {"NOOP", "checking the connection", false},
+        {"IDLE", "waiting for pushed changes (IDLE)", false},
         {"CAPABILITY", "asking for capabilities", false},
         {"ENABLE", "enabling extensions", false},
     };

@@ -2,6 +2,9 @@
 # Slow and flaky links through linkem: a stall or cut anywhere becomes a named line, a reconnect
 # and a resumed pass that converges with nothing lost or twice, and ofsync is never silent.
 import os
+import re
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -146,6 +149,53 @@ def cut_during_keepalive_noop(ctx):
     check(st["faults"] and st["faults"][0]["kind"] == "cut", f"no cut: {st}")
     check(w.has(r"lost.* while checking the connection; reconnecting"),
           f"cut during NOOP not named:\n{w.out}")
+    L.assert_converged(ctx, ids)
+
+
+@T.test
+def cut_during_idle(ctx):
+    """`ofsync watch` waits for pushes in IDLE (or NOTIFY, which waits in IDLE too); every
+    connection is cut while it waits. watch must notice, reconnect, and still bring in mail
+    that arrives afterwards, without a poll (the poll interval is far away)."""
+    ids = ctx.populate({"INBOX": 3}, seed=29)
+    with L.LinkEm(target(ctx)) as em:
+        L.configure(ctx, em.port, timeout=5, **{"poll-interval": 300, "watch-folders": "INBOX"})
+        log = os.path.join(ctx.tmp, "watch.log")
+        with open(log, "wb") as f:
+            p = subprocess.Popen([T.ofsync_bin(), "--config", ctx.config, "-v", "watch"],
+                                 stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
+
+        def output():
+            with open(log, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+
+        def wait(pred, what, timeout=30):
+            end = time.monotonic() + timeout
+            while not pred():
+                check(p.poll() is None, f"watch exited ({p.returncode}):\n{output()}")
+                check(time.monotonic() < end, f"{what} within {timeout} s:\n{output()[-3000:]}")
+                time.sleep(0.05)
+
+        try:
+            wait(lambda: "connections up" in output() or "(up)" in output(), "push not up")
+            time.sleep(1.0)  # the push connection is in IDLE now
+            before = em.stats()["counters"]["connections"]
+            for conn in list(em.conns):
+                conn.abort("rst")
+            msg = L.big_message(50, 29, 2000)
+            ctx.server().append("INBOX", msg, ["\\Seen"])
+            ids["INBOX"].append(T.message_id(msg))
+            wait(lambda: T.local_find(ctx.local, ctx.layout, "INBOX", T.message_id(msg)),
+                 "message not brought in after the cut")
+            check(em.stats()["counters"]["connections"] > before, "watch did not reconnect")
+            check(re.search(r"lost: .* while waiting for pushed changes \(IDLE\)", output()),
+                  f"the cut during IDLE was not named:\n{output()[-2000:]}")
+            p.send_signal(signal.SIGTERM)
+            check(p.wait(timeout=30) == 0, f"watch exit status:\n{output()[-2000:]}")
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     L.assert_converged(ctx, ids)
 
 
