@@ -15,6 +15,7 @@
 #include "sync/engine.h"
 #include "sync/folders.h"
 #include "util/err.h"
+#include "util/secret.h"
 
 static void pass_event(sync_ctx *c, enum ofs_event_type type, const char *folder, const char *text)
 {
@@ -168,6 +169,11 @@ int sync_lock_account(const cfg_account *a, int *fd, ofs_error *err)
     return rc;
 }
 
+static void pass_trace(void *ctx, const char *line)
+{
+    pass_event(ctx, OFS_EV_TRACE, NULL, line);
+}
+
 static int open_stores(sync_ctx *c, ofs_error *err)
 {
     const cfg_account *a = c->acct;
@@ -175,8 +181,8 @@ static int open_stores(sync_ctx *c, ofs_error *err)
         return -1;
     c->loc = crashpoint_wrap(c->loc);
     char *password = NULL;
-    if (cfg_account_password(a, &password, err) < 0)
-        return -1;
+    secret_guard_begin(); /* no core dump may hold the password */
+    int rc = cfg_account_password(a, &password, err);
     imap_store_opts o = {.host = a->host,
                          .port = a->port,
                          .tls = a->tls,
@@ -185,18 +191,30 @@ static int open_stores(sync_ctx *c, ofs_error *err)
                          .timeout = a->timeout,
                          .activity = on_activity,
                          .activity_ctx = c,
-                         .compress = a->compress};
-    int rc = imap_store_open(&o, &c->srv, err);
-    c->srv = crashpoint_wrap(c->srv);
-    explicit_bzero(password, strlen(password));
-    free(password);
+                         .compress = a->compress,
+                         .ca_file = a->ca_file,
+                         .fingerprint = a->fingerprint,
+                         .allow_plaintext = a->allow_plaintext,
+                         .auth = a->auth,
+                         .trace = c->trace && c->fn ? pass_trace : NULL,
+                         .trace_ctx = c};
+    if (rc == 0)
+        rc = imap_store_open(&o, &c->srv, err);
+    if (rc == 0)
+        c->srv = crashpoint_wrap(c->srv);
+    if (password) {
+        explicit_bzero(password, strlen(password));
+        free(password);
+    }
+    secret_guard_end();
     return rc;
 }
 
-static int sync_one(const cfg_account *a, const ofs_sync_opts *opts, ofs_event_fn fn, void *ctx,
-                    ofs_sync_stats *total, ofs_error *err)
+static int sync_one(const cfg_account *a, const ofs_sync_opts *opts, bool trace, ofs_event_fn fn,
+                    void *ctx, ofs_sync_stats *total, ofs_error *err)
 {
-    sync_ctx c = {.acct = a, .fn = fn, .fn_ctx = ctx, .dry_run = opts && opts->dry_run};
+    sync_ctx c = {
+        .acct = a, .fn = fn, .fn_ctx = ctx, .dry_run = opts && opts->dry_run, .trace = trace};
     int lock = -1;
     int rc = state_open(a->state, &c.st, err);
     if (rc == 0)
@@ -257,12 +275,12 @@ int ofs_sync_account_opts(const ofs_config *cfg, const char *account, const ofs_
         const cfg_account *a = cfg_find_account(cfg, account);
         if (!a)
             return err_set(err, OFS_E_USAGE, "no account '%s' in %s", account, cfg->path);
-        return sync_one(a, opts, fn, ctx, stats, err);
+        return sync_one(a, opts, cfg->trace, fn, ctx, stats, err);
     }
     int rc = 0;
     for (size_t i = 0; i < cfg->n_accounts; i++) {
         ofs_error e = {0};
-        if (sync_one(&cfg->accounts[i], opts, fn, ctx, stats, &e) < 0 && rc == 0) {
+        if (sync_one(&cfg->accounts[i], opts, cfg->trace, fn, ctx, stats, &e) < 0 && rc == 0) {
             *err = e;
             rc = -1;
         }

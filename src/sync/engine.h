@@ -21,6 +21,7 @@ typedef struct sync_ctx {
     bool dry_run;           /* plan and report; change nothing on either side or in the state */
     bool (*stop)(void *arg); /* when set and true, a pass ends before its next folder */
     void *stop_arg;
+    bool trace; /* pass the protocol trace on as OFS_EV_TRACE */
 } sync_ctx;
 
 /* Fills ev's folder, done/total and bytes from the folder being synced (none: left as is). */

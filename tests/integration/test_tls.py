@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+# TLS against the private Dovecot with a CA made at test time: implicit TLS and STARTTLS with
+# verification on, and each way verification must fail (host name, unknown CA, pin, port mix-up).
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+import ofstest as T  # noqa: E402
+
+SPEC = {"INBOX": 12, "Archive": 5}
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def one_error_line(err, rc_expected, rc, *needles):
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    check(len(lines) == 1, f"expected one error line, got {len(lines)}:\n{err}")
+    check(lines[0].startswith("ofsync: "), f"not an ofsync error line: {lines[0]}")
+    check(rc == rc_expected, f"exit {rc}, expected {rc_expected}: {lines[0]}")
+    for n in needles:
+        check(n in lines[0], f"{n!r} not in: {lines[0]}")
+    return lines[0]
+
+
+def nothing_local(ctx):
+    snap = ctx.snap_local()
+    check(T.snapshot_count(snap) == 0, f"messages arrived despite the failure: {snap}")
+
+
+@T.test
+def implicit_tls_verified(ctx):
+    d = ctx.dovecot
+    ctx.populate(SPEC, seed=3)
+    ctx.write_config(tls="implicit", host="localhost", port=d.tls_port,
+                     extra={"ca-file": d.ca_file})
+    rc, out, err = ctx.sync("-vv")
+    ctx.assert_synced()
+    check("S: * OK" in err, f"no protocol trace on stderr:\n{err[:2000]}")
+    check("STARTTLS" not in re.findall(r"C: \S+ (\S+)", err), "STARTTLS sent on a TLS port")
+
+
+@T.test
+def starttls_verified(ctx):
+    d = ctx.dovecot
+    ctx.populate(SPEC, seed=4)
+    ctx.write_config(tls="starttls", host="127.0.0.1", port=d.port,
+                     extra={"ca-file": d.ca_file})
+    rc, out, err = ctx.sync("-vv")
+    ctx.assert_synced()
+    cmds = re.findall(r"C: \S+ (\S+)", err)
+    check("STARTTLS" in cmds, f"no STARTTLS in the trace: {cmds}")
+    # Capabilities are asked again once TLS is up (the first answer may have been forged).
+    check(cmds.index("STARTTLS") < len(cmds) - 1 and cmds[cmds.index("STARTTLS") + 1]
+          == "CAPABILITY", f"capabilities not refreshed after STARTTLS: {cmds}")
+    auth = [c for c in cmds if c in ("LOGIN", "AUTHENTICATE")]
+    check(cmds.index("STARTTLS") < cmds.index(auth[0]), f"credentials before STARTTLS: {cmds}")
+
+
+@T.test
+def fingerprint_pin(ctx):
+    d = ctx.dovecot
+    ctx.populate(SPEC, seed=5)
+    # A pin replaces the CA: no ca-file, the system store does not know the test CA.
+    ctx.write_config(tls="implicit", port=d.tls_port,
+                     extra={"fingerprint": d.cert_fingerprint.lower()})
+    ctx.sync()
+    ctx.assert_synced()
+    wrong = "SHA256:" + "00" * 32
+    ctx.write_config(tls="implicit", port=d.tls_port, extra={"fingerprint": wrong})
+    rc, out, err = ctx.sync(expect_rc=None)
+    one_error_line(err, 4, rc, "fingerprint " + d.cert_fingerprint, "not the pinned " + wrong)
+    ctx.write_config(tls="implicit", port=d.tls_port, extra={"fingerprint": "SHA256:abcd"})
+    rc, out, err = ctx.sync(expect_rc=None)
+    one_error_line(err, 3, rc, "64 hex digits")
+
+
+@T.test
+def wrong_host_name_fails(ctx):
+    d = ctx.dovecot
+    ctx.populate(SPEC, seed=6)
+    # 127.1 reaches 127.0.0.1, but the certificate names localhost and 127.0.0.1 only.
+    for tls, port in (("implicit", d.tls_port), ("starttls", d.port)):
+        ctx.write_config(tls=tls, host="127.1", port=port, extra={"ca-file": d.ca_file})
+        rc, out, err = ctx.sync(expect_rc=None)
+        one_error_line(err, 4, rc, "does not match the host name",
+                       "DNS:localhost, IP:127.0.0.1", "not 127.1")
+    nothing_local(ctx)
+
+
+@T.test
+def unknown_ca_fails(ctx):
+    d = ctx.dovecot
+    ctx.populate(SPEC, seed=7)
+    for extra in ({}, {"ca-file": d.other_ca_file}):
+        ctx.write_config(tls="implicit", host="localhost", port=d.tls_port, extra=extra)
+        rc, out, err = ctx.sync(expect_rc=None)
+        line = one_error_line(err, 4, rc, "unknown CA", "ofstest ca", "fingerprint = SHA256:")
+        check(d.cert_fingerprint in line, f"the server's fingerprint is not offered: {line}")
+    nothing_local(ctx)
+
+
+@T.test
+def tls_port_mixups(ctx):
+    d = ctx.dovecot
+    ctx.write_config(tls="implicit", port=d.port, extra={"ca-file": d.ca_file})
+    rc, out, err = ctx.sync(expect_rc=None)
+    one_error_line(err, 4, rc, "TLS handshake", "tls = starttls")
+    # Both sides wait for the other to speak first: the timeout ends it, with a hint.
+    ctx.write_config(tls="starttls", port=d.tls_port,
+                     extra={"ca-file": d.ca_file, "timeout": 2})
+    rc, out, err = ctx.sync(expect_rc=None, timeout=60)
+    one_error_line(err, 4, rc, "no greeting", "tls = implicit")
+
+
+@T.test
+def plaintext_only_to_loopback(ctx):
+    # The check comes before any connection: the host need not exist.
+    ctx.write_config(tls="none", host="mail.invalid", port=143)
+    rc, out, err = ctx.sync(expect_rc=None)
+    one_error_line(err, 3, rc, "in clear", "allow-plaintext = yes")
+    ctx.write_config(tls="none", host="mail.invalid", port=143,
+                     extra={"allow-plaintext": "yes"})
+    rc, out, err = ctx.sync(expect_rc=None)
+    one_error_line(err, 4, rc, "cannot resolve")
+    for host in ("127.0.0.1", "localhost"):
+        ctx.write_config(tls="none", host=host)
+        ctx.sync()
+
+
+if __name__ == "__main__":
+    sys.exit(T.main(tls=True))
