@@ -375,6 +375,8 @@ static void client_trace_response(imap_client *c, const imap_response *r)
 /* Traces what is about to be sent; a command with a secret shows only its first bytes. */
 static void client_trace_out(imap_client *c)
 {
+    if (c->out.len == 2 && !c->secret) /* the CRLF that ends an APPEND after its literal */
+        return;
     buf line;
     buf_init(&line);
     if (!c->secret) {
@@ -1198,6 +1200,10 @@ int imap_select(imap_client *c, const char *mbox, bool readonly, imap_mailbox_in
     if (strcasecmp(c->last_code, "READ-ONLY") == 0)
         c->sel.readonly = true;
     c->selected = true;
+    /* Without a valid UIDVALIDITY (a non-zero 32-bit number) no UID can be trusted. */
+    if (c->sel.uidvalidity == 0)
+        return err_set(err, OFS_E_PROTO, "server %s sent no valid UIDVALIDITY for \"%s\"",
+                       c->host, mbox);
     if (info)
         *info = c->sel;
     return 0;

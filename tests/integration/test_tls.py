@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 # TLS against the private Dovecot with a CA made at test time: implicit TLS and STARTTLS with
 # verification on, and each way verification must fail (host name, unknown CA, pin, port mix-up).
+import base64
 import os
 import re
 import sys
@@ -40,6 +41,11 @@ def implicit_tls_verified(ctx):
     rc, out, err = ctx.sync("-vv")
     ctx.assert_synced()
     check("S: * OK" in err, f"no protocol trace on stderr:\n{err[:2000]}")
+    check("<secret hidden>" in err, "the login is not masked in the trace")
+    plain_ir = base64.b64encode(b"\0" + ctx.user.encode() + b"\0" + ctx.password.encode())
+    for secret in (ctx.password, base64.b64encode(ctx.password.encode()).decode(),
+                   plain_ir.decode()):
+        check(secret not in out + err, f"{secret!r} in the output of a -vv run")
     check("STARTTLS" not in re.findall(r"C: \S+ (\S+)", err), "STARTTLS sent on a TLS port")
 
 
