@@ -1202,8 +1202,8 @@ int imap_select(imap_client *c, const char *mbox, bool readonly, imap_mailbox_in
     c->selected = true;
     /* Without a valid UIDVALIDITY (a non-zero 32-bit number) no UID can be trusted. */
     if (c->sel.uidvalidity == 0)
-        return err_set(err, OFS_E_PROTO, "server %s sent no valid UIDVALIDITY for \"%s\"",
-                       c->host, mbox);
+        return err_set(err, OFS_E_PROTO, "server %s sent no valid UIDVALIDITY for \"%s\"", c->host,
+                       mbox);
     if (info)
         *info = c->sel;
     return 0;
