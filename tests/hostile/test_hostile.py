@@ -35,7 +35,8 @@ def check(cond, what):
 
 def _is_asan(path):
     with open(path, "rb") as f:
-        return b"AddressSanitizer" in f.read()
+        data = f.read()
+    return b"__asan_init" in data or b"AddressSanitizer" in data
 
 
 # Peak RSS allowed for one run. ASan's quarantine keeps up to 256 MiB of freed memory.
