@@ -4,7 +4,11 @@
 import base64
 import os
 import re
+import socket
+import ssl
 import sys
+import threading
+import warnings
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
 import ofstest as T  # noqa: E402
@@ -135,6 +139,71 @@ def plaintext_only_to_loopback(ctx):
     for host in ("127.0.0.1", "localhost"):
         ctx.write_config(tls="none", host=host)
         ctx.sync()
+
+
+class TlsProbe:
+    """A TLS server with the test certificate that records the SNI name of each client and
+    greets like IMAP; max_version caps the TLS version it offers."""
+
+    def __init__(self, d, max_version=None):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls_dir = os.path.dirname(d.ca_file)
+        self.ctx.load_cert_chain(os.path.join(tls_dir, "server.pem"),
+                                 os.path.join(tls_dir, "server.key"))
+        if max_version:
+            self.ctx.set_ciphers("ALL:@SECLEVEL=0")
+            with warnings.catch_warnings():  # old versions are deprecated: that is the point
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.ctx.minimum_version = ssl.TLSVersion.TLSv1
+                self.ctx.maximum_version = max_version
+        self.names = []
+        self.ctx.sni_callback = lambda sock, name, ctx: self.names.append(name)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        self.sock.settimeout(20)
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            try:
+                with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.sendall(b"* BYE probe done\r\n")
+            except (ssl.SSLError, OSError):
+                pass
+
+    def close(self):
+        self.sock.close()
+        self.thread.join(timeout=20)
+
+
+@T.test
+def sni_sent_for_names_only(ctx):
+    d = ctx.dovecot
+    for host, want in (("localhost", ["localhost"]), ("127.0.0.1", [None])):
+        probe = TlsProbe(d)
+        ctx.write_config(tls="implicit", host=host, port=probe.port,
+                         extra={"ca-file": d.ca_file})
+        rc, out, err = ctx.sync(expect_rc=None)
+        probe.close()
+        check(probe.names == want, f"{host}: SNI {probe.names}, expected {want}")
+        one_error_line(err, 4, rc, "refused the connection: probe done")
+
+
+@T.test
+def tls_below_1_2_refused(ctx):
+    d = ctx.dovecot
+    probe = TlsProbe(d, max_version=ssl.TLSVersion.TLSv1_1)
+    ctx.write_config(tls="implicit", host="localhost", port=probe.port,
+                     extra={"ca-file": d.ca_file})
+    rc, out, err = ctx.sync(expect_rc=None)
+    probe.close()
+    line = one_error_line(err, 4, rc, "TLS handshake", "TLS 1.2 or later")
+    print(f"  {line}")
 
 
 if __name__ == "__main__":
