@@ -67,10 +67,11 @@ struct imap_client {
     size_t ncmds, capcmds;
     bool condstore, qresync; /* ENABLEd (RFC 5161) */
     bool compressed;         /* COMPRESS=DEFLATE is active */
-    imap_trace_fn trace; /* the protocol trace, or NULL */
+    imap_trace_fn trace;  /* the protocol trace, or NULL */
     void *trace_ctx;
-    bool secret;          /* the command being sent carries a secret: trace only its start */
-    size_t secret_reveal; /* bytes of the next flush the trace may show */
+    bool secret;             /* the command being sent carries a secret: trace only its start */
+    size_t secret_reveal;    /* bytes of the next flush the trace may show */
+    const char *auth_secret; /* during the login: a server echoing it gets it masked */
 };
 
 /* A sent command; its completion is kept until someone waits for it. */
@@ -363,11 +364,22 @@ static int client_literal(void *ctx, const char *atom, uint64_t size, ofs_error 
     return fd;
 }
 
+/* Overwrites every copy of secret in s with '*' (a server may echo what it was sent). */
+static void client_mask(char *s, const char *secret)
+{
+    size_t n = secret ? strlen(secret) : 0;
+    if (n == 0)
+        return;
+    for (char *p = strstr(s, secret); p; p = strstr(p + n, secret))
+        memset(p, '*', n);
+}
+
 static void client_trace_response(imap_client *c, const imap_response *r)
 {
     buf line;
     buf_init(&line);
     imap_trace_response(r, &line);
+    client_mask(line.data, c->auth_secret);
     c->trace(c->trace_ctx, line.data);
     buf_free(&line);
 }
@@ -891,9 +903,9 @@ static int client_sasl(imap_client *c, int mech, const buf *ir, const buf *steps
                        const char *extra, ofs_error *err)
 {
     const char *name = sasl_mech_name(mech);
-    client_begin_secret(c, 64 + (ir ? ir->len : 0));
-    snprintf(c->tag, sizeof c->tag, "o%u", ++c->tagno);
-    buf_printf(&c->out, "%s AUTHENTICATE %s", c->tag, name);
+    client_begin(c, "AUTHENTICATE %s", name);
+    sasl_reserve(&c->out, 8 + (ir ? ir->len : 0));
+    c->secret = true;
     c->secret_reveal = c->out.len;
     bool use_ir = ir && imap_has_cap(c, "SASL-IR");
     if (use_ir) {
@@ -1043,8 +1055,10 @@ int imap_authenticate(imap_client *c, const imap_auth_opts *o, ofs_error *err)
         return -1;
     unsigned gen = c->caps_gen;
     c->last_status = IMAP_S_NONE;
+    c->auth_secret = o->secret;
     int r = mech == SASL_NMECH ? client_login_cmd(c, o->user, o->secret, err)
                                : client_auth_mech(c, mech, o->user, o->secret, o->port, err);
+    c->auth_secret = NULL;
     if (r < 0) {
         /* Reported once, never retried with another mechanism: each try counts against the
          * account on servers that lock it after a few failures. */
@@ -1052,6 +1066,7 @@ int imap_authenticate(imap_client *c, const imap_auth_opts *o, ofs_error *err)
             err_set(err, OFS_E_AUTH, "server %s refused the login for %s (%s): %s", c->host,
                     o->user, mech == SASL_NMECH ? "LOGIN" : sasl_mech_name(mech),
                     c->last_text ? c->last_text : "");
+        client_mask(err->message, o->secret);
         return -1;
     }
     if (c->caps_gen == gen && client_simple(c, "CAPABILITY", NULL, NULL, err) < 0)
