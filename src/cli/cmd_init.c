@@ -316,7 +316,7 @@ static int parse_args(init_opts *io, cli_opts *o, int argc, char **argv)
         {"layout", required_argument, NULL, O_LAYOUT},
         {"no-check", no_argument, NULL, O_NO_CHECK},
         {NULL, 0, NULL, 0}};
-    char **fields[] = {[O_ACCOUNT - O_ACCOUNT] = &io->account,
+    char **fields[] = {[O_ACCOUNT - O_ACCOUNT] = &io->account, // NOLINT(misc-redundant-expression)
                        [O_HOST - O_ACCOUNT] = &io->host,
                        [O_PORT - O_ACCOUNT] = &io->port,
                        [O_TLS - O_ACCOUNT] = &io->tls,
