@@ -67,11 +67,12 @@ struct imap_client {
     size_t ncmds, capcmds;
     bool condstore, qresync; /* ENABLEd (RFC 5161) */
     bool compressed;         /* COMPRESS=DEFLATE is active */
-    imap_trace_fn trace;  /* the protocol trace, or NULL */
+    imap_trace_fn trace;     /* the protocol trace, or NULL */
     void *trace_ctx;
     bool secret;             /* the command being sent carries a secret: trace only its start */
     size_t secret_reveal;    /* bytes of the next flush the trace may show */
     const char *auth_secret; /* during the login: a server echoing it gets it masked */
+    bool tls;                /* the connection runs over TLS (whatever layers sit above it) */
 };
 
 /* A sent command; its completion is kept until someone waits for it. */
@@ -808,6 +809,7 @@ static int client_starttls(imap_client *c, const imap_tls_opts *tls, ofs_error *
     }
     if (imap_tls_start(c->t, tls, err) < 0)
         return client_broken(c);
+    c->tls = true;
     /* Whatever was said before TLS may have been forged: ask again (RFC 3501 6.2.1). */
     strlist_free(&c->caps);
     c->caps_gen = 0;
@@ -826,6 +828,7 @@ int imap_open(const imap_open_opts *o, imap_client **out, ofs_error *err)
     }
     imap_client *c = xcalloc(1, sizeof *c);
     c->t = t;
+    c->tls = o->tls == IMAP_TLS_IMPLICIT;
     c->host = xstrdup(o->host);
     c->trace = o->trace;
     c->trace_ctx = o->trace_ctx;
@@ -855,7 +858,7 @@ int imap_connect(const char *host, int port, int timeout, imap_client **out, ofs
 
 bool imap_is_tls(const imap_client *c)
 {
-    return imap_tls_active(c->t);
+    return c->tls;
 }
 
 void imap_client_free(imap_client *c)

@@ -50,7 +50,11 @@ def implicit_tls_verified(ctx):
     for secret in (ctx.password, base64.b64encode(ctx.password.encode()).decode(),
                    plain_ir.decode()):
         check(secret not in out + err, f"{secret!r} in the output of a -vv run")
-    check("STARTTLS" not in re.findall(r"C: \S+ (\S+)", err), "STARTTLS sent on a TLS port")
+    cmds = re.findall(r"C: \S+ (\S+)", err)
+    check("STARTTLS" not in cmds, "STARTTLS sent on a TLS port")
+    # COMPRESS=DEFLATE stacks on TLS when the server offers it (full capabilities).
+    if ctx.caps == "full":
+        check("COMPRESS" in cmds, f"no COMPRESS over TLS: {cmds}")
 
 
 @T.test
@@ -207,4 +211,4 @@ def tls_below_1_2_refused(ctx):
 
 
 if __name__ == "__main__":
-    sys.exit(T.main(tls=True))
+    sys.exit(T.main(tls=True, compress=True))
