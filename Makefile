@@ -3,10 +3,11 @@
 
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
+BUILD_FUZZ ?= build-fuzz
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all deps build build-asan test test-unit demo bench bench-links clean format torture faults
+.PHONY: all deps build build-asan build-fuzz test test-unit demo bench bench-links clean format torture faults fuzz
 
 all: build
 
@@ -21,11 +22,22 @@ build-asan:
 	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DOFS_SANITIZE=ON -DOFS_WERROR=$(if $(CI),ON,OFF) >/dev/null
 	@cmake --build $(BUILD_ASAN) -j $(JOBS)
 
-# Runs the whole suite twice (plain build, then ASan+UBSan) and ends with "N passed, N failed".
+# clang build with the libFuzzer targets; its tests are short fuzz runs and the static checks.
+build-fuzz:
+	@CC=clang cmake -S . -B $(BUILD_FUZZ) -DCMAKE_BUILD_TYPE=Debug -DOFS_FUZZ=ON -DOFS_WERROR=$(if $(CI),ON,OFF) >/dev/null
+	@cmake --build $(BUILD_FUZZ) -j $(JOBS)
+
+# Runs the whole suite twice (plain build, then ASan+UBSan), then the fuzz targets for a few
+# seconds each and the static checks; ends with "N passed, N failed".
 test: deps
 	@$(MAKE) --no-print-directory build CMAKE_FLAGS="$(CMAKE_FLAGS)" CI=1
 	@$(MAKE) --no-print-directory build-asan CI=1
-	@bash scripts/run-tests.sh $(BUILD) $(BUILD_ASAN)
+	@$(MAKE) --no-print-directory build-fuzz CI=1
+	@bash scripts/run-tests.sh $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)
+
+# Long fuzzing: FUZZ_SECONDS per target (default 600) or FUZZ_RUNS executions, FUZZ_JOBS cores.
+fuzz: deps build-fuzz
+	@cmake --build $(BUILD_FUZZ) --target fuzz-long
 
 # 1,000 kill points per capability set (tests/torture); prints "kill points: N, lost: 0, ...".
 TORTURE_KILLS ?= 1000
@@ -61,4 +73,4 @@ format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) demo
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ) demo

@@ -54,6 +54,8 @@ typedef struct ofs_config ofs_config;
 
 /* Loads an INI config; NULL path means $XDG_CONFIG_HOME/ofsync/config. */
 int ofs_config_load(const char *path, ofs_config **out, ofs_error *err);
+/* Asks for OFS_EV_TRACE events (the IMAP protocol, passwords masked) from passes over cfg. */
+void ofs_config_set_trace(ofs_config *cfg, int on);
 void ofs_config_free(ofs_config *cfg);
 
 /* Events of a pass or a watch. With ofs_sync_account the callback runs on the syncing thread;
@@ -69,6 +71,7 @@ enum ofs_event_type {
     OFS_EV_ERROR,   /* text is the error line, code its category; folder NULL: the pass ended */
     OFS_EV_CHANGE,  /* watch: folder (NULL: the folder set) changed; text: "server", "local"... */
     OFS_EV_DONE,    /* session: the sync or watch ended; code 0 or the error, text its line */
+    OFS_EV_TRACE, /* one protocol trace line in text (secrets masked); only when asked for */
 };
 
 typedef struct ofs_event {

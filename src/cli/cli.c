@@ -11,8 +11,8 @@ int cli_common_option(cli_opts *o, int ch, const char *arg)
     case 'c':
         o->config = arg;
         return 1;
-    case 'v':
-        o->verbosity = 1;
+    case 'v': /* -vv: the protocol trace too */
+        o->verbosity = o->verbosity < 1 ? 1 : 2;
         return 1;
     case 'q':
         o->verbosity = -1;

@@ -10,7 +10,7 @@
 
 typedef struct cli_opts {
     const char *config; /* --config FILE */
-    int verbosity;      /* -q: -1, default 0, -v: 1 */
+    int verbosity;      /* -q: -1, default 0, -v: 1, -vv: 2 (protocol trace) */
     bool json;          /* --json: newline-delimited JSON events on stdout */
 } cli_opts;
 

@@ -14,6 +14,7 @@
 #include "sync/config.h"
 #include "util/err.h"
 #include "util/mem.h"
+#include "util/secret.h"
 
 static const char usage[] =
     "usage: ofsync init [--config FILE] [--account NAME] --host HOST [--port N]\n"
@@ -257,20 +258,28 @@ static int read_existing(const char *path, buf *out, ofs_error *err)
 static int check_connection(const cfg_account *a, const char *typed, ofs_error *err)
 {
     char *password = NULL;
-    if (typed)
+    secret_guard_begin(); /* no core dump may hold the password */
+    if (typed) {
         password = xstrdup(typed);
-    else if (cfg_account_password(a, &password, err) < 0)
+    } else if (cfg_account_password(a, &password, err) < 0) {
+        secret_guard_end();
         return -1;
+    }
     imap_store_opts o = {.host = a->host,
                          .port = a->port,
                          .tls = a->tls,
                          .user = a->user,
                          .password = password,
-                         .timeout = a->timeout};
+                         .timeout = a->timeout,
+                         .ca_file = a->ca_file,
+                         .fingerprint = a->fingerprint,
+                         .allow_plaintext = a->allow_plaintext,
+                         .auth = a->auth};
     store *srv = NULL;
     int rc = imap_store_open(&o, &srv, err);
     explicit_bzero(password, strlen(password));
     free(password);
+    secret_guard_end();
     if (rc < 0)
         return -1;
     strlist names, refused;
@@ -316,7 +325,7 @@ static int parse_args(init_opts *io, cli_opts *o, int argc, char **argv)
         {"layout", required_argument, NULL, O_LAYOUT},
         {"no-check", no_argument, NULL, O_NO_CHECK},
         {NULL, 0, NULL, 0}};
-    char **fields[] = {[O_ACCOUNT - O_ACCOUNT] = &io->account,
+    char **fields[] = {[O_ACCOUNT - O_ACCOUNT] = &io->account, // NOLINT(misc-redundant-expression)
                        [O_HOST - O_ACCOUNT] = &io->host,
                        [O_PORT - O_ACCOUNT] = &io->port,
                        [O_TLS - O_ACCOUNT] = &io->tls,

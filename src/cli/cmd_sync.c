@@ -34,6 +34,7 @@ int cmd_sync(cli_opts *o, int argc, char **argv)
     int rc = cli_load_config(o, &cfg);
     if (rc)
         return rc;
+    ofs_config_set_trace(cfg, o->verbosity >= 2);
     ui u;
     ui_open(&u, stdout, o->verbosity, o->json);
     ofs_sync_stats stats;

@@ -31,7 +31,8 @@ static void print_usage(FILE *f)
         fprintf(f, "  %s\n", commands[i].summary);
     fputs("\noptions (before or after the command):\n"
           "  -c, --config FILE  config file (default: $XDG_CONFIG_HOME/ofsync/config)\n"
-          "  -v, --verbose      also report folders that were already in sync\n"
+          "  -v, --verbose      also report folders that were already in sync;\n"
+          "                     twice (-vv): the IMAP protocol trace on stderr, secrets masked\n"
           "  -q, --quiet        print errors only\n"
           "      --json         newline-delimited JSON events on stdout\n"
           "  -h, --help         this text (after a command: that command's usage)\n"

@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "imap/compress.h"
+#include "imap/sasl.h"
+#include "imap/tls.h"
 #include "imap/transport.h"
 #include "imap/utf7.h"
 #include "sync/crashpoint.h"
@@ -75,8 +77,14 @@ struct imap_client {
     bool condstore, qresync; /* ENABLEd (RFC 5161) */
     bool compressed;         /* COMPRESS=DEFLATE is active */
     part_fetch *pf;
-    char *label;        /* the selected folder's name for people, for stall reports */
-    double last_answer; /* monotonic time the server last completed a command */
+    char *label;         /* the selected folder's name for people, for stall reports */
+    double last_answer;  /* monotonic time the server last completed a command */
+    imap_trace_fn trace; /* the protocol trace, or NULL */
+    void *trace_ctx;
+    bool secret;             /* the command being sent carries a secret: trace only its start */
+    size_t secret_reveal;    /* bytes of the next flush the trace may show */
+    const char *auth_secret; /* during the login: a server echoing it gets it masked */
+    bool tls;                /* the connection runs over TLS (whatever layers sit above it) */
 };
 
 /* A sent command; its completion is kept until someone waits for it. */
@@ -226,22 +234,6 @@ bool imap_quote_utf8(const char *s, buf *out)
     }
     buf_addc(out, '"');
     return true;
-}
-
-static void client_base64(const unsigned char *in, size_t len, buf *out)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for (size_t i = 0; i < len; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        if (i + 1 < len)
-            v |= (uint32_t)in[i + 1] << 8;
-        if (i + 2 < len)
-            v |= in[i + 2];
-        buf_addc(out, tab[(v >> 18) & 63]);
-        buf_addc(out, tab[(v >> 12) & 63]);
-        buf_addc(out, i + 1 < len ? tab[(v >> 6) & 63] : '=');
-        buf_addc(out, i + 2 < len ? tab[v & 63] : '=');
-    }
 }
 
 /* ---- accessors ---- */
@@ -420,6 +412,44 @@ static int client_literal(void *ctx, const char *atom, uint64_t size, ofs_error 
     return fd;
 }
 
+/* Overwrites every copy of secret in s with '*' (a server may echo what it was sent). */
+static void client_mask(char *s, const char *secret)
+{
+    size_t n = secret ? strlen(secret) : 0;
+    if (n == 0)
+        return;
+    for (char *p = strstr(s, secret); p; p = strstr(p + n, secret))
+        memset(p, '*', n);
+}
+
+static void client_trace_response(imap_client *c, const imap_response *r)
+{
+    buf line;
+    buf_init(&line);
+    imap_trace_response(r, &line);
+    client_mask(line.data, c->auth_secret);
+    c->trace(c->trace_ctx, line.data);
+    buf_free(&line);
+}
+
+/* Traces what is about to be sent; a command with a secret shows only its first bytes. */
+static void client_trace_out(imap_client *c)
+{
+    if (c->out.len == 2 && !c->secret) /* the CRLF that ends an APPEND after its literal */
+        return;
+    buf line;
+    buf_init(&line);
+    if (!c->secret) {
+        imap_trace_command(c->out.data, c->out.len, &line);
+    } else {
+        imap_trace_command(c->out.data, c->secret_reveal, &line);
+        buf_adds(&line, c->secret_reveal ? " <secret hidden>" : "<secret hidden>");
+        c->secret_reveal = 0;
+    }
+    c->trace(c->trace_ctx, line.data);
+    buf_free(&line);
+}
+
 static int client_next(imap_client *c, const imap_response **out, ofs_error *err)
 {
     if (c->dead)
@@ -438,6 +468,8 @@ static int client_next(imap_client *c, const imap_response **out, ofs_error *err
             const imap_response *r = imap_parser_response(c->p);
             if (r) {
                 buf_reset(&c->hdr);
+                if (c->trace)
+                    client_trace_response(c, r);
                 *out = r;
                 return 0;
             }
@@ -716,6 +748,8 @@ static int client_flush(imap_client *c, ofs_error *err)
 {
     if (c->dead)
         return err_set(err, OFS_E_NET, "connection to %s is no longer usable", c->host);
+    if (c->trace && c->out.len)
+        client_trace_out(c);
     int r = c->out.len ? imap_transport_write(c->t, c->out.data, c->out.len, err) : 0;
     if (r < 0)
         client_name_stall(c, err);
@@ -777,34 +811,88 @@ static int client_simple(imap_client *c, const char *cmd, client_data_fn fn, voi
 
 /* ---- connection and login ---- */
 
-int imap_connect(const char *host, int port, int timeout, imap_client **out, ofs_error *err)
+static int client_greeting(imap_client *c, const char *host, int port, ofs_error *err)
+{
+    const imap_response *r;
+    if (client_next(c, &r, err) < 0) {
+        if (err->code == OFS_E_NET && strncmp(err->message, "no data", 7) == 0)
+            err_set(err, OFS_E_NET,
+                    "no greeting from %s:%d in %d s (a TLS port? then use tls = implicit)", host,
+                    port, c->t->timeout);
+        return -1;
+    }
+    if (r->type != IMAP_R_UNTAGGED ||
+        (r->status != IMAP_S_OK && r->status != IMAP_S_PREAUTH && r->status != IMAP_S_BYE))
+        return err_set(err, OFS_E_PROTO, "server %s:%d did not greet like an IMAP server", host,
+                       port);
+    if (r->status == IMAP_S_BYE)
+        return err_set(err, OFS_E_NET, "server %s:%d refused the connection: %s", host, port,
+                       r->text);
+    c->preauth = r->status == IMAP_S_PREAUTH;
+    if (r->has_code)
+        client_code(c, &r->code);
+    return 0;
+}
+
+/* RFC 3501 6.2.1. Never a downgrade: no STARTTLS offered is an error, and so is a PREAUTH
+ * greeting (the session would start unencrypted). Bytes that came with the tagged OK were
+ * sent before TLS and could be injected: they end the connection too. */
+static int client_starttls(imap_client *c, const imap_tls_opts *tls, ofs_error *err)
+{
+    if (c->preauth)
+        return err_set(err, OFS_E_PROTO,
+                       "server %s greeted with PREAUTH, so STARTTLS is impossible: refusing to "
+                       "go on without TLS (tls = starttls)",
+                       c->host);
+    if (c->caps_gen == 0 && client_simple(c, "CAPABILITY", NULL, NULL, err) < 0)
+        return -1;
+    if (!imap_has_cap(c, "STARTTLS"))
+        return err_set(err, OFS_E_PROTO,
+                       "server %s does not offer STARTTLS: refusing to go on without TLS "
+                       "(tls = starttls; use tls = implicit if it has a TLS port)",
+                       c->host);
+    if (client_simple(c, "STARTTLS", NULL, NULL, err) < 0)
+        return -1;
+    if (c->in_pos < c->in_len) {
+        err_set(err, OFS_E_PROTO,
+                "server %s sent data after its STARTTLS answer, before TLS began (injected?)",
+                c->host);
+        return client_broken(c);
+    }
+    if (imap_tls_start(c->t, tls, err) < 0)
+        return client_broken(c);
+    c->tls = true;
+    /* Whatever was said before TLS may have been forged: ask again (RFC 3501 6.2.1). */
+    strlist_free(&c->caps);
+    c->caps_gen = 0;
+    return 0;
+}
+
+int imap_open(const imap_open_opts *o, imap_client **out, ofs_error *err)
 {
     imap_transport *t;
-    if (imap_transport_connect(host, port, timeout, &t, err) < 0)
+    if (imap_transport_connect(o->host, o->port, o->timeout, &t, err) < 0)
         return -1;
+    imap_tls_opts tls = {.ca_file = o->ca_file, .fingerprint = o->fingerprint};
+    if (o->tls == IMAP_TLS_IMPLICIT && imap_tls_start(t, &tls, err) < 0) {
+        imap_transport_close(t);
+        return -1;
+    }
     imap_client *c = xcalloc(1, sizeof *c);
     c->t = t;
-    c->host = xstrdup(host);
+    c->tls = o->tls == IMAP_TLS_IMPLICIT;
+    c->host = xstrdup(o->host);
+    c->trace = o->trace;
+    c->trace_ctx = o->trace_ctx;
     c->p = imap_parser_new(NULL);
     imap_parser_set_literal_fn(c->p, client_literal, c);
     buf_init(&c->out);
     buf_init(&c->hdr);
     strlist_init(&c->caps);
-    const imap_response *r;
-    if (client_next(c, &r, err) < 0)
+    if (client_greeting(c, o->host, o->port, err) < 0)
         goto fail;
-    if (r->type != IMAP_R_UNTAGGED ||
-        (r->status != IMAP_S_OK && r->status != IMAP_S_PREAUTH && r->status != IMAP_S_BYE)) {
-        err_set(err, OFS_E_PROTO, "server %s:%d did not greet like an IMAP server", host, port);
+    if (o->tls == IMAP_TLS_STARTTLS && client_starttls(c, &tls, err) < 0)
         goto fail;
-    }
-    if (r->status == IMAP_S_BYE) {
-        err_set(err, OFS_E_NET, "server %s:%d refused the connection: %s", host, port, r->text);
-        goto fail;
-    }
-    c->preauth = r->status == IMAP_S_PREAUTH;
-    if (r->has_code)
-        client_code(c, &r->code);
     if (c->caps_gen == 0 && client_simple(c, "CAPABILITY", NULL, NULL, err) < 0)
         goto fail;
     c->last_answer = imap_now(); /* the greeting counts: no keepalive right after it */
@@ -813,6 +901,17 @@ int imap_connect(const char *host, int port, int timeout, imap_client **out, ofs
 fail:
     imap_client_free(c);
     return -1;
+}
+
+int imap_connect(const char *host, int port, int timeout, imap_client **out, ofs_error *err)
+{
+    imap_open_opts o = {.host = host, .port = port, .timeout = timeout, .tls = IMAP_TLS_NONE};
+    return imap_open(&o, out, err);
+}
+
+bool imap_is_tls(const imap_client *c)
+{
+    return c->tls;
 }
 
 void imap_client_free(imap_client *c)
@@ -835,59 +934,110 @@ void imap_client_free(imap_client *c)
     free(c);
 }
 
-static int client_auth_plain(imap_client *c, const char *user, const char *password, ofs_error *err)
+/* Starts a command whose first `reveal` bytes may be traced and the rest not. */
+static void client_begin_secret(imap_client *c, size_t reserve)
 {
-    size_t ul = strlen(user), pl = strlen(password);
-    unsigned char *raw = xmalloc(ul + pl + 2);
-    raw[0] = '\0';
-    memcpy(raw + 1, user, ul);
-    raw[1 + ul] = '\0';
-    memcpy(raw + 2 + ul, password, pl);
-    buf token;
-    buf_init(&token);
-    client_base64(raw, ul + pl + 2, &token);
-    explicit_bzero(raw, ul + pl + 2);
-    free(raw);
-    int r;
-    if (imap_has_cap(c, "SASL-IR")) {
-        client_begin(c, "AUTHENTICATE PLAIN %s", token.data);
-        r = client_end(c, "AUTHENTICATE", NULL, NULL, err);
-    } else {
-        client_begin(c, "AUTHENTICATE PLAIN\r\n");
-        r = client_flush(c, err);
-        if (r == 0)
-            r = client_wait(c, "AUTHENTICATE", NULL, NULL, UNTIL_CONT, err);
-        if (r == 1) {
-            buf_add(&c->out, token.data, token.len);
-            buf_adds(&c->out, "\r\n");
-            r = client_flush(c, err);
-            if (r == 0)
-                r = client_wait(c, "AUTHENTICATE", NULL, NULL, UNTIL_EITHER, err);
-            if (r == 1) { /* PLAIN is one step: cancel whatever the server asks next */
-                buf_adds(&c->out, "*\r\n");
-                r = client_flush(c, err);
-                if (r == 0)
-                    r = client_wait(c, "AUTHENTICATE", NULL, NULL, UNTIL_TAGGED, err);
-                if (r == 0)
-                    r = err_set(err, OFS_E_PROTO, "server %s wanted more than PLAIN gives",
-                                c->host);
-            }
+    buf_reset(&c->out);
+    sasl_reserve(&c->out, reserve);
+    c->secret = true;
+    c->secret_reveal = 0;
+}
+
+/* Sends one client response to a SASL challenge (base64 text), hidden from the trace. */
+static int client_sasl_send(imap_client *c, const char *line, size_t len, ofs_error *err)
+{
+    client_begin_secret(c, len + 2);
+    buf_add(&c->out, line, len);
+    buf_adds(&c->out, "\r\n");
+    return client_flush(c, err);
+}
+
+/* AUTHENTICATE mech, ir the initial response (or NULL), steps the answers to the server's
+ * challenges in order. A challenge after the steps is the server reporting a failure (OAuth)
+ * or wanting more than the mechanism gives: it gets `extra`, once, then a cancel ("*").
+ * Returns 0 on a tagged OK; -1 with last_status NO/BAD when the server refused. */
+static int client_sasl(imap_client *c, int mech, const buf *ir, const buf *steps, size_t nsteps,
+                       const char *extra, ofs_error *err)
+{
+    const char *name = sasl_mech_name(mech);
+    client_begin(c, "AUTHENTICATE %s", name);
+    sasl_reserve(&c->out, 8 + (ir ? ir->len : 0));
+    c->secret = true;
+    c->secret_reveal = c->out.len;
+    bool use_ir = ir && imap_has_cap(c, "SASL-IR");
+    if (use_ir) {
+        buf_addc(&c->out, ' ');
+        buf_add(&c->out, ir->data, ir->len);
+    }
+    buf_adds(&c->out, "\r\n");
+    int r = client_flush(c, err);
+    size_t step = 0, extras = 0;
+    bool ir_pending = ir && !use_ir;
+    while (r == 0) {
+        r = client_wait(c, "AUTHENTICATE", NULL, NULL, UNTIL_EITHER, err);
+        if (r != 1)
+            break;
+        if (ir_pending) {
+            ir_pending = false;
+            r = client_sasl_send(c, ir->data, ir->len, err);
+        } else if (step < nsteps) {
+            r = client_sasl_send(c, steps[step].data, steps[step].len, err);
+            step++;
+        } else if (extras++ == 0 && extra) {
+            r = client_sasl_send(c, extra, strlen(extra), err);
+        } else {
+            r = client_sasl_send(c, "*", 1, err);
+            if (r == 0 && client_wait(c, "AUTHENTICATE", NULL, NULL, UNTIL_TAGGED, err) == 0)
+                r = err_set(err, OFS_E_PROTO, "server %s wanted more than %s gives", c->host, name);
+            else
+                r = -1;
         }
     }
-    explicit_bzero(token.data, token.len);
-    buf_free(&token);
+    c->secret = false;
+    return r;
+}
+
+static int client_auth_mech(imap_client *c, int mech, const char *user, const char *secret,
+                            int port, ofs_error *err)
+{
+    buf tok[2];
+    buf_init(&tok[0]);
+    buf_init(&tok[1]);
+    int r;
+    if (mech == SASL_LOGIN) {
+        sasl_reserve(&tok[0], strlen(user) * 4 / 3 + 8);
+        sasl_reserve(&tok[1], strlen(secret) * 4 / 3 + 8);
+        sasl_base64(user, strlen(user), &tok[0]);
+        sasl_base64(secret, strlen(secret), &tok[1]);
+        r = client_sasl(c, mech, NULL, tok, 2, NULL, err);
+    } else {
+        sasl_initial_response(mech, user, secret, c->host, port, &tok[0]);
+        const char *extra = mech == SASL_PLAIN ? NULL : sasl_oauth_error_reply(mech);
+        r = client_sasl(c, mech, &tok[0], NULL, 0, extra, err);
+    }
+    for (int i = 0; i < 2; i++) {
+        if (tok[i].data)
+            explicit_bzero(tok[i].data, tok[i].cap);
+        buf_free(&tok[i]);
+    }
     return r;
 }
 
 static int client_login_cmd(imap_client *c, const char *user, const char *password, ofs_error *err)
 {
     client_begin(c, "LOGIN ");
-    if (client_astring(c, user, "LOGIN", err) < 0)
-        return -1;
-    buf_addc(&c->out, ' ');
-    if (client_astring(c, password, "LOGIN", err) < 0)
-        return -1;
-    return client_end(c, "LOGIN", NULL, NULL, err);
+    sasl_reserve(&c->out, strlen(user) + strlen(password) + 64);
+    c->secret = true;
+    c->secret_reveal = c->out.len - 1;
+    int r = client_astring(c, user, "LOGIN", err);
+    if (r == 0) {
+        buf_addc(&c->out, ' ');
+        r = client_astring(c, password, "LOGIN", err);
+    }
+    if (r == 0)
+        r = client_end(c, "LOGIN", NULL, NULL, err);
+    c->secret = false;
+    return r;
 }
 
 static int client_on_enabled(imap_client *c, const imap_response *r, void *ctx, ofs_error *err)
@@ -912,31 +1062,79 @@ static int client_enable_utf8(imap_client *c, ofs_error *err)
     return r;
 }
 
-int imap_login(imap_client *c, const char *user, const char *password, ofs_error *err)
+/* The mechanism to use: the first allowed one the server offers; SASL_NMECH for the LOGIN
+ * command, when a password mechanism is allowed but none offered. */
+static int client_pick_mech(imap_client *c, const int *mechs, size_t n, const char *auth,
+                            ofs_error *err)
+{
+    bool password_ok = false;
+    for (size_t i = 0; i < n; i++) {
+        buf cap;
+        buf_init(&cap);
+        buf_printf(&cap, "AUTH=%s", sasl_mech_name(mechs[i]));
+        bool offered = imap_has_cap(c, cap.data);
+        buf_free(&cap);
+        if (offered)
+            return mechs[i];
+        password_ok |= sasl_mech_is_password(mechs[i]);
+    }
+    if (password_ok && !imap_has_cap(c, "LOGINDISABLED"))
+        return SASL_NMECH;
+    if (password_ok)
+        return err_set(err, OFS_E_AUTH,
+                       "server %s does not accept a password on this connection "
+                       "(LOGINDISABLED)%s",
+                       c->host, imap_is_tls(c) ? "" : ": use tls = implicit or starttls");
+    buf offered;
+    buf_init(&offered);
+    for (size_t i = 0; i < c->caps.n; i++)
+        if (strncasecmp(c->caps.v[i], "AUTH=", 5) == 0)
+            buf_printf(&offered, "%s%s", offered.len ? " " : "", c->caps.v[i] + 5);
+    err_set(err, OFS_E_AUTH, "server %s offers none of the mechanisms in auth = %s (it offers: %s)",
+            c->host, auth, offered.len ? offered.data : "none");
+    buf_free(&offered);
+    return -1;
+}
+
+int imap_authenticate(imap_client *c, const imap_auth_opts *o, ofs_error *err)
 {
     if (c->preauth)
         return 0;
-    if (imap_has_cap(c, "LOGINDISABLED"))
-        return err_set(err, OFS_E_AUTH,
-                       "server %s does not accept a password on an unencrypted connection "
-                       "(LOGINDISABLED): use TLS",
-                       c->host);
+    int mechs[SASL_NMECH];
+    size_t n;
+    if (sasl_parse_mechs(o->mechs, mechs, &n, err) < 0)
+        return -1;
+    if (!o->plaintext_ok && !imap_is_tls(c))
+        return err_set(err, OFS_E_AUTH, "refusing to send the credentials for %s to %s without TLS",
+                       o->user, c->host);
+    int mech = client_pick_mech(c, mechs, n, o->mechs ? o->mechs : "plain login", err);
+    if (mech < 0)
+        return -1;
     unsigned gen = c->caps_gen;
     c->last_status = IMAP_S_NONE;
-    int r;
-    if (imap_has_cap(c, "AUTH=PLAIN"))
-        r = client_auth_plain(c, user, password, err);
-    else
-        r = client_login_cmd(c, user, password, err);
+    c->auth_secret = o->secret;
+    int r = mech == SASL_NMECH ? client_login_cmd(c, o->user, o->secret, err)
+                               : client_auth_mech(c, mech, o->user, o->secret, o->port, err);
+    c->auth_secret = NULL;
     if (r < 0) {
+        /* Reported once, never retried with another mechanism: each try counts against the
+         * account on servers that lock it after a few failures. */
         if (!c->dead && (c->last_status == IMAP_S_NO || c->last_status == IMAP_S_BAD))
-            err_set(err, OFS_E_AUTH, "server %s refused the login for %s: %s", c->host, user,
-                    c->last_text);
+            err_set(err, OFS_E_AUTH, "server %s refused the login for %s (%s): %s", c->host,
+                    o->user, mech == SASL_NMECH ? "LOGIN" : sasl_mech_name(mech),
+                    c->last_text ? c->last_text : "");
+        client_mask(err->message, o->secret);
         return -1;
     }
     if (c->caps_gen == gen && client_simple(c, "CAPABILITY", NULL, NULL, err) < 0)
         return -1;
     return client_enable_utf8(c, err);
+}
+
+int imap_login(imap_client *c, const char *user, const char *password, ofs_error *err)
+{
+    imap_auth_opts o = {.user = user, .secret = password, .plaintext_ok = true};
+    return imap_authenticate(c, &o, err);
 }
 
 /* ---- mailboxes ---- */
@@ -1074,6 +1272,10 @@ int imap_select(imap_client *c, const char *mbox, bool readonly, imap_mailbox_in
     if (strcasecmp(c->last_code, "READ-ONLY") == 0)
         c->sel.readonly = true;
     c->selected = true;
+    /* Without a valid UIDVALIDITY (a non-zero 32-bit number) no UID can be trusted. */
+    if (c->sel.uidvalidity == 0)
+        return err_set(err, OFS_E_PROTO, "server %s sent no valid UIDVALIDITY for \"%s\"", c->host,
+                       mbox);
     if (info)
         *info = c->sel;
     return 0;

@@ -9,6 +9,7 @@
 
 #include "imap/parse.h"
 #include "imap/transport.h"
+#include "imap/trace.h"
 #include "ofsync.h"
 #include "sync/store.h"
 #include "util/mem.h"
@@ -38,7 +39,24 @@ typedef struct imap_list_entry {
 /* Commands in flight at once when pipelining (STATUS, STORE, APPEND). */
 #define IMAP_PIPELINE_WINDOW 64
 
-/* Connects, reads the greeting and the capabilities. timeout: seconds without data. */
+enum imap_tls_mode { IMAP_TLS_IMPLICIT = 0, IMAP_TLS_STARTTLS, IMAP_TLS_NONE };
+
+typedef struct imap_open_opts {
+    const char *host;
+    int port;
+    int timeout;             /* seconds without data */
+    int tls;                 /* enum imap_tls_mode */
+    const char *ca_file;     /* TLS trust: this bundle instead of the system store */
+    const char *fingerprint; /* TLS trust: "SHA256:..." pin instead of a CA */
+    imap_trace_fn trace;     /* protocol trace (secrets masked), or NULL */
+    void *trace_ctx;
+} imap_open_opts;
+
+/* Connects (TLS first for IMAP_TLS_IMPLICIT), reads the greeting, upgrades with STARTTLS for
+ * IMAP_TLS_STARTTLS (a server without it is an error, never a downgrade), reads the
+ * capabilities. */
+int imap_open(const imap_open_opts *o, imap_client **out, ofs_error *err);
+/* imap_open without TLS. */
 int imap_connect(const char *host, int port, int timeout, imap_client **out, ofs_error *err);
 void imap_client_free(imap_client *c); /* closes without LOGOUT; NULL is fine */
 
@@ -64,8 +82,23 @@ void imap_set_label(imap_client *c, const char *mailbox);
  * worked locally is found by a cheap command, not in the middle of the next APPEND. */
 int imap_keepalive(imap_client *c, int idle, ofs_error *err);
 
-/* AUTHENTICATE PLAIN when offered (SASL-IR when possible), else LOGIN. Refreshes capabilities.
- * A refusal is OFS_E_AUTH; LOGINDISABLED is OFS_E_AUTH with a hint. No-op after PREAUTH. */
+/* True when the connection runs over TLS. */
+bool imap_is_tls(const imap_client *c);
+
+typedef struct imap_auth_opts {
+    const char *user;
+    const char *secret; /* password, or an OAuth token for xoauth2/oauthbearer */
+    const char *mechs;  /* the account's `auth` value; NULL: plain login */
+    int port;           /* for OAUTHBEARER's port= */
+    bool plaintext_ok;  /* credentials may go over a connection without TLS */
+} imap_auth_opts;
+
+/* The first allowed SASL mechanism the server offers (SASL-IR when possible); the LOGIN
+ * command when a password mechanism is allowed but none is offered. Refreshes capabilities.
+ * A refusal is OFS_E_AUTH, reported once: no other mechanism is tried after a NO.
+ * No-op after PREAUTH. */
+int imap_authenticate(imap_client *c, const imap_auth_opts *o, ofs_error *err);
+/* imap_authenticate with plain/login and plaintext allowed. */
 int imap_login(imap_client *c, const char *user, const char *password, ofs_error *err);
 
 /* LIST "" pattern; *out is a malloc'd array of n entries (free with imap_list_free). */

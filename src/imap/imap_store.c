@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "imap/client.h"
+#include "imap/tls.h"
 #include "imap/utf7.h"
 #include "sync/config.h"
 #include "util/err.h"
@@ -608,12 +609,30 @@ void imap_store_counters(store *s, uint64_t *in, uint64_t *out, uint64_t *round_
 
 int imap_store_open(const imap_store_opts *o, store **out, ofs_error *err)
 {
-    if (o->tls != CFG_TLS_NONE)
+    /* Loopback never leaves the machine, so it needs no TLS (and the tests rely on it). */
+    bool plain = o->tls == CFG_TLS_NONE;
+    if (plain && !o->allow_plaintext && !imap_host_is_loopback(o->host))
         return err_set(err, OFS_E_CONFIG,
-                       "TLS to server %s is not available in this build yet: set tls = none",
-                       o->host);
+                       "tls = none would send the password for %s to %s in clear: use "
+                       "tls = implicit or starttls, or set allow-plaintext = yes",
+                       o->user, o->host);
+    imap_open_opts oo = {.host = o->host,
+                         .port = o->port,
+                         .timeout = o->timeout,
+                         .tls = plain                        ? IMAP_TLS_NONE
+                                : o->tls == CFG_TLS_STARTTLS ? IMAP_TLS_STARTTLS
+                                                             : IMAP_TLS_IMPLICIT,
+                         .ca_file = o->ca_file,
+                         .fingerprint = o->fingerprint,
+                         .trace = o->trace,
+                         .trace_ctx = o->trace_ctx};
+    imap_auth_opts ao = {.user = o->user,
+                         .secret = o->password,
+                         .mechs = o->auth,
+                         .port = o->port,
+                         .plaintext_ok = plain};
     imap_client *c;
-    if (imap_connect(o->host, o->port, o->timeout, &c, err) < 0)
+    if (imap_open(&oo, &c, err) < 0)
         return -1;
     imap_store *is = xcalloc(1, sizeof *is);
     is->base.ops = &imap_store_ops;
@@ -624,7 +643,7 @@ int imap_store_open(const imap_store_opts *o, store **out, ofs_error *err)
     is->keepalive = o->timeout > 0 ? o->timeout : 60;
     if (o->activity)
         imap_set_activity(c, istore_activity, is);
-    if (imap_login(c, o->user, o->password, err) < 0 ||
+    if (imap_authenticate(c, &ao, err) < 0 ||
         (o->compress && imap_compress(c, err) < 0) || imap_enable(c, err) < 0) {
         imap_client_free(c);
         free(is->host);

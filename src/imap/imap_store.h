@@ -6,6 +6,7 @@
 #include <stdbool.h>
 
 #include "imap/client.h"
+#include "imap/trace.h"
 #include "sync/store.h"
 
 /* What the connection is doing, at most every IMAP_ACTIVITY_PERIOD s: idle is how long the
@@ -16,16 +17,23 @@ typedef void (*imap_store_activity_fn)(void *ctx, double idle, const char *doing
 typedef struct imap_store_opts {
     const char *host;
     int port;
-    int tls; /* enum cfg_tls; only CFG_TLS_NONE is implemented so far */
+    int tls; /* enum cfg_tls */
     const char *user;
-    const char *password;
+    const char *password;            /* or the OAuth token */
     int timeout;                     /* seconds without data before a read fails */
     imap_store_activity_fn activity; /* optional */
     void *activity_ctx;
     bool compress; /* COMPRESS=DEFLATE when the server offers it */
+    const char *ca_file;
+    const char *fingerprint;
+    bool allow_plaintext; /* tls = none to a host that is not loopback */
+    const char *auth;     /* allowed SASL mechanisms (the account's `auth`) */
+    imap_trace_fn trace;  /* protocol trace, or NULL */
+    void *trace_ctx;
 } imap_store_opts;
 
-/* Connects, logs in, reads capabilities. */
+/* Connects (refusing tls = none to a non-loopback host unless allow_plaintext), logs in,
+ * reads capabilities. */
 int imap_store_open(const imap_store_opts *o, store **out, ofs_error *err);
 
 /* Bytes on the wire and round trips of the store's connection so far. */

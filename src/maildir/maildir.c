@@ -49,7 +49,7 @@ static const struct {
 static unsigned md_letter_flag(unsigned char c)
 {
     for (size_t i = 0; i < sizeof md_letters / sizeof md_letters[0]; i++)
-        if (md_letters[i].letter == c)
+        if ((unsigned char)md_letters[i].letter == c)
             return md_letters[i].flag;
     return 0;
 }

@@ -16,6 +16,7 @@
 #include "sync/folders.h"
 #include "sync/retry.h"
 #include "util/err.h"
+#include "util/secret.h"
 
 static void pass_event(sync_ctx *c, enum ofs_event_type type, const char *folder, const char *text)
 {
@@ -191,6 +192,11 @@ int sync_lock_account(const cfg_account *a, int *fd, ofs_error *err)
     return rc;
 }
 
+static void pass_trace(void *ctx, const char *line)
+{
+    pass_event(ctx, OFS_EV_TRACE, NULL, line);
+}
+
 int sync_connect(sync_ctx *c, ofs_error *err)
 {
     const cfg_account *a = c->acct;
@@ -202,27 +208,50 @@ int sync_connect(sync_ctx *c, ofs_error *err)
                          .timeout = a->timeout,
                          .activity = on_activity,
                          .activity_ctx = c,
-                         .compress = a->compress};
+                         .compress = a->compress,
+                         .ca_file = a->ca_file,
+                         .fingerprint = a->fingerprint,
+                         .allow_plaintext = a->allow_plaintext,
+                         .auth = a->auth,
+                         .trace = c->trace && c->fn ? pass_trace : NULL,
+                         .trace_ctx = c};
     if (imap_store_open(&o, &c->srv, err) < 0)
         return -1;
     c->srv = crashpoint_wrap(c->srv);
     return 0;
 }
 
-/* The server is connected by the pass itself (retry.c), which may need to log in again. */
+/* Wipes the pass's password and ends its no-core-dump guard. */
+static void password_wipe(sync_ctx *c)
+{
+    if (c->password) {
+        explicit_bzero(c->password, strlen(c->password));
+        free(c->password);
+        c->password = NULL;
+    }
+    if (c->guarded)
+        secret_guard_end();
+    c->guarded = false;
+}
+
+/* The server is connected by the pass itself (retry.c), which may need to log in again.
+ * While the password is in memory the process is not dumpable. */
 static int open_stores(sync_ctx *c, ofs_error *err)
 {
     const cfg_account *a = c->acct;
     if (maildir_store_open(a->local, a->layout, &c->loc, err) < 0)
         return -1;
     c->loc = crashpoint_wrap(c->loc);
+    secret_guard_begin();
+    c->guarded = true;
     return cfg_account_password(a, &c->password, err);
 }
 
-static int sync_one(const cfg_account *a, const ofs_sync_opts *opts, ofs_event_fn fn, void *ctx,
-                    ofs_sync_stats *total, ofs_error *err)
+static int sync_one(const cfg_account *a, const ofs_sync_opts *opts, bool trace, ofs_event_fn fn,
+                    void *ctx, ofs_sync_stats *total, ofs_error *err)
 {
-    sync_ctx c = {.acct = a, .fn = fn, .fn_ctx = ctx, .dry_run = opts && opts->dry_run};
+    sync_ctx c = {
+        .acct = a, .fn = fn, .fn_ctx = ctx, .dry_run = opts && opts->dry_run, .trace = trace};
     int lock = -1;
     int rc = state_open(a->state, &c.st, err);
     if (rc == 0)
@@ -232,10 +261,7 @@ static int sync_one(const cfg_account *a, const ofs_sync_opts *opts, ofs_event_f
     if (rc == 0)
         rc = sync_run_pass(&c, err);
     sync_disconnect(&c);
-    if (c.password) {
-        explicit_bzero(c.password, strlen(c.password));
-        free(c.password);
-    }
+    password_wipe(&c);
     if (c.loc)
         c.loc->ops->close(c.loc);
     if (c.st)
@@ -287,12 +313,12 @@ int ofs_sync_account_opts(const ofs_config *cfg, const char *account, const ofs_
         const cfg_account *a = cfg_find_account(cfg, account);
         if (!a)
             return err_set(err, OFS_E_USAGE, "no account '%s' in %s", account, cfg->path);
-        return sync_one(a, opts, fn, ctx, stats, err);
+        return sync_one(a, opts, cfg->trace, fn, ctx, stats, err);
     }
     int rc = 0;
     for (size_t i = 0; i < cfg->n_accounts; i++) {
         ofs_error e = {0};
-        if (sync_one(&cfg->accounts[i], opts, fn, ctx, stats, &e) < 0 && rc == 0) {
+        if (sync_one(&cfg->accounts[i], opts, cfg->trace, fn, ctx, stats, &e) < 0 && rc == 0) {
             *err = e;
             rc = -1;
         }
@@ -309,10 +335,6 @@ int sync_open_stores(sync_ctx *c, ofs_error *err)
     int rc = open_stores(c, err);
     if (rc == 0)
         rc = sync_connect(c, err);
-    if (c->password) {
-        explicit_bzero(c->password, strlen(c->password));
-        free(c->password);
-        c->password = NULL;
-    }
+    password_wipe(c);
     return rc;
 }

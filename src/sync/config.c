@@ -743,3 +743,8 @@ int cfg_account_password(const cfg_account *a, char **out, ofs_error *err)
         return cfg_read_password_file(a, out, err);
     return err_set(err, OFS_E_CONFIG, "account '%s' has no pass-cmd or password-file", a->name);
 }
+
+void ofs_config_set_trace(ofs_config *cfg, int on)
+{
+    cfg->trace = on != 0;
+}

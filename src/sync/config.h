@@ -44,6 +44,7 @@ struct ofs_config {
     char *path;
     cfg_account *accounts;
     size_t n_accounts;
+    bool trace; /* emit OFS_EV_TRACE (ofs_config_set_trace) */
 };
 
 /* Parses text as if read from path (for tests and the fuzzer). */

@@ -27,6 +27,8 @@ typedef struct sync_ctx {
                           does not count against reconnect-attempts */
     double link_rate;  /* bytes/s measured by ranged downloads, sizes the next range */
     uint64_t closed_in, closed_out, closed_rtt; /* wire figures of connections already closed */
+    bool trace;                                 /* pass the protocol trace on as OFS_EV_TRACE */
+    bool guarded; /* secret_guard_begin() is in force for the password */
 } sync_ctx;
 
 /* Fills ev's folder, done/total and bytes from the folder being synced (none: left as is). */

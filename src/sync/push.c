@@ -130,6 +130,8 @@ static void conn_failed(watch *w, pushconn *pc, const ofs_error *e)
     conn_close(pc);
     pc->fails++;
     pc->deadline = watch_now() + watch_backoff(w, pc->fails);
+    if (e->code == OFS_E_AUTH) /* a refused login is never retried: it could lock the account */
+        pc->deadline = INT64_MAX;
     char *line =
         xasprintf("push connection (%s) lost, replacing it: %s", conn_what(w, pc), e->message);
     watch_emit(w, OFS_EV_ERROR, pc->kind == PUSH_IDLE ? w->f[pc->folder].name : NULL, line,

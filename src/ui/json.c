@@ -189,6 +189,10 @@ static bool render(ui *u, const ofs_event *ev, buf *b)
         key_str(b, "folder", ev->folder);
         key_str(b, "message", ev->text);
         break;
+    case OFS_EV_TRACE:
+        begin(b, "trace", ev);
+        key_str(b, "line", ev->text);
+        break;
     case OFS_EV_ERROR:
         begin(b, "error", ev);
         key_str(b, "folder", ev->folder);

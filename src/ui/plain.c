@@ -86,6 +86,9 @@ void ui_plain_event(ui *u, const ofs_event *ev)
         line(u, "%s", b.data);
         buf_free(&b);
         break;
+    case OFS_EV_TRACE: /* on stderr, so that stdout stays the report */
+        fprintf(stderr, "%s: %s\n", ev->account, ev->text);
+        break;
     default:
         break;
     }

@@ -87,7 +87,7 @@ static int term_width(int fd)
     if (ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
         return ws.ws_col;
     const char *c = getenv("COLUMNS");
-    int w = c ? atoi(c) : 0;
+    int w = c ? (int)strtol(c, NULL, 10) : 0;
     return w > 0 ? w : 80;
 }
 

@@ -19,7 +19,7 @@ void ui_open(ui *u, FILE *out, int verbosity, bool json)
     u->timestamps = !term;
     if (json)
         u->mode = UI_JSON;
-    else if (term && verbosity >= 0 && (u->tty = ui_tty_new(out, verbosity)))
+    else if (term && verbosity >= 0 && verbosity < 2 && (u->tty = ui_tty_new(out, verbosity)))
         u->mode = UI_TTY;
     else
         u->mode = UI_PLAIN;

@@ -1,6 +1,5 @@
-/* fuzz_config.c: libFuzzer harness for the config parser (cfg_parse), not built by CMake.
- * clang -fsanitize=fuzzer,address -Iinclude -Isrc -D_GNU_SOURCE tests/fuzz/fuzz_config.c \
- *   src/sync/config.c src/util/err.c src/util/mem.c && ./a.out tests/fuzz/corpus/config */
+/* fuzz_config.c: libFuzzer harness for the config parser (cfg_parse); built with -DOFS_FUZZ=ON.
+ * Seeds in tests/fuzz/corpus/config; `make fuzz` runs it long. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -28,6 +28,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,26 @@ PLAIN_CAPS = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID IDLE NAMESPACE"
 DEFAULT_USERS = {"alice": "alice-secret", "bob": "bob-secret"}
 DEFAULT_FOLDERS = (("INBOX", 35), ("Archive", 15), ("Archive/2022", 20), ("Lists/dev", 20),
                    ("Sent", 10))
+
+# For the test CA and server certificate (Dovecot(tls=True)).
+OPENSSL_CNF = """\
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = ofstest
+[ca_ext]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[srv_ext]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost,IP:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+"""
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
@@ -187,7 +208,7 @@ log_path = {dir}/dovecot.log
 instance_name = ofstest-{port}
 listen = 127.0.0.1
 protocols = imap
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_internal_user = {user}
@@ -218,7 +239,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps_port}
   }}
 }}
 service anvil {{
@@ -242,9 +264,14 @@ class Dovecot:
     stop it later with Dovecot.attach(dir).stop().
     """
 
-    def __init__(self, caps="full", users=None, detach=False, keep=None, compress=False):
+    def __init__(self, caps="full", users=None, detach=False, keep=None, compress=False,
+                 tls=False):
         self.caps = caps
         self.compress = compress  # load imap_zlib: COMPRESS=DEFLATE (unless caps hide it)
+        self.tls = tls  # True: STARTTLS on .port, implicit TLS on .tls_port, CA in .ca_file
+        self.tls_port = 0
+        self.ca_file = None
+        self.cert_fingerprint = None
         self.users = dict(DEFAULT_USERS if users is None else users)
         self.detach = detach
         self.keep = bool(os.environ.get("OFS_KEEP")) if keep is None else keep
@@ -314,6 +341,43 @@ class Dovecot:
         open(self.log, "a").close()
         self._chown(self.log)
         self._write_users()
+        if self.tls:
+            self._make_certs()
+
+    def _make_certs(self):
+        """A throw-away CA and a server certificate for localhost and 127.0.0.1, made with
+        the openssl command (EC P-256: fast), plus a second CA nobody signed with."""
+        d = os.path.join(self.dir, "tls")
+        os.mkdir(d, 0o755)
+        cnf = os.path.join(d, "openssl.cnf")
+        with open(cnf, "w") as f:
+            f.write(OPENSSL_CNF)
+
+        def ossl(*args):
+            p = subprocess.run(["openssl"] + list(args), cwd=d, stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=60)
+            if p.returncode != 0:
+                raise HarnessError(f"openssl {' '.join(args)}: {p.stderr.decode()}")
+
+        newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        for ca in ("ca", "other-ca"):
+            ossl("req", "-x509", "-new", "-config", cnf, "-extensions", "ca_ext", *newkey,
+                 "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "3",
+                 "-subj", f"/CN=ofstest {ca}")
+        ossl("req", "-new", "-config", cnf, *newkey, "-keyout", "server.key",
+             "-out", "server.csr", "-subj", "/CN=localhost")
+        ossl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", "server.pem", "-days", "3", "-extfile", cnf,
+             "-extensions", "srv_ext")
+        for name in ("server.key", "server.pem"):
+            self._chown(os.path.join(d, name))
+        self.ca_file = os.path.join(d, "ca.pem")
+        self.other_ca_file = os.path.join(d, "other-ca.pem")
+        with open(os.path.join(d, "server.pem")) as f:
+            der = ssl.PEM_cert_to_DER_cert(f.read())
+        digest = hashlib.sha256(der).hexdigest().upper()
+        # As `openssl x509 -noout -fingerprint -sha256` prints it.
+        self.cert_fingerprint = "SHA256:" + ":".join(digest[i:i + 2] for i in range(0, 64, 2))
 
     def _write_users(self, only=None):
         # One passwd-file per user: Dovecot checks a changed file at most once a second,
@@ -332,16 +396,22 @@ class Dovecot:
             os.replace(path + ".new", path)
 
     def _write_conf(self):
+        if self.tls:
+            ssl_conf = (f"ssl = yes\nssl_cert = <{self.dir}/tls/server.pem\n"
+                        f"ssl_key = <{self.dir}/tls/server.key\nssl_min_protocol = TLSv1.2")
+        else:
+            ssl_conf = "ssl = no"
         text = CONF_TEMPLATE.format(dir=self.dir, port=self.port, user=self.run_user,
                                     group=self.run_group, uid=self.uid, gid=self.gid,
-                                    capability=self._capability_line(),
+                                    capability=self._capability_line(), ssl=ssl_conf,
+                                    imaps_port=self.tls_port,
                                     plugins=("protocol imap {\n  mail_plugins = $mail_plugins "
                                              "imap_zlib\n}" if self.compress else ""))
         with open(self.conf, "w") as f:
             f.write(text)
         with open(os.path.join(self.dir, "ofstest.json"), "w") as f:
             json.dump({"port": self.port, "users": self.users, "caps": self.caps,
-                       "uid": self.uid, "gid": self.gid}, f)
+                       "uid": self.uid, "gid": self.gid, "tls_port": self.tls_port}, f)
 
     def _as_run_user(self, pdeathsig):
         cmd = ["setpriv"]
@@ -360,6 +430,7 @@ class Dovecot:
         last = None
         for _ in range(3):
             self.port = _free_port()
+            self.tls_port = _free_port() if self.tls else 0
             self._write_conf()
             try:
                 self._launch()
@@ -1200,9 +1271,10 @@ def ofsync_bin():
 
 
 def write_config(path, dovecot, user, local, state, layout="maildir++", account="test",
-                 auth="pass-cmd", extra=None, password=None):
+                 auth="pass-cmd", extra=None, password=None, tls="none", host=None, port=None):
     """Writes an ofsync config for one account. auth: "pass-cmd" (cat FILE) or
     "password-file"; either way the password sits in PATH.pass, mode 0600.
+    tls/host/port: the account's (default: none, the server's 127.0.0.1 and plain port).
     extra: {key: value} appended to the account section. Returns path."""
     password = password if password is not None else dovecot.password(user)
     pfile = path + ".pass"
@@ -1210,8 +1282,8 @@ def write_config(path, dovecot, user, local, state, layout="maildir++", account=
     with os.fdopen(fd, "w") as f:
         f.write(password + "\n")
     os.chmod(pfile, 0o600)
-    lines = [f"[account {account}]", f"host = {dovecot.host}", f"port = {dovecot.port}",
-             "tls = none", f"user = {user}"]
+    lines = [f"[account {account}]", f"host = {host or dovecot.host}",
+             f"port = {port or dovecot.port}", f"tls = {tls}", f"user = {user}"]
     if auth == "pass-cmd":
         lines.append(f"pass-cmd = cat {shlex.quote(pfile)}")
     elif auth == "password-file":
@@ -1339,7 +1411,7 @@ def _log_problems(path, lines=10):
 
 def main(argv=None, **dovecot_kw):
     """Runs the registered tests (or those named in argv); exit status 1 if any failed.
-    dovecot_kw go to Dovecot(), e.g. compress=True."""
+    dovecot_kw go to Dovecot(), e.g. compress=True or tls=True."""
     argv = sys.argv[1:] if argv is None else argv
     tests = [t for t in _TESTS if not argv or t.__name__ in argv]
     failed = 0

@@ -224,4 +224,11 @@ def init_prompts_on_a_terminal(ctx):
 
 
 if __name__ == "__main__":
-    sys.exit(T.main())
+    # Configs written by init use the default state path: give this run its own, so that
+    # the full and plain runs (in parallel under ctest -j) do not share one lock and database.
+    import tempfile
+    os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="ofs-xdg-state-")
+    try:
+        sys.exit(T.main())
+    finally:
+        shutil.rmtree(os.environ["XDG_STATE_HOME"], ignore_errors=True)

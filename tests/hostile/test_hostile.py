@@ -1,0 +1,587 @@
+#!/usr/bin/env python3
+# Hostile servers: a scripted IMAP server (tests/harness/fakeimap.py) replays crafted answers.
+# Each case: a clear one-line error or a safe skip, nothing outside the local root, a state
+# that a clean rerun converges from, bounded memory. Also SASL exchanges and secret hygiene.
+import base64
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "harness"))
+import fakeimap as F  # noqa: E402
+import ofstest as T  # noqa: E402
+
+CRLF = b"\r\n"
+CASES = []
+SEED = 11
+
+
+def case(fn):
+    CASES.append(fn)
+    return fn
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def _is_asan(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    return b"__asan_init" in data or b"AddressSanitizer" in data
+
+
+# Peak RSS allowed for one run. ASan's quarantine keeps up to 256 MiB of freed memory.
+RSS_LIMIT_MB = 640 if _is_asan(T.ofsync_bin()) else 96
+
+
+class Ctx:
+    def __init__(self, name, srv):
+        self.srv = srv
+        self.tmp = tempfile.mkdtemp(prefix=f"ofsh-{name[:16]}-")
+        # The sandbox: ofsync's files live two levels down, so an escape of one or two ".."
+        # lands in a directory we watch.
+        self.home = os.path.join(self.tmp, "a", "b")
+        os.makedirs(self.home)
+        self.local = os.path.join(self.home, "Mail")
+        self.state = os.path.join(self.home, "state.db")
+        self.config = os.path.join(self.home, "config")
+        self.write_config()
+
+    def write_config(self, **kw):
+        extra = {"timeout": 3}
+        extra.update(kw.pop("extra", {}))
+        T.write_config(self.config, self.srv, "alice", self.local, self.state, extra=extra, **kw)
+
+    def run(self, *args, timeout=90):
+        """(rc, stdout, stderr, peak RSS in MiB) of ofsync --config ... ARGS.
+        The peak is sampled from /proc (VmHWM) every few ms: wait4's ru_maxrss would include
+        this Python process's own peak, which a child inherits across exec."""
+        cmd = [T.ofsync_bin(), "--config", self.config] + list(args)
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            deadline = time.monotonic() + timeout
+            hwm = 0
+            while True:
+                hwm = max(hwm, _vm_hwm_kb(p.pid))
+                pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() > deadline:
+                    p.kill()
+                    os.wait4(p.pid, 0)
+                    raise AssertionError(f"ofsync did not exit within {timeout} s")
+                time.sleep(0.005)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            err.seek(0)
+            return (p.returncode, out.read().decode("utf-8", "replace"),
+                    err.read().decode("utf-8", "replace"), hwm / 1024)
+
+    def sync(self, *args, **kw):
+        return self.run("sync", *args, **kw)
+
+
+def _vm_hwm_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def populate(srv):
+    n = 1
+    for folder, count in (("INBOX", 3), ("Work", 2)):
+        f = srv.folder(folder)
+        for _ in range(count):
+            f.add(T.make_message(n, SEED, size=600), T.message_flags(n, SEED, folder) - {"\\Recent"})
+            n += 1
+
+
+def server_snapshot(srv):
+    snap = {}
+    for name, f in srv.folders.items():
+        out = snap.setdefault(name, {})
+        for m in f.msgs:
+            fl = frozenset(x for x in m.flags if x in T.SYSTEM_FLAGS)
+            out.setdefault(T.message_id(m.data), []).append((fl, T.message_hash(m.data)))
+    return T._sorted_snapshot(snap)
+
+
+def outside_files(ctx):
+    """Paths under the sandbox that ofsync had no business creating."""
+    allowed = {"config", "config.pass", "Mail", "state.db", "state.db-wal", "state.db-shm",
+               "state.db-journal", "state.db.lock"}
+    bad = []
+    for dirpath, dirs, files in os.walk(ctx.tmp):
+        rel = os.path.relpath(dirpath, ctx.tmp)
+        if dirpath == ctx.home:
+            bad += [n for n in dirs + files if n not in allowed]
+            dirs[:] = []
+        elif rel in (".", "a"):
+            bad += [os.path.normpath(os.path.join(rel, n)) for n in dirs + files
+                    if os.path.normpath(os.path.join(rel, n)) not in ("a", "a/b")]
+    real = os.path.realpath(ctx.local)
+    for dirpath, dirs, files in os.walk(ctx.local):
+        for n in dirs + files:
+            p = os.path.join(dirpath, n)
+            if os.path.islink(p) or not os.path.realpath(p).startswith(real + os.sep):
+                bad.append(p)
+    for p in ("/tmp/evil", "/tmp/evil-abs", "/evil"):
+        if os.path.lexists(p):
+            bad.append(p)
+    return bad
+
+
+def assert_outcome(ctx, res, rcs, needle):
+    rc, out, err, rss = res
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    check(rc in rcs, f"exit {rc}, expected one of {sorted(rcs)}\nstdout:\n{out}\nstderr:\n{err}")
+    if rc not in (0, 1) or lines:
+        check(len(lines) == 1 and lines[0].startswith("ofsync: "),
+              f"not one error line (rc {rc}):\n{err}")
+    if needle:
+        check(re.search(needle, err + out), f"{needle!r} not in output:\n{err}\n{out}")
+    for ln in (out + err).splitlines():
+        check(not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", ln), f"control character printed: {ln!r}")
+    check(rss < RSS_LIMIT_MB, f"peak RSS {rss:.0f} MiB over {RSS_LIMIT_MB} MiB")
+    bad = outside_files(ctx)
+    check(not bad, f"written outside the local root: {bad}")
+    if os.path.exists(ctx.state):
+        with sqlite3.connect(ctx.state) as db:
+            (ic,) = db.execute("PRAGMA integrity_check").fetchone()
+        check(ic == "ok", f"state database damaged: {ic}")
+
+
+def converges(ctx):
+    """With the hooks gone, a normal pass succeeds and both sides agree, nothing doubled."""
+    ctx.srv.clear_hooks()
+    rc, out, err, _ = ctx.sync()
+    check(rc == 0, f"clean rerun failed (rc {rc}):\n{err}")
+    loc, srv = T.snapshot_local(ctx.local), server_snapshot(ctx.srv)
+    T.assert_snapshots_equal(srv, loc)
+    check(not T.snapshot_duplicates(srv), f"duplicates: {T.snapshot_duplicates(srv)}")
+
+
+def hostile(rcs, needle=None, converge=True):
+    """Declares a case: fn(srv) installs the hostile script; the run must end in rcs."""
+    def wrap(fn):
+        def run_case(ctx):
+            fn(ctx.srv)
+            res = ctx.sync()
+            assert_outcome(ctx, res, set(rcs), needle)
+            first = (res[2].strip().splitlines() or [""])[0]
+            print(f"  rc {res[0]}, peak RSS {res[3]:.0f} MiB: {first[:160]}", flush=True)
+            check(not ctx.srv.errors, f"script failed: {ctx.srv.errors}")
+            if converge:
+                converges(ctx)
+        run_case.__name__ = fn.__name__
+        return case(run_case)
+    return wrap
+
+
+def list_with(*names, delim=b"."):
+    """A LIST answer with INBOX, Work and the given raw names (bytes)."""
+    def fn(s, tag, a):
+        for n in [b"INBOX", b"Work"] + list(names):
+            d = b"NIL" if delim is None else b'"' + delim + b'"'
+            s.send(b"* LIST () " + d + b" " + F.quote(n) + CRLF)
+        s.ok(tag)
+    return fn
+
+
+# -- folder names --------------------------------------------------------------------------
+
+@hostile({0, 1, 12}, needle=r"\.\.")
+def names_dotdot(srv):
+    srv.on("LIST", list_with(b"..", b"../evil", b"../../evil", b"Work/../../evil", b".",
+                             delim=b"/"))
+
+
+@hostile({0, 1, 12}, needle=r"'/'|level")
+def names_slash(srv):
+    srv.on("LIST", list_with(b"a/b", b"/tmp/evil-abs", b"evil/", delim=b"."))
+
+
+@hostile({0, 1, 12}, needle=r"NUL")
+def names_nul(srv):
+    srv.on("LIST", list_with(b"evil\x00name"))
+
+
+@hostile({0, 1, 12}, needle=r"control")
+def names_control(srv):
+    srv.on("LIST", list_with(b"evil\x07bell", b"evil\x1b[2Jclear", b"evil\x7f", b"ev\xc2\x85il"))
+
+
+@hostile({0, 1, 12}, needle=r"UTF-7|modified|8-bit|base64|encod")
+def names_bad_utf7(srv):
+    srv.on("LIST", list_with(b"&Jjo", b"&AGE-", b"&2D0-", b"caf\xc3\xa9", b"&-&&-", b"&,,,-"))
+
+
+# -- sizes, numbers, lines -----------------------------------------------------------------
+
+@hostile({6, 11}, needle=r"literal")
+def literal_absurd(srv):
+    srv.on("LIST", lambda s, tag, a: s.send(b'* LIST () "." {18446744073709551615}' + CRLF
+                                            + b"x" * 1000))
+
+
+@hostile({6, 11}, needle=r"literal|limit|large")
+def literal_huge_streaming(srv):
+    def fn(s, tag, a):
+        s.send(b'* LIST () "." {200000000}' + CRLF)
+        try:
+            for _ in range(200):  # 200 MB if the client kept reading
+                s.send(b"y" * 1000000)
+        except OSError:
+            pass
+        return True
+    srv.on("LIST", fn)
+
+
+@hostile({0, 6}, needle=None)
+def numbers_negative_and_overflowing(srv):
+    def select(s, tag, a):
+        s.send(b"* -1 EXISTS" + CRLF + b"* 99999999999999999999 EXISTS" + CRLF)
+        s.send(b"* OK [UIDVALIDITY 1001] ok" + CRLF + b"* OK [UIDNEXT -5] ok" + CRLF)
+        s.send(b"* OK [HIGHESTMODSEQ 999999999999999999999999] ok" + CRLF)
+        s.selected = srv.folders["INBOX"]
+        s.ok(tag, b"[READ-WRITE] ok")
+    srv.on("SELECT", select)
+
+
+@hostile({6}, needle=r"no valid UIDVALIDITY")
+def uidvalidity_overflowing(srv):
+    def select(s, tag, a):
+        s.selected = srv.folders[F.tokens(a[0])[0].decode()]
+        s.send(b"* 3 EXISTS" + CRLF + b"* OK [UIDVALIDITY 4294967296] ok" + CRLF)
+        s.ok(tag, b"[READ-WRITE] ok")
+    srv.on("SELECT", select)
+
+
+@hostile({4}, needle=r"closed")
+def unterminated_line_then_close(srv):
+    srv.on("LIST", lambda s, tag, a: (s.send(b'* LIST () "." INBOX'), True)[1])
+
+
+@hostile({4}, needle=r"no data")
+def unterminated_line_then_stall(srv):
+    def fn(s, tag, a):
+        s.send(b'* LIST () "." INB')
+        time.sleep(5)  # over the 3 s timeout
+        return True
+    srv.on("LIST", fn)
+
+
+@hostile({0}, needle=None)
+def megabyte_line_within_limits(srv):
+    def fn(s, tag, a):
+        s.send(b"* OK " + b"x" * (1 << 20) + CRLF)
+        s.send(b"* OK [ALERT] " + b"y" * (2 << 20) + CRLF)
+        list_with()(s, tag, a)
+    srv.on("LIST", fn)
+
+
+@hostile({6, 11}, needle=r"line|limit|long")
+def line_over_the_limit(srv):
+    def fn(s, tag, a):
+        try:
+            s.send(b"* OK " + b"x" * (64 << 20) + CRLF)
+        except OSError:
+            pass
+        return True
+    srv.on("LIST", fn)
+
+
+@hostile({0}, needle=None)
+def untagged_flood(srv):
+    flood = b"".join(b"* %d EXISTS\r\n* OK [ALERT] noise %d\r\n" % (i % 7, i)
+                     for i in range(200000))
+
+    def fn(s, tag, a):
+        s.send(flood)
+        s.send(b"* 3 RECENT" + CRLF + b"* 1 FETCH (FLAGS (\\Seen))" + CRLF)
+        F.Session.cmd_NOOP(s, tag, a)
+    srv.on("NOOP", fn)
+
+    def select(s, tag, a):
+        s.send(flood[:flood.index(b"\r\n", 4000000) + 2])
+        F.Session._select(s, tag, a, True)
+    srv.on("SELECT", select)
+
+
+@hostile({6}, needle=r"never sent")
+def tagged_ok_for_unsent_command(srv):
+    srv.on("LIST", lambda s, tag, a: s.send(b"zz99 OK [READ-WRITE] done" + CRLF))
+
+
+@hostile({4}, needle=r"closed the connection")
+def bye_mid_session(srv):
+    srv.on("LIST", lambda s, tag, a: (s.send(b"* BYE shutting down" + CRLF), True)[1])
+
+
+@hostile({0, 1, 6}, needle=None)
+def uids_out_of_range(srv):
+    def fetch(s, tag, a):
+        if b"BODY.PEEK[]" in a[0]:
+            return F.Session.cmd_UID_FETCH(s, tag, a)
+        s.send(b"* 1 FETCH (UID 0 FLAGS (\\Seen) RFC822.SIZE 10)" + CRLF)
+        s.send(b"* 2 FETCH (UID 4294967296 FLAGS (\\Seen) RFC822.SIZE 10)" + CRLF)
+        s.send(b"* 3 FETCH (UID -3 FLAGS (\\Seen) RFC822.SIZE 10)" + CRLF)
+        s.send(b"* 4 FETCH (UID 99999999999999999999999 FLAGS () RFC822.SIZE 10)" + CRLF)
+        F.Session.cmd_UID_FETCH(s, tag, a)
+    srv.on("UID FETCH", fetch)
+
+
+@hostile({6}, needle=r"not asked for")
+def fetch_body_never_requested(srv):
+    def fetch(s, tag, a):
+        if b"BODY.PEEK[]" in a[0]:
+            m = F.Msg(777, T.make_message(777, SEED, size=300), ["\\Seen"])
+            s.send(s.fetch_response(9, m, b"BODY.PEEK[]"))
+        F.Session.cmd_UID_FETCH(s, tag, a)
+    srv.on("UID FETCH", fetch)
+
+
+@hostile({0, 6}, needle=None)
+def appenduid_for_another_folder(srv):
+    def append(s, tag, a):
+        line, lits = a
+        name = F.tokens(line)[0].decode()
+        f = srv.folders[name]
+        f.add(lits[-1])
+        s.ok(tag, b"[APPENDUID 424242 9999] appended elsewhere")
+    srv.on("APPEND", append)
+
+
+def _with_local_message(fn):
+    """Runs before the hostile pass: one message written offline, so an APPEND happens."""
+    def wrap(ctx):
+        T.local_add(ctx.local, "maildir++", "INBOX", T.make_message(500, SEED, size=400), "S")
+        return fn(ctx)
+    wrap.__name__ = fn.__name__
+    return wrap
+
+
+CASES[-1] = _with_local_message(CASES[-1])
+
+
+# -- TLS and authentication ----------------------------------------------------------------
+
+def starttls_config(ctx):
+    ctx.write_config(tls="starttls", host="127.0.0.1", port=ctx.srv.port)
+
+
+def no_credentials_sent(ctx):
+    sent = [c for c in ctx.srv.commands if re.match(rb"\S+ (LOGIN|AUTHENTICATE)", c, re.I)]
+    check(not sent, f"credentials sent without TLS: {sent}")
+
+
+@case
+def starttls_missing_is_an_error(ctx):
+    starttls_config(ctx)
+    assert_outcome(ctx, ctx.sync(), {6}, r"does not offer STARTTLS")
+    no_credentials_sent(ctx)
+
+
+@case
+def starttls_injection_refused(ctx):
+    ctx.srv.caps = F.DEFAULT_CAPS + " STARTTLS"
+    ctx.srv.on("STARTTLS", lambda s, tag, a: s.send(tag + b" OK go" + CRLF
+                                                    + b"* CAPABILITY IMAP4rev1 AUTH=PLAIN" + CRLF))
+    starttls_config(ctx)
+    assert_outcome(ctx, ctx.sync(), {6}, r"after its STARTTLS answer")
+    no_credentials_sent(ctx)
+
+
+@case
+def starttls_refused_by_server(ctx):
+    ctx.srv.caps = F.DEFAULT_CAPS + " STARTTLS"
+    starttls_config(ctx)
+    assert_outcome(ctx, ctx.sync(), {7}, r"STARTTLS")
+    no_credentials_sent(ctx)
+
+
+@case
+def preauth_before_starttls_refused(ctx):
+    ctx.srv.caps = F.DEFAULT_CAPS + " STARTTLS"
+    ctx.srv.greeting = b"* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS] welcome" + CRLF
+    starttls_config(ctx)
+    assert_outcome(ctx, ctx.sync(), {6}, r"PREAUTH")
+    check(not any(re.match(rb"\S+ (LIST|SELECT)", c) for c in ctx.srv.commands),
+          f"went on without TLS: {ctx.srv.commands}")
+
+
+@case
+def auth_failure_reported_once(ctx):
+    ctx.write_config(password="wrong-password")
+    for i in range(2):
+        assert_outcome(ctx, ctx.sync(), {5}, r"refused the login for alice \(PLAIN\)")
+        check(ctx.srv.auth_attempts == i + 1, f"{ctx.srv.auth_attempts} attempts after {i + 1} runs")
+    # LOGIN mechanism offered too: still one attempt, no second mechanism after a NO.
+    ctx.write_config(password="wrong-password", extra={"auth": "login plain"})
+    assert_outcome(ctx, ctx.sync(), {5}, r"\(LOGIN\)")
+    check(ctx.srv.auth_attempts == 3, f"{ctx.srv.auth_attempts} attempts")
+
+
+@case
+def login_command_fallback(ctx):
+    ctx.srv.caps = "IMAP4rev1 UIDPLUS"
+    rc, out, err, _ = ctx.sync("-vv")
+    check(rc == 0, f"rc {rc}: {err}")
+    check(ctx.srv.logins == [("LOGIN-command", "alice", True)], f"{ctx.srv.logins}")
+    check(re.search(r"C: \S+ LOGIN <secret hidden>", err), f"LOGIN not masked:\n{err}")
+    converges(ctx)
+
+
+@case
+def logindisabled_refused(ctx):
+    ctx.srv.caps = "IMAP4rev1 LOGINDISABLED"
+    assert_outcome(ctx, ctx.sync(), {5}, r"LOGINDISABLED")
+    check(ctx.srv.auth_attempts == 0, "credentials sent despite LOGINDISABLED")
+
+
+@case
+def sasl_login(ctx):
+    ctx.write_config(extra={"auth": "login"})
+    rc, out, err, _ = ctx.sync("-vv")
+    check(rc == 0, f"rc {rc}: {err}")
+    check(ctx.srv.logins == [("LOGIN", "alice", True)], f"{ctx.srv.logins}")
+
+
+def _oauth(ctx, mech, sasl_ir):
+    ctx.srv.caps = ("IMAP4rev1 UIDPLUS AUTH=PLAIN AUTH=" + mech.upper()
+                    + (" SASL-IR" if sasl_ir else ""))
+    ctx.srv.users = {"alice": "ya29.token-123"}
+    ctx.write_config(password="ya29.token-123", extra={"auth": mech})
+    rc, out, err, _ = ctx.sync()
+    check(rc == 0, f"rc {rc}: {err}")
+    check(ctx.srv.logins == [(mech.upper(), "alice", True)], f"{ctx.srv.logins}")
+    ctx.write_config(password="expired-token", extra={"auth": mech})
+    assert_outcome(ctx, ctx.sync(), {5}, r"refused the login for alice \(%s\)" % mech.upper())
+    want = b"" if mech == "xoauth2" else b"\x01"
+    check(ctx.srv.oauth_error_replies == [want], f"error reply {ctx.srv.oauth_error_replies}")
+    check(ctx.srv.auth_attempts == 2, f"{ctx.srv.auth_attempts} attempts")
+
+
+@case
+def xoauth2(ctx):
+    _oauth(ctx, "xoauth2", True)
+
+
+@case
+def oauthbearer(ctx):
+    _oauth(ctx, "oauthbearer", False)
+    check(ctx.srv.oauth_messages[0].startswith(b"n,a=alice,\x01host=127.0.0.1\x01port="),
+          f"{ctx.srv.oauth_messages[0]!r}")
+
+
+@case
+def oauth_not_offered(ctx):
+    ctx.write_config(extra={"auth": "xoauth2"})
+    assert_outcome(ctx, ctx.sync(), {5}, r"offers none of the mechanisms in auth = xoauth2")
+    check(ctx.srv.auth_attempts == 0, "tried a mechanism that was not allowed")
+
+
+def secret_forms(pw):
+    """The password and every base64 rendering that could carry it (any alignment)."""
+    b = pw.encode()
+    forms = {pw}
+    for pad in range(3):
+        enc = base64.b64encode(b"\0" * pad + b).decode()
+        # Characters fully determined by the password's bytes, whatever comes before/after.
+        start = (pad * 8 + 5) // 6 + (1 if pad else 0)
+        end = ((pad + len(b)) * 8) // 6
+        if end - start >= 8:
+            forms.add(enc[start:end])
+    return forms
+
+
+@case
+def secrets_never_in_output(ctx):
+    pw = "Tr0ub4dor&3-horse-battery"
+    ctx.srv.users = {"alice": pw}
+    T.local_add(ctx.local, "maildir++", "INBOX", T.make_message(600, SEED, size=300), "")
+    outputs = []
+    runs = [("pass-cmd", None, "IMAP4rev1 UIDPLUS SASL-IR AUTH=PLAIN"),
+            ("password-file", None, "IMAP4rev1 UIDPLUS AUTH=PLAIN"),
+            ("pass-cmd", "login", "IMAP4rev1 UIDPLUS AUTH=LOGIN"),
+            ("pass-cmd", None, "IMAP4rev1 UIDPLUS"),
+            ("pass-cmd", "xoauth2", "IMAP4rev1 UIDPLUS SASL-IR AUTH=XOAUTH2")]
+    for auth, mech, caps in runs:
+        ctx.srv.caps = caps
+        ctx.write_config(auth=auth, password=pw, extra={"auth": mech} if mech else {})
+        for args in (["-vv"], ["-v", "--json"]):
+            rc, out, err, _ = ctx.sync(*args)
+            check(rc == 0, f"rc {rc} ({auth}, {mech}): {err}")
+            outputs += [out, err]
+        check("<secret hidden>" in outputs[-3], f"no masked line in the -vv trace:\n{outputs[-3]}")
+    # A failed login too, from a server that echoes the password in its answers.
+    ctx.srv.users = {"alice": "something-else"}
+    ctx.srv.caps = "IMAP4rev1 UIDPLUS"
+
+    def echo(s, tag, a):
+        s.send(b"* OK you sent " + pw.encode() + CRLF)
+        s.send(tag + b" NO [AUTHENTICATIONFAILED] wrong password " + pw.encode() + CRLF)
+    ctx.srv.on("LOGIN", echo)
+    ctx.write_config(password=pw)
+    rc, out, err, _ = ctx.sync("-vv")
+    check(rc == 5 and "refused the login" in err, f"rc {rc}: {err}")
+    outputs += [out, err]
+    files = []
+    for root in (ctx.local, os.path.dirname(ctx.state)):
+        for dirpath, _, names in os.walk(root):
+            for n in names:
+                if not n.startswith("config"):
+                    with open(os.path.join(dirpath, n), "rb") as f:
+                        files.append(f.read().decode("latin-1"))
+    check(len(ctx.srv.logins) == len(runs) * 2, f"logins: {ctx.srv.logins}")
+    for form in secret_forms(pw):
+        for i, text in enumerate(outputs + files):
+            check(form not in text, f"secret form {form!r} found in output {i}")
+
+
+# -- runner --------------------------------------------------------------------------------
+
+def main(argv):
+    names = argv[1:]
+    failed = 0
+    t0 = time.monotonic()
+    todo = [c for c in CASES if not names or c.__name__ in names]
+    for fn in todo:
+        srv = F.FakeIMAP().start()
+        populate(srv)
+        ctx = Ctx(fn.__name__, srv)
+        start = time.monotonic()
+        try:
+            fn(ctx)
+            print(f"PASS {fn.__name__} ({time.monotonic() - start:.2f} s)", flush=True)
+        except Exception as e:  # noqa: BLE001 - a test runner reports everything
+            failed += 1
+            print(f"FAIL {fn.__name__}: {str(e).splitlines()[0] if str(e) else type(e)}",
+                  flush=True)
+            traceback.print_exc(file=sys.stdout)
+        finally:
+            srv.stop()
+            if os.environ.get("OFS_KEEP"):
+                print(f"  (kept {ctx.tmp})")
+            else:
+                shutil.rmtree(ctx.tmp, ignore_errors=True)
+    print(f"{len(todo) - failed}/{len(todo)} passed, {time.monotonic() - t0:.1f} s", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
