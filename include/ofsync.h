@@ -31,6 +31,8 @@ enum ofs_errcode {
 typedef struct ofs_error {
     int code;
     char message[1024];
+    int final; /* 1: trying again cannot help (a certificate that does not verify, a server
+                  refusing us at the greeting): no reconnect loop retries it */
 } ofs_error;
 
 /* Counters of one sync pass, per direction. */
@@ -71,7 +73,7 @@ enum ofs_event_type {
     OFS_EV_ERROR,   /* text is the error line, code its category; folder NULL: the pass ended */
     OFS_EV_CHANGE,  /* watch: folder (NULL: the folder set) changed; text: "server", "local"... */
     OFS_EV_DONE,    /* session: the sync or watch ended; code 0 or the error, text its line */
-    OFS_EV_TRACE, /* one protocol trace line in text (secrets masked); only when asked for */
+    OFS_EV_TRACE,   /* one protocol trace line in text (secrets masked); only when asked for */
 };
 
 typedef struct ofs_event {

@@ -826,8 +826,8 @@ static int client_greeting(imap_client *c, const char *host, int port, ofs_error
         return err_set(err, OFS_E_PROTO, "server %s:%d did not greet like an IMAP server", host,
                        port);
     if (r->status == IMAP_S_BYE)
-        return err_set(err, OFS_E_NET, "server %s:%d refused the connection: %s", host, port,
-                       r->text);
+        return err_set_final(err, OFS_E_NET, "server %s:%d refused the connection: %s", host, port,
+                             r->text);
     c->preauth = r->status == IMAP_S_PREAUTH;
     if (r->has_code)
         client_code(c, &r->code);

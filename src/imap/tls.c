@@ -169,30 +169,31 @@ static int tls_verify_failed(const imap_transport *t, const tls_verify_info *vi,
     switch (vi->error) {
     case X509_V_ERR_HOSTNAME_MISMATCH:
     case X509_V_ERR_IP_ADDRESS_MISMATCH:
-        return err_set(err, OFS_E_NET,
-                       "TLS certificate of %s:%d does not match the host name: it is for %s, "
-                       "not %s",
-                       t->host, t->port, vi->names[0] ? vi->names : "no name", t->host);
+        return err_set_final(err, OFS_E_NET,
+                             "TLS certificate of %s:%d does not match the host name: it is for %s, "
+                             "not %s",
+                             t->host, t->port, vi->names[0] ? vi->names : "no name", t->host);
     case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
     case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
     case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-        return err_set(err, OFS_E_NET,
-                       "TLS certificate of %s:%d is signed by an unknown CA (%s): set ca-file "
-                       "to that CA's certificate, or pin the server's certificate with "
-                       "fingerprint = %s if you have checked it",
-                       t->host, t->port, vi->issuer, vi->fingerprint);
+        return err_set_final(
+            err, OFS_E_NET,
+            "TLS certificate of %s:%d is signed by an unknown CA (%s): set ca-file "
+            "to that CA's certificate, or pin the server's certificate with "
+            "fingerprint = %s if you have checked it",
+            t->host, t->port, vi->issuer, vi->fingerprint);
     case X509_V_ERR_CERT_HAS_EXPIRED:
     case X509_V_ERR_CERT_NOT_YET_VALID:
-        return err_set(
+        return err_set_final(
             err, OFS_E_NET, "TLS certificate of %s:%d (%s) %s", t->host, t->port, vi->subject,
             vi->error == X509_V_ERR_CERT_HAS_EXPIRED ? "has expired" : "is not valid yet");
     default:
-        return err_set(err, OFS_E_NET,
-                       "TLS certificate of %s:%d failed verification: %s (certificate %s, "
-                       "depth %d)",
-                       t->host, t->port, what, vi->subject, vi->depth);
+        return err_set_final(err, OFS_E_NET,
+                             "TLS certificate of %s:%d failed verification: %s (certificate %s, "
+                             "depth %d)",
+                             t->host, t->port, what, vi->subject, vi->depth);
     }
 }
 
@@ -201,9 +202,9 @@ static int tls_handshake_failed(const imap_transport *t, int sslerr, ofs_error *
 {
     unsigned long e = ERR_peek_last_error();
     if (sslerr == SSL_ERROR_SYSCALL && e == 0)
-        return err_set(err, OFS_E_NET,
-                       "server %s:%d closed the connection during the TLS handshake", t->host,
-                       t->port);
+        return err_set_final(err, OFS_E_NET,
+                             "server %s:%d closed the connection during the TLS handshake", t->host,
+                             t->port);
     const char *reason = e ? ERR_reason_error_string(e) : NULL;
     if (!reason)
         reason = "unknown error";
@@ -213,8 +214,8 @@ static int tls_handshake_failed(const imap_transport *t, int sslerr, ofs_error *
     else if (ERR_GET_REASON(e) == SSL_R_UNSUPPORTED_PROTOCOL ||
              ERR_GET_REASON(e) == SSL_R_TLSV1_ALERT_PROTOCOL_VERSION)
         hint = " (ofsync needs TLS 1.2 or later)";
-    return err_set(err, OFS_E_NET, "TLS handshake with %s:%d failed: %s%s", t->host, t->port,
-                   reason, hint);
+    return err_set_final(err, OFS_E_NET, "TLS handshake with %s:%d failed: %s%s", t->host, t->port,
+                         reason, hint);
 }
 
 /* Waits for what OpenSSL asked for; 1 to retry, -1 on timeout or another error. */
@@ -382,13 +383,15 @@ static int tls_check_pin(const imap_transport *t, const tls_state *st, const uns
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
     if (!cert || !X509_digest(cert, EVP_sha256(), md, &len) || len != 32)
-        return err_set(err, OFS_E_NET, "server %s:%d sent no TLS certificate", t->host, t->port);
+        return err_set_final(err, OFS_E_NET, "server %s:%d sent no TLS certificate", t->host,
+                             t->port);
     if (CRYPTO_memcmp(md, want, 32) == 0)
         return 0;
     char got[104];
     fingerprint_format(md, got, sizeof got);
-    return err_set(err, OFS_E_NET, "TLS certificate of %s:%d has fingerprint %s, not the pinned %s",
-                   t->host, t->port, got, want_text);
+    return err_set_final(err, OFS_E_NET,
+                         "TLS certificate of %s:%d has fingerprint %s, not the pinned %s", t->host,
+                         t->port, got, want_text);
 }
 
 int imap_tls_start(imap_transport *t, const imap_tls_opts *o, ofs_error *err)

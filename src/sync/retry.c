@@ -77,7 +77,7 @@ int sync_retry(sync_ctx *c, int (*attempt)(sync_ctx *c, ofs_error *err), ofs_err
             return err_set(err, OFS_E_NET, "no connection to server %s", c->acct->host);
         if (rc == 0)
             rc = attempt(c, err);
-        if (rc == 0 || err->code != OFS_E_NET || !c->password)
+        if (rc == 0 || err->code != OFS_E_NET || err->final || !c->password)
             return rc;
         sync_disconnect(c);
         if (c->progress != progress)

@@ -14,16 +14,33 @@ static void sanitize(char *s)
             *s = '?';
 }
 
+static void err_vset(ofs_error *err, int code, int final, const char *fmt, va_list ap)
+{
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    sanitize(err->message);
+    err->code = code;
+    err->final = final;
+}
+
 int err_set(ofs_error *err, int code, const char *fmt, ...)
 {
     if (!err)
         return -1;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    err_vset(err, code, 0, fmt, ap);
     va_end(ap);
-    sanitize(err->message);
-    err->code = code;
+    return -1;
+}
+
+int err_set_final(ofs_error *err, int code, const char *fmt, ...)
+{
+    if (!err)
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    err_vset(err, code, 1, fmt, ap);
+    va_end(ap);
     return -1;
 }
 
@@ -39,6 +56,7 @@ int err_errno(ofs_error *err, int code, int errnum, const char *fmt, ...)
     snprintf(err->message + n, sizeof err->message - n, ": %s", strerror(errnum));
     sanitize(err->message);
     err->code = (errnum == ENOSPC || errnum == EDQUOT) ? OFS_E_NOSPC : code;
+    err->final = 0;
     return -1;
 }
 

@@ -8,6 +8,10 @@
 /* Sets code and message; returns -1 so callers can `return err_set(...)`. err may be NULL. */
 int err_set(ofs_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Like err_set, and marks the error final: reconnecting would meet the same refusal. */
+int err_set_final(ofs_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Like err_set, appending ": strerror(errnum)"; ENOSPC/EDQUOT turn the code into OFS_E_NOSPC. */
 int err_errno(ofs_error *err, int code, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
