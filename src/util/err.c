@@ -14,7 +14,8 @@ static void sanitize(char *s)
             *s = '?';
 }
 
-static void err_vset(ofs_error *err, int code, int final, const char *fmt, va_list ap)
+__attribute__((format(printf, 4, 0))) static void err_vset(ofs_error *err, int code, int final,
+                                                           const char *fmt, va_list ap)
 {
     vsnprintf(err->message, sizeof err->message, fmt, ap);
     sanitize(err->message);
