@@ -130,7 +130,9 @@ static void conn_failed(watch *w, pushconn *pc, const ofs_error *e)
     conn_close(pc);
     pc->fails++;
     pc->deadline = watch_now() + watch_backoff(w, pc->fails);
-    if (e->code == OFS_E_AUTH) /* a refused login is never retried: it could lock the account */
+    /* A refused login is never retried (it could lock the account), nor a final error (a
+     * certificate that does not verify): the next try would meet the same refusal. */
+    if (e->code == OFS_E_AUTH || e->final)
         pc->deadline = INT64_MAX;
     char *line =
         xasprintf("push connection (%s) lost, replacing it: %s", conn_what(w, pc), e->message);

@@ -136,7 +136,7 @@ static void main_close(watch *w)
 static void main_lost(watch *w, const ofs_error *e)
 {
     main_close(w);
-    if (fatal_code(e->code)) {
+    if (fatal_code(e->code) || e->final) { /* e.g. a certificate that does not verify */
         w->fatal = true;
         w->fatal_err = *e;
         return;

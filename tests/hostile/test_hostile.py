@@ -57,7 +57,8 @@ class Ctx:
         self.write_config()
 
     def write_config(self, **kw):
-        extra = {"timeout": 3}
+        # One connection per run: each case is about what one hostile session does.
+        extra = {"timeout": 3, "reconnect-attempts": 0}
         extra.update(kw.pop("extra", {}))
         T.write_config(self.config, self.srv, "alice", self.local, self.state, extra=extra, **kw)
 

@@ -125,7 +125,7 @@ def tls_port_mixups(ctx):
     one_error_line(err, 4, rc, "TLS handshake", "tls = starttls")
     # Both sides wait for the other to speak first: the timeout ends it, with a hint.
     ctx.write_config(tls="starttls", port=d.tls_port,
-                     extra={"ca-file": d.ca_file, "timeout": 2})
+                     extra={"ca-file": d.ca_file, "timeout": 2, "reconnect-attempts": 0})
     rc, out, err = ctx.sync(expect_rc=None, timeout=60)
     one_error_line(err, 4, rc, "no greeting", "tls = implicit")
 
@@ -137,7 +137,7 @@ def plaintext_only_to_loopback(ctx):
     rc, out, err = ctx.sync(expect_rc=None)
     one_error_line(err, 3, rc, "in clear", "allow-plaintext = yes")
     ctx.write_config(tls="none", host="mail.invalid", port=143,
-                     extra={"allow-plaintext": "yes"})
+                     extra={"allow-plaintext": "yes", "reconnect-attempts": 0})
     rc, out, err = ctx.sync(expect_rc=None)
     one_error_line(err, 4, rc, "cannot resolve")
     for host in ("127.0.0.1", "localhost"):
