@@ -5,7 +5,9 @@
 
 Scenarios, each run by both tools on their own (identical) server user:
   initial     empty local side and state: everything is downloaded
-  nochange    a pass right after the previous one
+  nochange    a pass right after the previous one (for ofsync: Maildir folders the previous
+              pass wrote to within the last moments are read again, src/maildir/mark.c says why)
+  settled     a second no-change pass: the steady state of a periodic sync
   server1pct  1 % of the messages change flags on the server, 1 % new server mail
   local1pct   1 % of the local messages change flags, 0.3 % are deleted locally
 Figures: wall time, user+sys CPU and peak RSS of the sync process (wait4), bytes on the wire
@@ -40,7 +42,7 @@ FOLDERS = ["INBOX", "Archive", "Archive/2019", "Archive/2020", "Archive/2021", "
            "Lists/announce", "Lists/users", "Work", "Work/projects", "Work/reports", "Family",
            "Receipts"]
 WEIGHTS = [20, 10, 6, 6, 6, 6, 6, 8, 1, 3, 2, 1, 5, 2, 4, 3, 3, 2, 2, 4]
-SCENARIOS = ["initial", "nochange", "server1pct", "local1pct"]
+SCENARIOS = ["initial", "nochange", "settled", "server1pct", "local1pct"]
 TOOLS = ["ofsync", "mbsync"]
 WORDS = ("the quick brown fox jumps over lazy dog offline mail sync folder message server "
          "local flag seen answered draft deleted archive report project meeting").split()
