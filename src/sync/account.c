@@ -14,6 +14,7 @@
 #include "sync/crashpoint.h"
 #include "sync/engine.h"
 #include "sync/folders.h"
+#include "sync/parallel.h"
 #include "sync/retry.h"
 #include "util/err.h"
 #include "util/secret.h"
@@ -63,7 +64,7 @@ static void on_activity(void *ctx, double idle, const char *doing)
     c->fn(&ev, c->fn_ctx);
 }
 
-static void error_event(sync_ctx *c, const char *folder, const ofs_error *e)
+void sync_error_event(sync_ctx *c, const char *folder, const ofs_error *e)
 {
     if (!c->fn)
         return;
@@ -76,8 +77,7 @@ static void error_event(sync_ctx *c, const char *folder, const ofs_error *e)
     c->fn(&ev, c->fn_ctx);
 }
 
-/* Errors after which nothing more can be done on this connection or this state. */
-static bool fatal_for_pass(int code)
+bool sync_error_ends_pass(int code)
 {
     return code == OFS_E_NET || code == OFS_E_PROTO || code == OFS_E_AUTH || code == OFS_E_STATE ||
            code == OFS_E_NOSPC || code == OFS_E_LIMIT;
@@ -86,13 +86,13 @@ static bool fatal_for_pass(int code)
 /* Records a folder's failure; returns -1 when the pass must stop. */
 static int folder_failed(sync_ctx *c, const char *name, ofs_error *ferr, ofs_error *err)
 {
-    if (fatal_for_pass(ferr->code)) {
+    if (sync_error_ends_pass(ferr->code)) {
         *err = *ferr;
         return -1;
     }
     if (!c->folder_failures++)
         c->folder_err = *ferr;
-    error_event(c, name, ferr);
+    sync_error_event(c, name, ferr);
     return 0;
 }
 
@@ -123,6 +123,27 @@ static void pass_counters(sync_ctx *c, const net_mark *start)
     c->stats.elapsed_ms = (uint64_t)((now.t - start->t) * 1000);
 }
 
+int sync_pass_folder(sync_ctx *c, const char *name, ofs_error *err)
+{
+    ofs_error ferr = {0};
+    if (sync_folder(c, name, &ferr) < 0 && folder_failed(c, name, &ferr, err) < 0)
+        return -1;
+    c->stats.folders_seen++;
+    strlist_add(&c->done, name);
+    c->progress++;
+    return 0;
+}
+
+/* The folders one after another on the pass's connection. */
+static int pass_folders(sync_ctx *c, const strlist *todo, ofs_error *err)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < todo->n && !(c->stop && c->stop(c->stop_arg)); i++)
+        if (strlist_find(&c->done, todo->v[i]) < 0)
+            rc = sync_pass_folder(c, todo->v[i], err);
+    return rc;
+}
+
 /* One try at the folders not done yet; a network error ends it and retry.c tries again. */
 static int pass_attempt(sync_ctx *c, ofs_error *err)
 {
@@ -132,18 +153,11 @@ static int pass_attempt(sync_ctx *c, ofs_error *err)
     /* Every folder's status in one round trip, so unchanged folders are never opened. */
     if (rc == 0 && c->srv->ops->prefetch_status)
         rc = c->srv->ops->prefetch_status(c->srv, &todo, err);
-    for (size_t i = 0; rc == 0 && i < todo.n && !(c->stop && c->stop(c->stop_arg)); i++) {
-        if (strlist_find(&c->done, todo.v[i]) >= 0)
-            continue;
-        ofs_error ferr = {0};
-        if (sync_folder(c, todo.v[i], &ferr) < 0)
-            rc = folder_failed(c, todo.v[i], &ferr, err);
-        if (rc == 0) {
-            c->stats.folders_seen++;
-            strlist_add(&c->done, todo.v[i]);
-            c->progress++;
-        }
-    }
+    /* More connections need a password to log in with: watch's passes have none. */
+    if (rc == 0 && c->acct->connections > 1 && c->password)
+        rc = sync_pass_parallel(c, &todo, err);
+    else if (rc == 0)
+        rc = pass_folders(c, &todo, err);
     strlist_free(&todo);
     return rc;
 }
@@ -234,14 +248,21 @@ static void password_wipe(sync_ctx *c)
     c->guarded = false;
 }
 
+int sync_open_local(sync_ctx *c, ofs_error *err)
+{
+    if (maildir_store_open(c->acct->local, c->acct->layout, &c->loc, err) < 0)
+        return -1;
+    c->loc = crashpoint_wrap(c->loc);
+    return 0;
+}
+
 /* The server is connected by the pass itself (retry.c), which may need to log in again.
  * While the password is in memory the process is not dumpable. */
 static int open_stores(sync_ctx *c, ofs_error *err)
 {
     const cfg_account *a = c->acct;
-    if (maildir_store_open(a->local, a->layout, &c->loc, err) < 0)
+    if (sync_open_local(c, err) < 0)
         return -1;
-    c->loc = crashpoint_wrap(c->loc);
     secret_guard_begin();
     c->guarded = true;
     return cfg_account_password(a, &c->password, err);
@@ -270,31 +291,10 @@ static int sync_one(const cfg_account *a, const ofs_sync_opts *opts, bool trace,
         close(lock);
     if (rc < 0) {
         err_prefix(err, "%s", a->name);
-        error_event(&c, NULL, err);
+        sync_error_event(&c, NULL, err);
     }
-    if (total) {
-        total->downloaded += c.stats.downloaded;
-        total->uploaded += c.stats.uploaded;
-        total->flags_to_local += c.stats.flags_to_local;
-        total->flags_to_server += c.stats.flags_to_server;
-        total->expunged_local += c.stats.expunged_local;
-        total->expunged_server += c.stats.expunged_server;
-        total->folders_local += c.stats.folders_local;
-        total->folders_server += c.stats.folders_server;
-        total->bytes_down += c.stats.bytes_down;
-        total->bytes_up += c.stats.bytes_up;
-        total->folders_seen += c.stats.folders_seen;
-        total->folders_removed_local += c.stats.folders_removed_local;
-        total->folders_removed_server += c.stats.folders_removed_server;
-        total->folders_renamed += c.stats.folders_renamed;
-        total->held_back += c.stats.held_back;
-        total->held_back_bytes += c.stats.held_back_bytes;
-        total->net_in += c.stats.net_in;
-        total->net_out += c.stats.net_out;
-        total->round_trips += c.stats.round_trips;
-        total->elapsed_ms += c.stats.elapsed_ms;
-        total->reconnects += c.stats.reconnects;
-    }
+    if (total)
+        sync_stats_add(total, &c.stats);
     return rc;
 }
 

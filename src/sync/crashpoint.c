@@ -8,18 +8,21 @@
 
 #include "util/mem.h"
 
+/* Atomic: the connections of a parallel pass hit them from several threads. */
 static long crash_at = -1; /* -1: not read yet; 0: off */
 static long crash_count;
 
 void crashpoint_hit(void)
 {
-    if (crash_at < 0) {
+    long at = __atomic_load_n(&crash_at, __ATOMIC_RELAXED);
+    if (at < 0) {
         const char *v = getenv("OFSYNC_CRASH_AT");
-        crash_at = v ? strtol(v, NULL, 10) : 0;
-        if (crash_at < 0)
-            crash_at = 0;
+        at = v ? strtol(v, NULL, 10) : 0;
+        if (at < 0)
+            at = 0;
+        __atomic_store_n(&crash_at, at, __ATOMIC_RELAXED);
     }
-    if (crash_at && ++crash_count == crash_at)
+    if (at && __atomic_add_fetch(&crash_count, 1, __ATOMIC_RELAXED) == at)
         kill(getpid(), SIGKILL); /* like kill -9: no atexit, no buffered output, no cleanup */
 }
 

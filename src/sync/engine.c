@@ -1321,13 +1321,22 @@ static int need_server(folder_run *r, ofs_error *err)
 
 enum { SKIP_NONE, SKIP_SERVER, SKIP_ALL };
 
+int sync_known_status(const sync_ctx *c, const char *name, store_folder_info *status)
+{
+    if (c->known_status) { /* a parallel pass's worker: its connection did not ask */
+        *status = *c->known_status;
+        return 0;
+    }
+    store *srv = c->srv;
+    return srv->ops->folder_status ? srv->ops->folder_status(srv, name, status) : 1;
+}
+
 /* Whether the last complete pass's record proves a side unchanged. Only a status with a
  * modseq proves anything on the server: without CONDSTORE every folder is read. */
 static int what_to_skip(folder_run *r, store_folder_info *status)
 {
-    store *srv = r->c->srv, *loc = r->c->loc;
-    if (!r->has_mark || !srv->ops->folder_status ||
-        srv->ops->folder_status(srv, r->name, status) != 0)
+    store *loc = r->c->loc;
+    if (!r->has_mark || sync_known_status(r->c, r->name, status) != 0)
         return SKIP_NONE;
     const state_folder *f = &r->sf;
     if (!f->highestmodseq || f->uidvalidity != status->uidvalidity ||
@@ -1459,7 +1468,7 @@ static void summarize(folder_run *r)
     buf_free(&held);
 }
 
-static void add_stats(ofs_sync_stats *to, const ofs_sync_stats *from)
+void sync_stats_add(ofs_sync_stats *to, const ofs_sync_stats *from)
 {
     to->downloaded += from->downloaded;
     to->uploaded += from->uploaded;
@@ -1467,10 +1476,21 @@ static void add_stats(ofs_sync_stats *to, const ofs_sync_stats *from)
     to->flags_to_server += from->flags_to_server;
     to->expunged_local += from->expunged_local;
     to->expunged_server += from->expunged_server;
+    to->folders_local += from->folders_local;
+    to->folders_server += from->folders_server;
     to->bytes_down += from->bytes_down;
     to->bytes_up += from->bytes_up;
+    to->folders_seen += from->folders_seen;
+    to->folders_removed_local += from->folders_removed_local;
+    to->folders_removed_server += from->folders_removed_server;
+    to->folders_renamed += from->folders_renamed;
     to->held_back += from->held_back;
     to->held_back_bytes += from->held_back_bytes;
+    to->net_in += from->net_in;
+    to->net_out += from->net_out;
+    to->round_trips += from->round_trips;
+    to->elapsed_ms += from->elapsed_ms;
+    to->reconnects += from->reconnects;
 }
 
 /* The folder's record: what the server said when the plan was made, and the local mark when
@@ -1596,6 +1616,33 @@ static int run_folder(folder_run *r, ofs_error *err)
     return rc;
 }
 
+int sync_folder_probe(sync_ctx *c, const char *name, sync_probe *p, ofs_error *err)
+{
+    folder_run r = {.c = c, .name = name};
+    store_folder_info status;
+    *p = (sync_probe){0};
+    if (sync_known_status(c, name, &status) == 0) {
+        p->has_status = true;
+        p->status = status;
+        p->weight = status.exists;
+    }
+    int rc = state_folder_get(c->st, name, &r.sf, err);
+    if (rc == 0) {
+        rc = state_mark_get(c->st, r.sf.id, &r.mark, err);
+        r.has_mark = rc == 0;
+    }
+    if (rc >= 0) {
+        if (!p->has_status && r.has_mark)
+            p->weight = r.mark.messages; /* the server's count when last complete */
+        p->unchanged = r.has_mark && what_to_skip(&r, &status) == SKIP_ALL;
+        rc = 0;
+    }
+    state_folder_free(&r.sf);
+    free(r.mark.local_mark);
+    free(r.local_mark);
+    return rc;
+}
+
 int sync_folder(sync_ctx *c, const char *name, ofs_error *err)
 {
     folder_run r = {.c = c, .name = name};
@@ -1606,7 +1653,7 @@ int sync_folder(sync_ctx *c, const char *name, ofs_error *err)
     c->run = NULL;
     if (rc < 0)
         err_prefix(err, "%s", name);
-    add_stats(&c->stats, &r.st);
+    sync_stats_add(&c->stats, &r.st);
     state_folder_free(&r.sf);
     free(r.mark.local_mark);
     free(r.local_mark);

@@ -5,7 +5,8 @@
 
     with ImapSpy(("127.0.0.1", port)) as spy:
         run_client(port=spy.port)
-    spy.stats()  # {"bytes_up", "bytes_down", "round_trips", "commands": {"SELECT": 3, ...}}
+    spy.stats()  # {"bytes_up", "bytes_down", "round_trips", "commands": {"SELECT": 3, ...},
+                 #  "connections", "max_active", "per_conn": [{"round_trips", "commands"}]}
 
 As a program (bench): imapspy.py --target 127.0.0.1:PORT --port-file F --stats-file S
 runs until SIGTERM/SIGINT, then writes the stats as JSON.
@@ -42,6 +43,8 @@ class ImapSpy:
         self._threads = []
         self._stop = False
         self._conns = []
+        self.connections = self.active = self.max_active = 0
+        self.per_conn = {}  # connection number -> {"round_trips", "commands"}
 
     def __enter__(self):
         t = threading.Thread(target=self._accept, daemon=True)
@@ -70,11 +73,17 @@ class ImapSpy:
             self.bytes_up = self.bytes_down = self.round_trips = 0
             self.commands = {}
             self.lines = []
+            self.connections = self.max_active = self.active
+            self.per_conn = {}
 
     def stats(self):
         with self.lock:
             return {"bytes_up": self.bytes_up, "bytes_down": self.bytes_down,
-                    "round_trips": self.round_trips, "commands": dict(self.commands)}
+                    "round_trips": self.round_trips, "commands": dict(self.commands),
+                    "connections": self.connections, "max_active": self.max_active,
+                    "per_conn": [{"round_trips": c["round_trips"],
+                                  "commands": dict(c["commands"])}
+                                 for _, c in sorted(self.per_conn.items())]}
 
     def _accept(self):
         n = 0
@@ -92,10 +101,17 @@ class ImapSpy:
                 x.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             n += 1
             self._conns.append((c, s))
-            state = {"buf": b"", "compressed": False}
+            with self.lock:
+                self.connections += 1
+                self.active += 1
+                self.max_active = max(self.max_active, self.active)
+            state = {"buf": b"", "compressed": False, "open": 2, "conn": n}
             for args in ((c, s, "up", n, state), (s, c, "down", n, state)):
                 t = threading.Thread(target=self._pump, args=args, daemon=True)
                 t.start()
+
+    def _conn_stats(self, conn):
+        return self.per_conn.setdefault(conn, {"round_trips": 0, "commands": {}})
 
     def _note_up(self, data, state):
         if state["compressed"]:
@@ -108,6 +124,8 @@ class ImapSpy:
                 continue
             verb = m.group(1).decode("ascii", "replace").upper()
             self.commands[verb] = self.commands.get(verb, 0) + 1
+            per = self._conn_stats(state["conn"])["commands"]
+            per[verb] = per.get(verb, 0) + 1
             self.lines.append(line.decode("utf-8", "replace").rstrip("\r"))
             if verb == "COMPRESS":
                 state["compressed"] = True  # assume it is accepted; the rest is deflated
@@ -125,6 +143,10 @@ class ImapSpy:
                     dst.shutdown(socket.SHUT_WR)
                 except OSError:
                     pass
+                with self.lock:
+                    state["open"] -= 1
+                    if not state["open"]:
+                        self.active -= 1
                 return
             with self.lock:
                 if direction == "up":
@@ -134,6 +156,7 @@ class ImapSpy:
                     self.bytes_down += len(data)
                     if self._last_dir.get(conn) == "up":
                         self.round_trips += 1
+                        self._conn_stats(conn)["round_trips"] += 1
                 self._last_dir[conn] = direction
             try:
                 dst.sendall(data)

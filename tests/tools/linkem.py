@@ -16,7 +16,7 @@ plain (both), up- or down- prefix. From Python:
 
 Latency, jitter and bandwidth are properties of the link and apply to every connection;
 stalls, cuts and chaos are faults and apply to the connections selected by `faults`
-("all", "first", or a count N meaning the first N), because ofsync reconnects and must
+("all", "first", a count N meaning the first N, or "#N" meaning connection N alone), because ofsync reconnects and must
 succeed eventually. Byte offsets count the bytes delivered in that direction.
 """
 
@@ -414,11 +414,15 @@ class LinkEm:
 
     @staticmethod
     def _parse_scope(value):
+        """Which connections (0-based index) get faults: a predicate."""
         if value == "all":
-            return math.inf
+            return lambda i: True
         if value == "first":
-            return 1
-        return int(value)
+            return lambda i: i < 1
+        if str(value).startswith("#"):
+            only = int(value[1:]) - 1
+            return lambda i: i == only
+        return lambda i, n=int(value): i < n
 
     def log(self, msg):
         if self.opts["log"]:
@@ -489,7 +493,7 @@ class LinkEm:
 
     def faults_for(self, index, dirname):
         """The faults connection `index` suffers in one direction, by offset."""
-        if index >= self.fault_scope:
+        if not self.fault_scope(index):
             return []
         spec, opts = self.specs[dirname], self.opts
         faults = []
@@ -579,7 +583,7 @@ def _build_parser():
     p.add_argument("--chaos-range", type=_parse_range, default=(0, 65536), metavar="LO:HI")
     p.add_argument("--spike-ms", type=float, default=3000.0, metavar="MS",
                    help="length of a chaos latency spike")
-    p.add_argument("--faults", default="all", metavar="all|first|N",
+    p.add_argument("--faults", default="all", metavar="all|first|N|#N",
                    help="which connections get stalls, cuts and chaos")
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="seed for jitter and random stalls")
