@@ -60,8 +60,9 @@ int ofs_config_load(const char *path, ofs_config **out, ofs_error *err);
 void ofs_config_set_trace(ofs_config *cfg, int on);
 void ofs_config_free(ofs_config *cfg);
 
-/* Events of a pass or a watch. With ofs_sync_account the callback runs on the syncing thread;
- * with a session (below) on the thread that calls ofs_dispatch. */
+/* Events of a pass or a watch. With ofs_sync_account the callback runs on the syncing threads
+ * (one per server connection), one call at a time; with a session (below) on the thread that
+ * calls ofs_dispatch. */
 enum ofs_event_type {
     OFS_EV_PASS_START,
     OFS_EV_FOLDER_START,
