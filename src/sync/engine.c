@@ -1634,7 +1634,11 @@ int sync_folder_probe(sync_ctx *c, const char *name, sync_probe *p, ofs_error *e
     if (rc >= 0) {
         if (!p->has_status && r.has_mark)
             p->weight = r.mark.messages; /* the server's count when last complete */
-        p->unchanged = r.has_mark && what_to_skip(&r, &status) == SKIP_ALL;
+        int skip = r.has_mark ? what_to_skip(&r, &status) : SKIP_NONE;
+        p->unchanged = skip == SKIP_ALL;
+        /* Unchanged on the server and no local mark to compare: only the scan will tell. */
+        p->needs_server =
+            skip == SKIP_NONE || (skip == SKIP_SERVER && r.local_mark && r.mark.local_mark);
         rc = 0;
     }
     state_folder_free(&r.sf);

@@ -46,8 +46,9 @@ int sync_lock_account(const cfg_account *a, int *fd, ofs_error *err);
 
 /* What a pass knows about a folder before it syncs it. */
 typedef struct sync_probe {
-    bool unchanged;  /* the record proves both sides unchanged: nothing is opened */
-    bool has_status; /* status: as the server's status round trip said */
+    bool unchanged;    /* the record proves both sides unchanged: nothing is opened */
+    bool needs_server; /* changed on the server, or known to have changed locally */
+    bool has_status;   /* status: as the server's status round trip said */
     store_folder_info status;
     uint64_t weight; /* messages on the server (status, else the last record) */
 } sync_probe;

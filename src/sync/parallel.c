@@ -228,9 +228,11 @@ static size_t run_workers(par_pass *p, size_t n)
 }
 
 /* Probes the folders not done yet; runs the unchanged ones at once (they cost no round
- * trip) and queues the others, largest first. */
-static int queue_folders(par_pass *p, const strlist *todo, ofs_error *err)
+ * trip) and queues the others, largest first. Returns how many of them need the server
+ * for sure, or -1. */
+static long queue_folders(par_pass *p, const strlist *todo, ofs_error *err)
 {
+    long busy = 0;
     sync_ctx *c = p->c;
     p->jobs = xcalloc(todo->n ? todo->n : 1, sizeof *p->jobs);
     for (size_t i = 0; i < todo->n && !(c->stop && c->stop(c->stop_arg)); i++) {
@@ -243,16 +245,20 @@ static int queue_folders(par_pass *p, const strlist *todo, ofs_error *err)
             p->jobs[p->njobs++] = job;
         else if (sync_pass_folder(c, job.name, err) < 0)
             return -1;
+        busy += job.probe.needs_server;
     }
     qsort(p->jobs, p->njobs, sizeof *p->jobs, cmp_job);
-    return 0;
+    return busy;
 }
 
 int sync_pass_parallel(sync_ctx *c, const strlist *todo, ofs_error *err)
 {
     par_pass p = {.c = c, .fn = c->fn, .fn_ctx = c->fn_ctx};
-    int rc = queue_folders(&p, todo, err);
-    size_t n = p.njobs < (size_t)c->acct->connections ? p.njobs : (size_t)c->acct->connections;
+    long busy = queue_folders(&p, todo, err);
+    int rc = busy < 0 ? -1 : 0;
+    /* Folders that may need only a local scan (the first pass after a download) make no
+     * connection of their own: a login would cost more than it saves. */
+    size_t n = busy < c->acct->connections ? (size_t)busy : (size_t)c->acct->connections;
     if (rc == 0 && n < 2) {
         for (size_t i = 0; rc == 0 && i < p.njobs && !(c->stop && c->stop(c->stop_arg)); i++)
             rc = sync_pass_folder(c, p.jobs[i].name, err);
