@@ -58,7 +58,7 @@ class Ctx:
 
     def write_config(self, **kw):
         # One connection per run: each case is about what one hostile session does.
-        extra = {"timeout": 3, "reconnect-attempts": 0}
+        extra = {"timeout": 3, "reconnect-attempts": 0, "connections": 1}
         extra.update(kw.pop("extra", {}))
         T.write_config(self.config, self.srv, "alice", self.local, self.state, extra=extra, **kw)
 
