@@ -14,21 +14,23 @@
 #include "ui/ui.h"
 #include "util/err.h"
 
-static const char usage[] = "usage: ofsync status [--config FILE] [--json] [ACCOUNT]\n";
+static const char usage[] = "usage: ofsync status [--config FILE] [-v] [--json] [ACCOUNT]\n";
 
 /* Local changes of one folder not yet sent to the server, found by comparing the Maildir
  * with the state: the same comparison a sync starts with. */
 typedef struct folder_status {
     char *name;
-    int64_t last_sync;   /* 0: never completed */
-    bool in_state;       /* the state knows the folder */
-    bool local;          /* the folder exists locally */
-    uint64_t messages;   /* local messages */
-    uint64_t added;      /* new locally: will be uploaded */
-    uint64_t flagged;    /* flags changed locally */
-    uint64_t deleted;    /* removed locally: will be expunged on the server */
-    uint64_t unfinished; /* copies an interrupted pass left to resolve */
-    char *problem;       /* the folder could not be scanned: why */
+    int64_t last_sync;    /* 0: never completed */
+    bool in_state;        /* the state knows the folder */
+    bool local;           /* the folder exists locally */
+    uint64_t messages;    /* local messages */
+    uint64_t added;       /* new locally: will be uploaded */
+    uint64_t flagged;     /* flags changed locally */
+    uint64_t deleted;     /* removed locally: will be expunged on the server */
+    uint64_t unfinished;  /* copies an interrupted pass left to resolve */
+    char *problem;        /* the folder could not be scanned: why */
+    state_held_list held; /* left on the server (max-size) by the last complete pass */
+    uint64_t held_bytes;
 } folder_status;
 
 typedef struct account_status {
@@ -92,6 +94,10 @@ static void scan_folder(state *st, store *loc, folder_status *fs)
         fs->in_state = true;
         fs->last_sync = sf.last_sync;
         rc = state_pairs_load(st, sf.id, &pairs, &err);
+        if (rc == 0)
+            rc = state_held_load(st, sf.id, &fs->held, &err);
+        for (size_t i = 0; i < fs->held.n; i++)
+            fs->held_bytes += fs->held.v[i].size;
     } else if (rc == 1) {
         rc = 0;
     }
@@ -167,6 +173,7 @@ static void account_status_free(account_status *as)
     for (size_t i = 0; i < as->n; i++) {
         free(as->f[i].name);
         free(as->f[i].problem);
+        state_held_list_free(&as->f[i].held);
     }
     free(as->f);
     free(as->health_report);
@@ -189,14 +196,45 @@ static const char *health_word(const account_status *as)
     return as->health == 0 ? "ok" : as->health > 0 ? "DAMAGED" : "UNREADABLE";
 }
 
-static void print_text(const account_status *as)
+static const state_held *largest_held(const folder_status *f)
+{
+    const state_held *big = NULL;
+    for (size_t i = 0; i < f->held.n; i++)
+        if (!big || f->held.v[i].size > big->size)
+            big = &f->held.v[i];
+    return big;
+}
+
+/* "; 2 held back on the server (1.2 MiB), largest UID 7 (1.0 MiB)", and with -v one line
+ * per message below the folder's. */
+static void print_held(const folder_status *f, buf *line, buf *below, bool verbose)
+{
+    const state_held *big = largest_held(f);
+    if (!big)
+        return;
+    buf_printf(line, "; %zu held back on the server (", f->held.n);
+    ui_fmt_bytes(line, f->held_bytes);
+    buf_printf(line, "), largest UID %u (", big->uid);
+    ui_fmt_bytes(line, big->size);
+    buf_adds(line, ")");
+    for (size_t i = 0; verbose && i < f->held.n; i++) {
+        buf_printf(below, "    held back: UID %u, ", f->held.v[i].uid);
+        ui_fmt_bytes(below, f->held.v[i].size);
+        buf_adds(below, "\n");
+    }
+}
+
+static void print_text(const account_status *as, bool verbose)
 {
     const cfg_account *a = as->a;
     printf("%s: %s@%s:%d <-> %s\n", a->name, a->user ? a->user : "?", a->host ? a->host : "?",
            a->port, a->local);
     printf("  state database %s: %s%s%s\n", a->state, health_word(as),
            as->health_report ? ": " : "", as->health_report ? as->health_report : "");
-    uint64_t added = 0, flagged = 0, deleted = 0, unfinished = 0;
+    uint64_t added = 0, flagged = 0, deleted = 0, unfinished = 0, held = 0, held_bytes = 0;
+    buf line, below;
+    buf_init(&line);
+    buf_init(&below);
     for (size_t i = 0; i < as->n; i++) {
         const folder_status *f = &as->f[i];
         char when[32];
@@ -216,7 +254,12 @@ static void print_text(const account_status *as)
         if (f->unfinished)
             printf("; %llu copies of an interrupted sync to finish",
                    (unsigned long long)f->unfinished);
-        putchar('\n');
+        buf_reset(&line);
+        buf_reset(&below);
+        print_held(f, &line, &below, verbose);
+        printf("%s\n%s", line.len ? line.data : "", below.len ? below.data : "");
+        held += f->held.n;
+        held_bytes += f->held_bytes;
         added += f->added;
         flagged += f->flagged;
         deleted += f->deleted;
@@ -227,6 +270,14 @@ static void print_text(const account_status *as)
     if (unfinished)
         printf("; %llu unfinished copies", (unsigned long long)unfinished);
     putchar('\n');
+    if (held) {
+        buf_reset(&line);
+        ui_fmt_bytes(&line, held_bytes);
+        printf("  held back on the server (larger than max-size): %llu (%s)\n",
+               (unsigned long long)held, line.data);
+    }
+    buf_free(&line);
+    buf_free(&below);
 }
 
 static void json_key(buf *b, const char *k, const char *v)
@@ -278,7 +329,12 @@ static void print_json(const account_status *as)
                    (unsigned long long)f->added, (unsigned long long)f->flagged,
                    (unsigned long long)f->deleted, (unsigned long long)f->unfinished);
         json_key(&b, "problem", f->problem);
-        buf_adds(&b, "}");
+        buf_printf(&b, ",\"held_back_bytes\":%llu,\"held_back\":[",
+                   (unsigned long long)f->held_bytes);
+        for (size_t j = 0; j < f->held.n; j++)
+            buf_printf(&b, "%s{\"uid\":%u,\"size\":%llu}", j ? "," : "", f->held.v[j].uid,
+                       (unsigned long long)f->held.v[j].size);
+        buf_adds(&b, "]}");
         t[0] += f->added;
         t[1] += f->flagged;
         t[2] += f->deleted;
@@ -293,7 +349,7 @@ static void print_json(const account_status *as)
     buf_free(&b);
 }
 
-static int status_one(const cfg_account *a, bool json)
+static int status_one(const cfg_account *a, bool json, bool verbose)
 {
     account_status as = {.a = a};
     ofs_error err = {0};
@@ -302,7 +358,7 @@ static int status_one(const cfg_account *a, bool json)
         if (json)
             print_json(&as);
         else
-            print_text(&as);
+            print_text(&as, verbose);
     }
     fflush(stdout);
     int damaged = as.have_state && as.health != 0;
@@ -340,10 +396,10 @@ int cmd_status(cli_opts *o, int argc, char **argv)
             ofs_config_free(cfg);
             return OFS_E_USAGE;
         }
-        rc = status_one(a, o->json);
+        rc = status_one(a, o->json, o->verbosity > 0);
     } else {
         for (size_t i = 0; i < cfg->n_accounts; i++) {
-            int r = status_one(&cfg->accounts[i], o->json);
+            int r = status_one(&cfg->accounts[i], o->json, o->verbosity > 0);
             if (r && !rc)
                 rc = r;
         }

@@ -33,6 +33,9 @@ enum {
     S_INTENT_ADD,
     S_INTENT_DELETE,
     S_INTENTS_LOAD,
+    S_HELD_LOAD,
+    S_HELD_CLEAR,
+    S_HELD_ADD,
     S_COUNT
 };
 
@@ -65,6 +68,11 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_INTENT_ADD] = "INSERT INTO intents (op, folder, arg) VALUES (?1, ?2, ?3)",
     [S_INTENT_DELETE] = "DELETE FROM intents WHERE id = ?1",
     [S_INTENTS_LOAD] = "SELECT id, op, folder, arg FROM intents ORDER BY id",
+    /* Rows of an older UIDVALIDITY name messages that no longer exist as such. */
+    [S_HELD_LOAD] = "SELECT h.uid, h.size FROM held h JOIN folders f ON f.id = h.folder_id"
+                    " WHERE h.folder_id = ?1 AND h.uidvalidity = f.uidvalidity ORDER BY h.uid",
+    [S_HELD_CLEAR] = "DELETE FROM held WHERE folder_id = ?1",
+    [S_HELD_ADD] = "INSERT INTO held (folder_id, uid, uidvalidity, size) VALUES (?1, ?2, ?3, ?4)",
 };
 
 /* Schema steps, in order: step i takes user_version i to i + 1. Never edit a released step;
@@ -107,6 +115,14 @@ static const char *const migrations[] = {
     "  op TEXT NOT NULL,"
     "  folder TEXT NOT NULL,"
     "  arg TEXT);",
+    /* v4: messages left on the server because of max-size, so that `ofsync status` can list
+     * them offline and an incremental pass knows them without listing the folder in full. */
+    "CREATE TABLE held ("
+    "  folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,"
+    "  uid INTEGER NOT NULL,"
+    "  uidvalidity INTEGER NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  PRIMARY KEY (folder_id, uid)) WITHOUT ROWID;",
 };
 
 #define STATE_SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
@@ -686,4 +702,69 @@ int state_intents_load(state *st, state_intent_list *out, ofs_error *err)
     }
     state_stmt_done(s);
     return ret;
+}
+
+void state_held_list_free(state_held_list *l)
+{
+    if (!l)
+        return;
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+state_held *state_held_list_push(state_held_list *l)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 8;
+        l->v = xrealloc(l->v, l->cap * sizeof *l->v);
+    }
+    state_held *h = &l->v[l->n++];
+    memset(h, 0, sizeof *h);
+    return h;
+}
+
+int state_held_load(state *st, int64_t folder_id, state_held_list *out, ofs_error *err)
+{
+    memset(out, 0, sizeof *out);
+    sqlite3_stmt *s = state_stmt(st, S_HELD_LOAD, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, folder_id);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        state_held *h = state_held_list_push(out);
+        h->uid = (uint32_t)sqlite3_column_int64(s, 0);
+        h->size = (uint64_t)sqlite3_column_int64(s, 1);
+    }
+    int ret = 0;
+    if (rc != SQLITE_DONE) {
+        ret = state_fail(st, err, "cannot load held-back messages");
+        state_held_list_free(out);
+    }
+    state_stmt_done(s);
+    return ret;
+}
+
+int state_held_replace(state *st, int64_t folder_id, uint32_t uidvalidity, const state_held_list *l,
+                       ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, S_HELD_CLEAR, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, folder_id);
+    if (state_step_done(st, s, err, "cannot clear the held-back messages of folder %lld",
+                        (long long)folder_id) < 0)
+        return -1;
+    for (size_t i = 0; l && i < l->n; i++) {
+        if (!(s = state_stmt(st, S_HELD_ADD, err)))
+            return -1;
+        sqlite3_bind_int64(s, 1, folder_id);
+        sqlite3_bind_int64(s, 2, l->v[i].uid);
+        sqlite3_bind_int64(s, 3, uidvalidity);
+        sqlite3_bind_int64(s, 4, (sqlite3_int64)l->v[i].size);
+        if (state_step_done(st, s, err, "cannot record held-back message %u of folder %lld",
+                            l->v[i].uid, (long long)folder_id) < 0)
+            return -1;
+    }
+    return 0;
 }

@@ -108,4 +108,25 @@ int state_intent_add(state *st, const char *op, const char *folder, const char *
 int state_intent_delete(state *st, int64_t id, ofs_error *err);
 int state_intents_load(state *st, state_intent_list *out, ofs_error *err);
 
+/* Messages left on the server because they are larger than max-size, as the last complete
+ * pass of a folder saw them (and only under the folder's current UIDVALIDITY). */
+typedef struct state_held {
+    uint32_t uid;
+    uint64_t size;
+} state_held;
+
+typedef struct state_held_list {
+    state_held *v;
+    size_t n, cap;
+} state_held_list;
+
+void state_held_list_free(state_held_list *l);
+/* Appends a zeroed entry and returns it. */
+state_held *state_held_list_push(state_held_list *l);
+/* In UID order. */
+int state_held_load(state *st, int64_t folder_id, state_held_list *out, ofs_error *err);
+/* The folder's held-back messages become exactly l (NULL: none), under uidvalidity. */
+int state_held_replace(state *st, int64_t folder_id, uint32_t uidvalidity, const state_held_list *l,
+                       ofs_error *err);
+
 #endif

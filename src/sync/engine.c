@@ -43,6 +43,8 @@ typedef struct folder_run {
     bool own_appends; /* resolving this pass's APPENDs (no UIDPLUS), not a crash's leftovers */
     buf held;         /* the first held-back messages, for the folder's line */
     size_t held_shown;
+    state_held_list held_base; /* held back by the last complete pass */
+    state_held_list held_now;  /* held back by this pass: recorded with the folder */
 } folder_run;
 
 static void emit(folder_run *r, enum ofs_event_type type, const char *text)
@@ -448,6 +450,8 @@ static int void_uids(folder_run *r, void *arg, ofs_error *err)
             return -1;
     }
     r->sf.uidvalidity = r->si.uidvalidity;
+    if (state_held_replace(r->c->st, r->sf.id, r->sf.uidvalidity, NULL, err) < 0)
+        return -1;
     return state_folder_update(r->c->st, &r->sf, err);
 }
 
@@ -1236,22 +1240,40 @@ static int cmp_msg_uid(const void *a, const void *b)
  * complete pass (changed, vanished), so every other settled pair below `below` still has its
  * base flags there. UIDs from `below` on are listed by the server itself. The caller checks
  * that the result adds up to the server's message count before trusting it. */
+static void base_push(folder_run *r, uint32_t uid, unsigned flags, uint64_t size, uint32_t below,
+                      const store_msg_list *changed, uidset *vanished)
+{
+    if (!uid || uid >= below || (vanished && uidset_has(vanished, uid)))
+        return;
+    store_msg key = {.uid = uid};
+    const store_msg *ch =
+        changed->n ? bsearch(&key, changed->v, changed->n, sizeof key, cmp_msg_uid) : NULL;
+    store_msg *m = store_msg_list_push(&r->srv);
+    m->uid = uid;
+    m->flags = ch ? ch->flags : flags;
+    m->size = size;
+}
+
 static void srv_from_base(folder_run *r, uint32_t below, store_msg_list *changed, uidset *vanished)
 {
     if (changed->n > 1)
         qsort(changed->v, changed->n, sizeof *changed->v, cmp_msg_uid);
     store_msg_list_free(&r->srv);
-    for (size_t i = 0; i < r->pairs.n; i++) {
-        const state_pair *p = &r->pairs.v[i];
-        if (!p->uid || p->uid >= below || (vanished && uidset_has(vanished, p->uid)))
+    /* Pairs and held-back messages merged in UID order; their flags do not matter to the plan,
+     * their sizes keep them held back. */
+    const state_held_list *h = &r->held_base;
+    size_t j = 0;
+    for (size_t i = 0; i < r->pairs.n || j < h->n;) {
+        const state_pair *p = i < r->pairs.n ? &r->pairs.v[i] : NULL;
+        if (j < h->n && (!p || (p->uid && h->v[j].uid < p->uid))) {
+            base_push(r, h->v[j].uid, 0, h->v[j].size, below, changed, vanished);
+            j++;
             continue;
-        store_msg key = {.uid = p->uid};
-        const store_msg *ch =
-            changed->n ? bsearch(&key, changed->v, changed->n, sizeof key, cmp_msg_uid) : NULL;
-        store_msg *m = store_msg_list_push(&r->srv);
-        m->uid = p->uid;
-        m->flags = ch ? ch->flags : p->flags;
-        m->size = p->size;
+        }
+        if (j < h->n && h->v[j].uid == p->uid)
+            j++; /* paired since: the pair is what the server has */
+        base_push(r, p->uid, p->flags, p->size, below, changed, vanished);
+        i++;
     }
     /* Changed messages below `below` that no pair knows: listed so that they are copied.
      * The pairs come in UID order, so the listing so far is sorted. */
@@ -1367,7 +1389,8 @@ static int open_and_list(folder_run *r, ofs_error *err)
         return 1;
     if (!r->local_mark && r->c->loc->ops->folder_mark)
         r->local_mark = r->c->loc->ops->folder_mark(r->c->loc, r->name);
-    if (state_pairs_load(r->c->st, r->sf.id, &r->pairs, err) < 0)
+    if (state_pairs_load(r->c->st, r->sf.id, &r->pairs, err) < 0 ||
+        state_held_load(r->c->st, r->sf.id, &r->held_base, err) < 0)
         return -1;
     bool pending = any_pending(r);
     if (skip == SKIP_SERVER && !pending) {
@@ -1394,7 +1417,8 @@ static int open_and_list(folder_run *r, ofs_error *err)
 }
 
 /* Messages over max-size stay on the server: never downloaded, never paired, so they are
- * neither new again next pass in any way that changes something, nor ever a deletion. */
+ * neither new again next pass in any way that changes something, nor ever a deletion. The
+ * folder's record lists them (held_now) for `ofsync status` and for srv_from_base. */
 static void hold_back(folder_run *r, sync_plan *plan)
 {
     uint64_t max = r->c->acct->max_size;
@@ -1408,6 +1432,8 @@ static void hold_back(folder_run *r, sync_plan *plan)
         plan->count[ACT_DOWNLOAD]--;
         r->st.held_back++;
         r->st.held_back_bytes += r->srv.v[a->srv].size;
+        *state_held_list_push(&r->held_now) =
+            (state_held){.uid = r->srv.v[a->srv].uid, .size = r->srv.v[a->srv].size};
         if (r->held_shown < 5)
             buf_printf(&r->held, "%sUID %u %.1f KiB", r->held_shown ? ", " : "",
                        r->srv.v[a->srv].uid, (double)r->srv.v[a->srv].size / 1024.0);
@@ -1502,7 +1528,8 @@ static int record_folder(folder_run *r, void *arg, ofs_error *err)
     r->sf.highestmodseq = r->si.highestmodseq;
     r->sf.last_sync = (int64_t)time(NULL);
     state_mark m = {.messages = r->si.exists, .local_mark = local_changed ? NULL : r->local_mark};
-    if (state_folder_update(r->c->st, &r->sf, err) < 0)
+    if (state_folder_update(r->c->st, &r->sf, err) < 0 ||
+        state_held_replace(r->c->st, r->sf.id, r->sf.uidvalidity, &r->held_now, err) < 0)
         return -1;
     return state_mark_set(r->c->st, r->sf.id, &m, err);
 }
@@ -1665,5 +1692,7 @@ int sync_folder(sync_ctx *c, const char *name, ofs_error *err)
     store_msg_list_free(&r.srv);
     store_msg_list_free(&r.loc);
     buf_free(&r.held);
+    state_held_list_free(&r.held_base);
+    state_held_list_free(&r.held_now);
     return rc;
 }

@@ -136,6 +136,71 @@ def status_before_the_first_sync(ctx):
     check(not os.path.exists(ctx.state), "status created the state database")
 
 
+def held_status(ctx, extra):
+    """Runs `status -v` and `--json status` with the account pointing at a closed port (the
+    server keeps its mail: stopping this harness's Dovecot would wipe it) and returns what
+    each says is held back in INBOX: {uid: size} from the JSON, the text line, the -v lines."""
+    ctx.write_config(port=T._free_port(), extra=extra)
+    try:
+        _, out, _ = ctx.ofsync("status", "-v", timeout=30)
+        _, js, _ = ctx.ofsync("--json", "status", timeout=30)
+    finally:
+        ctx.write_config(extra=extra)
+    inbox = next(f for f in json.loads(js)["folders"] if f["name"] == "INBOX")
+    held = {h["uid"]: h["size"] for h in inbox["held_back"]}
+    check(inbox["held_back_bytes"] == sum(held.values()), str(inbox))
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("INBOX:"))
+    listed = [ln.strip() for ln in out.splitlines() if ln.strip().startswith("held back: UID")]
+    return held, line, listed, out
+
+
+@T.test
+def status_lists_held_back_messages(ctx):
+    s = ctx.server()
+    s.create("INBOX")
+    small = [T.make_message(n, 31, size=2000, attachment=False) for n in range(1, 4)]
+    big = [T.make_message(n, 31, size=120000, attachment=False) for n in range(4, 7)]
+    for m in small + big[:2]:
+        s.append("INBOX", m)
+    limit = {"max-size": 100000}
+    ctx.write_config(extra=limit)
+    ctx.sync()
+
+    def expect_held(msgs):
+        want = {s.uids_by_message_id("INBOX", T.message_id(m))[0]: len(m) for m in msgs}
+        held, line, listed, out = held_status(ctx, limit)
+        check(held == want, f"held back {held}, server has {want}:\n{out}")
+        if not want:
+            check("held back" not in out, f"status lists held-back messages:\n{out}")
+            return
+        big_uid = max(want, key=lambda u: (want[u], -u))
+        check(f"; {len(want)} held back on the server (" in line and
+              f"largest UID {big_uid} (" in line, line)
+        uids = sorted(int(re.match(r"held back: UID (\d+), \d+ KiB$", ln).group(1))
+                      for ln in listed)
+        check(uids == sorted(want), f"-v lists {listed}, want {want}")
+
+    expect_held(big[:2])
+    # On the server one held-back message goes, one gets a flag and a new big one arrives:
+    # with QRESYNC the next pass sees only those changes, and must neither forget the flagged
+    # one's size (it would be downloaded) nor keep the expunged one.
+    s.delete("INBOX", T.message_id(big[0]))
+    s.add_flags("INBOX", T.message_id(big[1]), ["\\Flagged"])
+    s.append("INBOX", big[2])
+    ctx.sync()
+    loc = ctx.snap_local()
+    check(set(loc["INBOX"]) == {T.message_id(m) for m in small}, f"local {sorted(loc['INBOX'])}")
+    expect_held(big[1:])
+    # A higher max-size: they are downloaded, and nothing is held back any more.
+    limit = {"max-size": "1M"}
+    ctx.write_config(extra=limit)
+    ctx.sync()
+    loc = ctx.snap_local()
+    check(set(loc["INBOX"]) == {T.message_id(m) for m in small + big[1:]}, "not downloaded")
+    expect_held([])
+    ctx.write_config()
+
+
 def init_args(ctx, cfg, *extra):
     return ["--config", cfg, "init", "--account", "work", "--host", "127.0.0.1", "--port",
             str(ctx.dovecot.port), "--tls", "none", "--user", ctx.user, "--password-file",

@@ -83,7 +83,7 @@ static void test_create_reopen(void **ctx)
 {
     fixture *fx = *ctx;
     state *st = open_ok(fx->db);
-    assert_int_equal(state_schema_version(st), 3);
+    assert_int_equal(state_schema_version(st), 4);
 
     ofs_error err = {0};
     state_folder f;
@@ -106,7 +106,7 @@ static void test_create_reopen(void **ctx)
     state_folder_free(&f);
     state_close(st);
 
-    assert_int_equal(raw_int(fx->db, "PRAGMA user_version"), 3);
+    assert_int_equal(raw_int(fx->db, "PRAGMA user_version"), 4);
     assert_int_equal(raw_int(fx->db, "SELECT count(*) FROM pragma_journal_mode WHERE "
                                      "journal_mode = 'wal'"),
                      1);
@@ -121,7 +121,7 @@ static void test_migrate_empty_file(void **ctx)
     close(fd);
 
     state *st = open_ok(path);
-    assert_int_equal(state_schema_version(st), 3);
+    assert_int_equal(state_schema_version(st), 4);
     ofs_error err = {0};
     state_folder f;
     assert_int_equal(state_folder_add(st, "INBOX", &f, &err), 0);
@@ -145,7 +145,7 @@ static void test_newer_version_refused(void **ctx)
     assert_null(st);
     assert_int_equal(err.code, OFS_E_STATE);
     char *want = xasprintf("state database %s was written by a newer ofsync (schema 99, this "
-                           "one knows 3)",
+                           "one knows 4)",
                            path);
     assert_string_equal(err.message, want);
     free(want);
@@ -508,12 +508,12 @@ static void test_migrate_v1(void **ctx)
     fixture *fx = *ctx;
     state *st = open_ok(fx->db);
     state_close(st);
-    raw_exec(fx->db, "DROP TABLE folder_marks; DROP TABLE intents;"
+    raw_exec(fx->db, "DROP TABLE folder_marks; DROP TABLE intents; DROP TABLE held;"
                      "ALTER TABLE pairs DROP COLUMN hash; ALTER TABLE pairs DROP COLUMN target;"
                      "INSERT INTO folders (name) VALUES ('Old');"
                      "PRAGMA user_version = 1;");
     st = open_ok(fx->db);
-    assert_int_equal(state_schema_version(st), 3);
+    assert_int_equal(state_schema_version(st), 4);
     ofs_error err = {0};
     state_folder f;
     state_mark m;
@@ -542,7 +542,7 @@ static void test_migrate_v1_keeps_pairs(void **ctx)
              "PRAGMA user_version = 1;");
     state *st = open_ok(path);
     free(path);
-    assert_int_equal(state_schema_version(st), 3);
+    assert_int_equal(state_schema_version(st), 4);
     ofs_error err = {0};
     state_pair_list l;
     assert_int_equal(state_pairs_load(st, 1, &l, &err), 0);
@@ -552,6 +552,87 @@ static void test_migrate_v1_keeps_pairs(void **ctx)
     assert_null(l.v[0].hash);
     assert_int_equal(l.v[0].target, 0);
     state_pair_list_free(&l);
+    state_close(st);
+}
+
+/* The held-back set of a folder is replaced as a whole, read in UID order, dropped with its
+ * folder, and not read back once the folder's UIDVALIDITY moved on. */
+static void test_held(void **ctx)
+{
+    fixture *fx = *ctx;
+    state *st = open_ok(fx->db);
+    ofs_error err = {0};
+    state_folder f;
+    assert_int_equal(state_folder_add(st, "INBOX", &f, &err), 0);
+    f.uidvalidity = 7;
+    assert_int_equal(state_folder_update(st, &f, &err), 0);
+    state_held_list l = {0};
+    *state_held_list_push(&l) = (state_held){.uid = 9, .size = 900};
+    *state_held_list_push(&l) = (state_held){.uid = 3, .size = 300};
+    assert_int_equal(state_held_replace(st, f.id, 7, &l, &err), 0);
+    state_held_list_free(&l);
+    assert_int_equal(state_held_load(st, f.id, &l, &err), 0);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(l.v[0].uid, 3);
+    assert_int_equal(l.v[0].size, 300);
+    assert_int_equal(l.v[1].uid, 9);
+    l.n = 1;
+    l.v[0] = (state_held){.uid = 12, .size = 1200};
+    assert_int_equal(state_held_replace(st, f.id, 7, &l, &err), 0);
+    state_held_list_free(&l);
+    assert_int_equal(state_held_load(st, f.id, &l, &err), 0);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.v[0].uid, 12);
+    state_held_list_free(&l);
+
+    f.uidvalidity = 8;
+    assert_int_equal(state_folder_update(st, &f, &err), 0);
+    assert_int_equal(state_held_load(st, f.id, &l, &err), 0);
+    assert_int_equal(l.n, 0);
+    state_held_list_free(&l);
+    assert_int_equal(state_held_replace(st, f.id, 8, NULL, &err), 0);
+    assert_int_equal(raw_int(fx->db, "SELECT count(*) FROM held"), 0);
+
+    *state_held_list_push(&l) = (state_held){.uid = 1, .size = 100};
+    assert_int_equal(state_held_replace(st, f.id, 8, &l, &err), 0);
+    state_held_list_free(&l);
+    assert_int_equal(state_folder_delete(st, f.id, &err), 0);
+    assert_int_equal(raw_int(fx->db, "SELECT count(*) FROM held"), 0);
+    state_folder_free(&f);
+    state_close(st);
+}
+
+/* A version 3 database (before held-back messages were recorded) gains the held table and
+ * keeps its folders, pairs and intents. */
+static void test_migrate_v3(void **ctx)
+{
+    fixture *fx = *ctx;
+    state *st = open_ok(fx->db);
+    ofs_error err = {0};
+    state_folder f;
+    assert_int_equal(state_folder_add(st, "INBOX", &f, &err), 0);
+    state_pair p = {.uid = 5, .key = "k5", .size = 10};
+    assert_int_equal(state_pair_add(st, f.id, &p, &err), 0);
+    assert_int_equal(state_intent_add(st, "create-local", "X", NULL, NULL, &err), 0);
+    state_close(st);
+    raw_exec(fx->db, "DROP TABLE held; PRAGMA user_version = 3;");
+
+    st = open_ok(fx->db);
+    assert_int_equal(state_schema_version(st), 4);
+    state_pair_list pl;
+    assert_int_equal(state_pairs_load(st, f.id, &pl, &err), 0);
+    assert_int_equal(pl.n, 1);
+    assert_string_equal(pl.v[0].key, "k5");
+    state_pair_list_free(&pl);
+    state_intent_list il;
+    assert_int_equal(state_intents_load(st, &il, &err), 0);
+    assert_int_equal(il.n, 1);
+    state_intent_list_free(&il);
+    state_held_list hl;
+    assert_int_equal(state_held_load(st, f.id, &hl, &err), 0);
+    assert_int_equal(hl.n, 0);
+    state_held_list_free(&hl);
+    state_folder_free(&f);
     state_close(st);
 }
 
@@ -608,6 +689,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_pairs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_marks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_v3, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_v1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_v1_keeps_pairs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_folder_rename_and_intents, setup, teardown),
