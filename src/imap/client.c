@@ -2037,11 +2037,11 @@ int imap_client_fd(const imap_client *c)
 }
 
 /* Bytes already read but not parsed count as readable: polling the socket alone would sleep
- * on a response that is sitting in our own buffer (a lost wake-up). A layer that buffers
- * below us (TLS, COMPRESS) must report its pending bytes here too. */
+ * on a response that is sitting in our own buffer (a lost wake-up). The layers below us (TLS,
+ * COMPRESS) report what they hold through the transport. */
 bool imap_client_buffered(const imap_client *c)
 {
-    return c->in_pos < c->in_len || (c->compressed && imap_compress_pending(c->t));
+    return c->in_pos < c->in_len || (c->t && imap_transport_pending(c->t));
 }
 
 int imap_read_within(imap_client *c, int timeout_ms, const imap_response **out, ofs_error *err)

@@ -34,6 +34,16 @@ static int z_below_write(imap_transport *t, zlayer *z, const void *data, size_t 
     return r;
 }
 
+static bool z_below_pending(imap_transport *t, zlayer *z)
+{
+    if (!z->below->pending)
+        return false;
+    t->impl = z->below_impl;
+    bool p = z->below->pending(t);
+    t->impl = z;
+    return p;
+}
+
 static long z_read(imap_transport *t, void *data, size_t len, ofs_error *err)
 {
     zlayer *z = t->impl;
@@ -88,10 +98,20 @@ static void z_close(imap_transport *t)
     t->ops->close(t);
 }
 
+/* Input left means output left: inflate stops with input only when the reader's buffer is
+ * full, and it goes on through a block's end and the flush marker without output space, so a
+ * response that ends at the buffer's end leaves nothing behind that looks like more. */
+static bool z_pending(imap_transport *t)
+{
+    zlayer *z = t->impl;
+    return z->in.avail_in > 0 || z_below_pending(t, z);
+}
+
 static const imap_transport_ops z_ops = {
     .read = z_read,
     .write = z_write,
     .close = z_close,
+    .pending = z_pending,
 };
 
 int imap_compress_start(imap_transport *t, const void *pending, size_t len, ofs_error *err)
@@ -121,13 +141,4 @@ int imap_compress_start(imap_transport *t, const void *pending, size_t len, ofs_
     t->ops = &z_ops;
     t->impl = z;
     return 0;
-}
-
-bool imap_compress_pending(const imap_transport *t)
-{
-    if (t->ops != &z_ops)
-        return false;
-    const zlayer *z = t->impl;
-    /* inflate stops with input left only when the reader's buffer was full: more output. */
-    return z->in.avail_in > 0;
 }

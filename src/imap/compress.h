@@ -1,9 +1,9 @@
 /* compress.h: COMPRESS=DEFLATE (RFC 4978) as a layer over any transport (TCP or TLS).
- * Raw deflate both ways; every write is flushed so a command never waits in the compressor. */
+ * Raw deflate both ways; every write is flushed so a command never waits in the compressor.
+ * What it holds uninflated (and what TLS below it holds) shows in imap_transport_pending(). */
 #ifndef OFS_IMAP_COMPRESS_H
 #define OFS_IMAP_COMPRESS_H
 
-#include <stdbool.h>
 #include <stddef.h>
 
 #include "imap/transport.h"
@@ -12,9 +12,5 @@
  * after the server's OK, which belong to the compressed stream. From then on the byte
  * counters of t count uncompressed bytes. */
 int imap_compress_start(imap_transport *t, const void *pending, size_t len, ofs_error *err);
-
-/* True when the layer holds input it has not handed up yet: the socket may be quiet while a
- * response waits here, so a poll loop must read before it polls (see imap_client_buffered). */
-bool imap_compress_pending(const imap_transport *t);
 
 #endif

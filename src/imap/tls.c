@@ -326,10 +326,21 @@ static void tls_close(imap_transport *t)
     t->ops->close(t);
 }
 
+/* The client reads 64 KiB at a time, more than a record holds, and without read-ahead OpenSSL
+ * takes one record at a time off the socket: nothing stays in here today, and a next record
+ * keeps the socket readable. This keeps watch right if either changes (read-ahead on, it
+ * matters: wakeup_* in tests/hostile/test_hostile.py). Unprocessed bytes: a record begun. */
+static bool tls_pending(imap_transport *t)
+{
+    const tls_state *st = t->impl;
+    return SSL_pending(st->ssl) > 0 || SSL_has_pending(st->ssl);
+}
+
 static const imap_transport_ops tls_ops = {
     .read = tls_read,
     .write = tls_write,
     .close = tls_close,
+    .pending = tls_pending,
 };
 
 bool imap_tls_active(const imap_transport *t)

@@ -251,6 +251,11 @@ int imap_transport_write(imap_transport *t, const void *data, size_t len, ofs_er
     return 0;
 }
 
+bool imap_transport_pending(imap_transport *t)
+{
+    return t->ops->pending && t->ops->pending(t);
+}
+
 void imap_transport_close(imap_transport *t)
 {
     if (t)

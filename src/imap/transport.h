@@ -3,6 +3,7 @@
 #ifndef OFS_IMAP_TRANSPORT_H
 #define OFS_IMAP_TRANSPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,6 +24,9 @@ typedef struct imap_transport_ops {
     int (*write)(imap_transport *t, const void *data, size_t len, ofs_error *err);
     /* Closes the connection and frees t. */
     void (*close)(imap_transport *t);
+    /* Whether this layer (or one below it) holds bytes that the next read returns without the
+     * socket becoming readable: decrypted TLS records, inflated COMPRESS output. NULL: never. */
+    bool (*pending)(imap_transport *t);
 } imap_transport_ops;
 
 struct imap_transport {
@@ -45,6 +49,8 @@ int imap_transport_connect(const char *host, int port, int timeout, imap_transpo
 long imap_transport_read(imap_transport *t, void *data, size_t len, ofs_error *err);
 int imap_transport_write(imap_transport *t, const void *data, size_t len, ofs_error *err);
 void imap_transport_close(imap_transport *t); /* NULL is fine */
+/* See imap_transport_ops.pending: a poll() on t->fd alone would sleep on these bytes. */
+bool imap_transport_pending(imap_transport *t);
 
 /* Monotonic seconds, for deadlines and rates. */
 double imap_now(void);

@@ -8,13 +8,23 @@ sane server sends. `FakeIMAP.on(name, fn)` replaces the handler of a command ("L
 session.send(). `FakeIMAP.greeting` replaces the greeting bytes. Every command line received
 is kept in `.commands` (as bytes) and every AUTHENTICATE/LOGIN counted in `.auth_attempts`.
 Listens on 127.0.0.1 only; stop() closes everything it opened.
+
+`FakeIMAP.use_tls(*self_signed(dir)[:2])` speaks implicit TLS on the connections accepted
+from then on; COMPRESS=DEFLATE in caps enables the
+COMPRESS command. session.send_pieces(a, b, ...) sends each piece as its own TLS record and its
+own deflate flush, all in one TCP write: the layering a client must not lose bytes in.
 """
 
 import base64
+import hashlib
 import json
+import os
 import re
 import socket
+import ssl
+import subprocess
 import threading
+import zlib
 
 CRLF = b"\r\n"
 DEFAULT_CAPS = "IMAP4rev1 SASL-IR UIDPLUS LITERAL+ AUTH=PLAIN AUTH=LOGIN"
@@ -76,6 +86,66 @@ def quote(name):
     return b'"' + name.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
+def self_signed(directory):
+    """A throw-away certificate for 127.0.0.1 made with the openssl command: returns
+    (certfile, keyfile, fingerprint as ofsync's `fingerprint` key takes it)."""
+    cert, key = os.path.join(directory, "fake.pem"), os.path.join(directory, "fake.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days",
+                    "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+    with open(cert) as f:
+        digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(f.read())).hexdigest().upper()
+    return cert, key, "SHA256:" + ":".join(digest[i:i + 2] for i in range(0, 64, 2))
+
+
+class TLSStream:
+    """Server-side TLS over memory BIOs, so that several records can leave in one write."""
+
+    def __init__(self, sock, ctx):
+        self.sock = sock
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_side=True)
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._feed()
+        self._flush()
+
+    def _flush(self):
+        data = self.out.read()
+        if data:
+            self.sock.sendall(data)
+
+    def _feed(self):
+        data = self.sock.recv(65536)
+        if not data:
+            raise EOFError
+        self.inc.write(data)
+
+    def send_records(self, pieces):
+        for p in pieces:
+            for i in range(0, len(p), 16384):
+                self.obj.write(p[i:i + 16384])
+        self._flush()
+
+    def sendall(self, data):
+        self.send_records([data])
+
+    def recv(self, n):
+        while True:
+            try:
+                return self.obj.read(n)
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._feed()
+            except ssl.SSLZeroReturnError:
+                return b""
+
+
 class Session:
     def __init__(self, server, sock):
         self.server = server
@@ -83,9 +153,18 @@ class Session:
         self.rbuf = b""
         self.selected = None
         self.authed = False
+        self.zout = self.zin = None  # COMPRESS=DEFLATE once active
 
     def send(self, data):
-        self.sock.sendall(data)
+        self.send_pieces(data)
+
+    def send_pieces(self, *pieces):
+        if self.zout:
+            pieces = [self.zout.compress(p) + self.zout.flush(zlib.Z_SYNC_FLUSH) for p in pieces]
+        if isinstance(self.sock, TLSStream):
+            self.sock.send_records(pieces)
+        else:
+            self.sock.sendall(b"".join(pieces))
 
     def ok(self, tag, text=b"done"):
         self.send(tag + b" OK " + text + CRLF)
@@ -94,7 +173,7 @@ class Session:
         chunk = self.sock.recv(65536)
         if not chunk:
             raise EOFError
-        self.rbuf += chunk
+        self.rbuf += self.zin.decompress(chunk) if self.zin else chunk
 
     def read_line(self):
         while CRLF not in self.rbuf:
@@ -164,6 +243,22 @@ class Session:
 
     def cmd_STARTTLS(self, tag, a):
         self.send(tag + b" BAD no TLS here" + CRLF)
+
+    def cmd_COMPRESS(self, tag, a):
+        if "COMPRESS=DEFLATE" not in self.server.caps or self.zout:
+            self.send(tag + b" NO not now" + CRLF)
+            return
+        self.ok(tag)
+        self.zout = zlib.compressobj(6, zlib.DEFLATED, -15)
+        self.zin = zlib.decompressobj(-15)
+        self.rbuf = self.zin.decompress(self.rbuf)
+
+    def cmd_IDLE(self, tag, a):
+        self.send(b"+ idling" + CRLF)
+        if self.read_line().upper() != b"DONE":
+            self.send(tag + b" BAD expected DONE" + CRLF)
+            return
+        self.ok(tag)
 
     def _logged_in(self, tag, ok, mech, user):
         self.server.logins.append((mech, user.decode(errors="replace"), ok))
@@ -322,6 +417,7 @@ class Session:
 class FakeIMAP:
     def __init__(self, caps=DEFAULT_CAPS, users=None, delim=b"."):
         self.caps = caps
+        self.tls = None  # an SSLContext: implicit TLS
         self.users = dict(users or {"alice": "alice-secret"})
         self.delim = delim
         self.greeting = None
@@ -356,6 +452,10 @@ class FakeIMAP:
 
     def password(self, user):
         return self.users[user]
+
+    def use_tls(self, certfile, keyfile):
+        self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.tls.load_cert_chain(certfile, keyfile)
 
     def on(self, name, fn):
         self.hooks[name] = fn
@@ -394,7 +494,7 @@ class FakeIMAP:
 
     def _serve(self, conn):
         try:
-            Session(self, conn).run()
+            Session(self, TLSStream(conn, self.tls) if self.tls else conn).run()
         except (EOFError, ConnectionError, socket.timeout, OSError):
             pass
         except Exception as e:  # noqa: BLE001 - a broken script must show up in the test

@@ -6,10 +6,12 @@ import base64
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -552,6 +554,116 @@ def secrets_never_in_output(ctx):
     for form in secret_forms(pw):
         for i, text in enumerate(outputs + files):
             check(form not in text, f"secret form {form!r} found in output {i}")
+
+
+# -- push wake-ups through TLS and COMPRESS -----------------------------------------------
+# Not hostile, but batching: the server answers an IDLE renewal's DONE with the tagged OK and
+# "* N EXISTS" in one TCP write (one TLS record, or one record and one deflate flush each), then
+# goes silent. `ofsync watch` must act on the EXISTS at once: nothing else will wake it before
+# the silent connection's timeout, whose reconnect would sync the message anyway.
+
+class Injector:
+    """IDLE handler: once armed, the next DONE is answered with the tagged OK and an EXISTS for
+    a message added just now, in one write; that connection then says nothing more."""
+
+    def __init__(self, srv, split):
+        self.srv, self.split = srv, split
+        self.armed = threading.Event()
+        self.injected = threading.Event()
+        self.idles = 0
+        self.msg = T.make_message(90, SEED, size=900, attachment=False)
+
+    def __call__(self, s, tag, a):
+        self.idles += 1
+        s.send(b"+ idling" + CRLF)
+        if s.read_line().upper() != b"DONE":
+            return True
+        if not self.armed.is_set() or self.injected.is_set():
+            s.ok(tag)
+            return False
+        inbox = self.srv.folder("INBOX")
+        inbox.add(self.msg)
+        ok, exists = tag + b" OK idle done" + CRLF, b"* %d EXISTS" % len(inbox.msgs) + CRLF
+        if self.split:
+            s.send_pieces(ok, exists)
+        else:
+            s.send(ok + exists)
+        self.injected.set()
+        while not self.srv._stop.is_set():  # silent: read the next IDLE, never answer
+            try:
+                s.read_line()
+            except TimeoutError:
+                continue
+        return True
+
+
+def watch_wakes_up(ctx, tls, compress, split):
+    ctx.srv.caps += " IDLE" + (" COMPRESS=DEFLATE" if compress else "")
+    inj = Injector(ctx.srv, split)
+    ctx.srv.on("IDLE", inj)
+    # The account's timeout is far longer than a wake-up takes, so that the silent connection
+    # does not fail (and its reconnect sync the message) before the check below gives up.
+    extra = {"timeout": 300, "poll-interval": 86400, "reconnect-attempts": 3}
+    if tls:
+        cert, key, fingerprint = F.self_signed(ctx.tmp)
+        ctx.srv.use_tls(cert, key)
+        extra["fingerprint"] = fingerprint
+    ctx.write_config(tls="implicit" if tls else "none", extra=extra)
+    log = open(os.path.join(ctx.tmp, "watch.log"), "wb")
+    p = subprocess.Popen([T.ofsync_bin(), "--config", ctx.config, "-v", "watch"],
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                         env=dict(os.environ, OFSYNC_IDLE_RENEW="1"))
+
+    def wait(pred, what, timeout=60):
+        end = time.monotonic() + timeout
+        while not pred():
+            with open(log.name, "rb") as f:
+                out = f.read().decode("utf-8", "replace")
+            check(p.poll() is None, f"watch exited ({p.returncode}):\n{out}")
+            check(time.monotonic() < end, f"{what} within {timeout} s:\n{out[-3000:]}")
+            time.sleep(0.05)
+
+    def local_has(msg):
+        return T.message_id(msg) in T.snapshot_local(ctx.local, "maildir++").get("INBOX", {})
+
+    try:
+        wait(lambda: local_has(ctx.srv.folder("INBOX").msgs[0].data), "no first sync")
+        wait(lambda: inj.idles > 0, "no IDLE")
+        inj.armed.set()
+        wait(inj.injected.is_set, "no IDLE renewal")
+        wait(lambda: local_has(inj.msg), "the EXISTS that came with the tagged OK was not acted on",
+             timeout=45)
+        check(not ctx.srv.errors, f"fake server: {ctx.srv.errors}")
+        check(not compress or any(c.split(b" ")[1:2] == [b"COMPRESS"] for c in ctx.srv.commands),
+              "COMPRESS was not used")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        log.close()
+
+
+@case
+def wakeup_tls_ok_and_exists_in_one_record(ctx):
+    watch_wakes_up(ctx, tls=True, compress=False, split=False)
+
+
+@case
+def wakeup_tls_ok_and_exists_in_two_records_one_write(ctx):
+    watch_wakes_up(ctx, tls=True, compress=False, split=True)
+
+
+@case
+def wakeup_tls_compress_two_flushes_one_write(ctx):
+    watch_wakes_up(ctx, tls=True, compress=True, split=True)
+
+
+@case
+def wakeup_compress_ok_and_exists_in_one_flush(ctx):
+    watch_wakes_up(ctx, tls=False, compress=True, split=False)
 
 
 # -- runner --------------------------------------------------------------------------------
