@@ -1208,7 +1208,7 @@ static int load_folder_row(folder_run *r, ofs_error *err)
         rc = state_folder_add(r->c->st, r->name, &r->sf, err);
     if (rc == 0)
         rc = state_mark_get(r->c->st, r->sf.id, &r->mark, err);
-    if (rc < 0)
+    if (rc < 0 || state_held_load(r->c->st, r->sf.id, &r->held_base, err) < 0)
         return -1;
     r->has_mark = rc == 0;
     return 0;
@@ -1353,12 +1353,23 @@ int sync_known_status(const sync_ctx *c, const char *name, store_folder_info *st
     return srv->ops->folder_status ? srv->ops->folder_status(srv, name, status) : 1;
 }
 
+/* A message held back before that max-size (raised or removed since) no longer holds back:
+ * neither store changed, yet the folder has something to do. */
+static bool held_released(const folder_run *r)
+{
+    uint64_t max = r->c->acct->max_size;
+    for (size_t i = 0; i < r->held_base.n; i++)
+        if (!max || r->held_base.v[i].size <= max)
+            return true;
+    return false;
+}
+
 /* Whether the last complete pass's record proves a side unchanged. Only a status with a
  * modseq proves anything on the server: without CONDSTORE every folder is read. */
 static int what_to_skip(folder_run *r, store_folder_info *status)
 {
     store *loc = r->c->loc;
-    if (!r->has_mark || sync_known_status(r->c, r->name, status) != 0)
+    if (!r->has_mark || held_released(r) || sync_known_status(r->c, r->name, status) != 0)
         return SKIP_NONE;
     const state_folder *f = &r->sf;
     if (!f->highestmodseq || f->uidvalidity != status->uidvalidity ||
@@ -1389,8 +1400,7 @@ static int open_and_list(folder_run *r, ofs_error *err)
         return 1;
     if (!r->local_mark && r->c->loc->ops->folder_mark)
         r->local_mark = r->c->loc->ops->folder_mark(r->c->loc, r->name);
-    if (state_pairs_load(r->c->st, r->sf.id, &r->pairs, err) < 0 ||
-        state_held_load(r->c->st, r->sf.id, &r->held_base, err) < 0)
+    if (state_pairs_load(r->c->st, r->sf.id, &r->pairs, err) < 0)
         return -1;
     bool pending = any_pending(r);
     if (skip == SKIP_SERVER && !pending) {
@@ -1657,6 +1667,8 @@ int sync_folder_probe(sync_ctx *c, const char *name, sync_probe *p, ofs_error *e
     if (rc == 0) {
         rc = state_mark_get(c->st, r.sf.id, &r.mark, err);
         r.has_mark = rc == 0;
+        if (rc >= 0 && state_held_load(c->st, r.sf.id, &r.held_base, err) < 0)
+            rc = -1;
     }
     if (rc >= 0) {
         if (!p->has_status && r.has_mark)
@@ -1671,6 +1683,7 @@ int sync_folder_probe(sync_ctx *c, const char *name, sync_probe *p, ofs_error *e
     state_folder_free(&r.sf);
     free(r.mark.local_mark);
     free(r.local_mark);
+    state_held_list_free(&r.held_base);
     return rc;
 }
 
