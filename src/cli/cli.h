@@ -20,7 +20,9 @@ typedef struct cli_opts {
 #define CLI_COMMON_LONGOPTS                                                                        \
     {"config", required_argument, NULL, 'c'}, {"verbose", no_argument, NULL, 'v'},                 \
         {"quiet", no_argument, NULL, 'q'}, {"json", no_argument, NULL, 'J'},                       \
-        {"help", no_argument, NULL, 'h'}
+    {                                                                                              \
+        "help", no_argument, NULL, 'h'                                                             \
+    }
 
 /* Handles a common option. Returns 1 when handled, 0 when ch is not common, and
  * -1 for --help (the caller prints its usage and exits 0). */

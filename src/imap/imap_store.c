@@ -643,8 +643,8 @@ int imap_store_open(const imap_store_opts *o, store **out, ofs_error *err)
     is->keepalive = o->timeout > 0 ? o->timeout : 60;
     if (o->activity)
         imap_set_activity(c, istore_activity, is);
-    if (imap_authenticate(c, &ao, err) < 0 ||
-        (o->compress && imap_compress(c, err) < 0) || imap_enable(c, err) < 0) {
+    if (imap_authenticate(c, &ao, err) < 0 || (o->compress && imap_compress(c, err) < 0) ||
+        imap_enable(c, err) < 0) {
         imap_client_free(c);
         free(is->host);
         free(is);

@@ -249,8 +249,9 @@ static void test_policy_keys(void **ctx)
     parse_fails("[account w]\ncompress = maybe\n", "t.conf:2: bad compress 'maybe' (yes or no)");
     parse_fails("[account w]\nmax-size = 5X\n",
                 "t.conf:2: bad max-size '5X' (bytes, with an optional k, M or G)");
-    parse_fails("[account w]\nmax-size = 99999999999999999999G\n",
-                "t.conf:2: bad max-size '99999999999999999999G' (bytes, with an optional k, M or G)");
+    parse_fails(
+        "[account w]\nmax-size = 99999999999999999999G\n",
+        "t.conf:2: bad max-size '99999999999999999999G' (bytes, with an optional k, M or G)");
     parse_fails("[account w]\nconnections = 0\n", "t.conf:2: bad connections '0' (1-32)");
 }
 
