@@ -29,3 +29,8 @@ if(CLANG_TIDY)
            COMMAND bash ${CMAKE_SOURCE_DIR}/scripts/static-check.sh clang-tidy ${CMAKE_BINARY_DIR})
   set_tests_properties(static.clang-tidy PROPERTIES TIMEOUT 600)
 endif()
+find_program(CLANG_FORMAT clang-format)
+if(CLANG_FORMAT)
+  add_test(NAME static.clang-format
+           COMMAND bash ${CMAKE_SOURCE_DIR}/scripts/static-check.sh clang-format ${CMAKE_BINARY_DIR})
+endif()

@@ -4,7 +4,7 @@
 set -eu
 
 PKGS="build-essential cmake pkg-config libsqlite3-dev libssl-dev zlib1g-dev libcmocka-dev
-python3 dovecot-core dovecot-imapd clang spin tmux libclang-rt-14-dev clang-tidy cppcheck openssl"
+python3 dovecot-core dovecot-imapd clang spin tmux libclang-rt-14-dev clang-tidy clang-format cppcheck openssl"
 
 missing=""
 for p in $PKGS; do

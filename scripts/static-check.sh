@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Static checks run as tests: cppcheck (flags below) and clang-tidy (.clang-tidy), over src/
-# and the fuzz harnesses. Any finding fails. usage: static-check.sh cppcheck|clang-tidy BUILD_DIR
+# Static checks run as tests: cppcheck (flags below), clang-tidy (.clang-tidy) and clang-format
+# (.clang-format), over src/ and the fuzz harnesses (format: all C sources). Any finding fails.
+# usage: static-check.sh cppcheck|clang-tidy|clang-format BUILD_DIR
 set -eu
 tool=$1
 build=$2
@@ -21,8 +22,14 @@ clang-tidy)
     fi
     echo "clang-tidy: $(echo "$files" | wc -w) files clean"
     ;;
+clang-format)
+    # The checked-in .clang-format is the style; `make format` applies it.
+    all=$(ls include/*.h src/*/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c tests/stress/*.c examples/*.c 2>/dev/null)
+    clang-format --dry-run -Werror $all
+    echo "clang-format: $(echo "$all" | wc -w) files clean"
+    ;;
 *)
-    echo "usage: $0 cppcheck|clang-tidy BUILD_DIR" >&2
+    echo "usage: $0 cppcheck|clang-tidy|clang-format BUILD_DIR" >&2
     exit 2
     ;;
 esac
