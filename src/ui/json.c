@@ -5,9 +5,6 @@
 
 #include "ui/ui.h"
 
-/* Progress events of a folder closer together than this are merged (the last one wins). */
-#define PROGRESS_MIN_GAP 0.2
-
 /* Length of the valid UTF-8 sequence at s (1-4), or 0: overlong forms, surrogates and code
  * points above U+10FFFF are invalid, as are truncated sequences. */
 static int utf8_len(const unsigned char *s)
@@ -160,18 +157,13 @@ static bool render(ui *u, const ofs_event *ev, buf *b)
         begin(b, "folder-start", ev);
         key_str(b, "folder", ev->folder);
         break;
-    case OFS_EV_PROGRESS: {
-        double now = ui_now();
-        bool last = ev->total && ev->done == ev->total;
-        if (!ev->folder) /* a heartbeat outside any folder: only a rate, nothing to report */
+    case OFS_EV_PROGRESS:
+        /* A heartbeat outside any folder is only a rate: nothing to report. */
+        if (!ev->folder || !ui_pace_progress(&u->pace, ev, ui_now()))
             return false;
-        if (!last && now - u->last_progress < PROGRESS_MIN_GAP)
-            return false;
-        u->last_progress = now;
         begin(b, "progress", ev);
         progress_fields(b, ev);
         break;
-    }
     case OFS_EV_WAITING:
         begin(b, "waiting", ev);
         progress_fields(b, ev);
@@ -179,6 +171,7 @@ static bool render(ui *u, const ofs_event *ev, buf *b)
         key_str(b, "doing", ev->text);
         break;
     case OFS_EV_FOLDER_DONE:
+        ui_pace_forget(&u->pace, ev->account, ev->folder);
         begin(b, "folder-done", ev);
         key_str(b, "folder", ev->folder);
         key_str(b, "result", ev->text);
@@ -194,6 +187,10 @@ static bool render(ui *u, const ofs_event *ev, buf *b)
         key_str(b, "line", ev->text);
         break;
     case OFS_EV_ERROR:
+        if (ev->folder) /* the folder failed: it is done */
+            ui_pace_forget(&u->pace, ev->account, ev->folder);
+        else /* the pass ended: so did its folders */
+            ui_pace_clear(&u->pace);
         begin(b, "error", ev);
         key_str(b, "folder", ev->folder);
         key_u64(b, "code", (uint64_t)ev->code);
@@ -205,6 +202,7 @@ static bool render(ui *u, const ofs_event *ev, buf *b)
         key_str(b, "source", ev->text);
         break;
     case OFS_EV_PASS_DONE:
+        ui_pace_clear(&u->pace); /* folders a pass-level error cut short */
         begin(b, "pass-done", ev);
         buf_printf(b, ",\"ok\":%s", ev->code ? "false" : "true");
         key_u64(b, "status", (uint64_t)ev->code);

@@ -28,17 +28,34 @@ static void line(ui *u, const char *fmt, ...)
     fputc('\n', u->out);
 }
 
+/* Whether a wait of ev's folder (or outside any folder) is reported now: per folder, so that
+ * folders syncing at once neither hide nor repeat each other's waits. */
+static bool wait_due(ui *u, const ofs_event *ev)
+{
+    bool fresh;
+    ui_pace_slot *s = ui_pace_get(&u->pace, ev->account, ev->folder, &fresh);
+    if (ev->waited < s->waited || s->wait_next < WAIT_FIRST) /* a new wait */
+        s->wait_next = WAIT_FIRST;
+    s->waited = ev->waited;
+    if (ev->waited < s->wait_next)
+        return false;
+    s->wait_next = ev->waited + WAIT_AGAIN;
+    return true;
+}
+
+/* Something moved for ev's folder: its next wait is a new one. */
+static void wait_over(ui *u, const ofs_event *ev)
+{
+    bool fresh;
+    ui_pace_slot *s = ui_pace_get(&u->pace, ev->account, ev->folder, &fresh);
+    s->wait_next = 0;
+    s->waited = 0;
+}
+
 static void waiting(ui *u, const ofs_event *ev)
 {
-    if (ev->waited < WAIT_FIRST) {
-        u->next_wait_line = WAIT_FIRST;
+    if (!wait_due(u, ev))
         return;
-    }
-    if (u->next_wait_line < WAIT_FIRST)
-        u->next_wait_line = WAIT_FIRST;
-    if (ev->waited < u->next_wait_line)
-        return;
-    u->next_wait_line = ev->waited + WAIT_AGAIN;
     buf b;
     buf_init(&b);
     ui_waiting_text(ev, &b);
@@ -56,17 +73,18 @@ void ui_plain_event(ui *u, const ofs_event *ev)
             line(u, "%s: pass started", ev->account);
         break;
     case OFS_EV_FOLDER_START:
-        u->next_wait_line = 0;
+        wait_over(u, ev);
         if (u->verbosity > 0)
             line(u, "%s/%s: checking", ev->account, ev->folder);
         break;
     case OFS_EV_FOLDER_DONE:
+        ui_pace_forget(&u->pace, ev->account, ev->folder);
         if (u->verbosity > 0 || strcmp(ev->text, "in sync") != 0)
             line(u, "%s/%s: %s", ev->account, ev->folder, ev->text);
         break;
     case OFS_EV_PROGRESS:
-        if (ev->waited == 0 && ev->folder)
-            u->next_wait_line = 0;
+        if (ev->waited == 0)
+            wait_over(u, ev);
         break;
     case OFS_EV_WAITING:
         waiting(u, ev);
@@ -77,10 +95,15 @@ void ui_plain_event(ui *u, const ofs_event *ev)
         break;
     case OFS_EV_ERROR:
         /* A folder's error; the pass's own error is the command's one line on stderr. */
-        if (ev->folder)
+        if (ev->folder) {
             line(u, "%s: error: %s", ev->account, ev->text);
+            ui_pace_forget(&u->pace, ev->account, ev->folder);
+        } else {
+            ui_pace_clear(&u->pace);
+        }
         break;
     case OFS_EV_PASS_DONE:
+        ui_pace_clear(&u->pace);
         buf_init(&b);
         ui_summary_line(ev, &b);
         line(u, "%s", b.data);

@@ -37,6 +37,7 @@ void ui_close(ui *u)
     u->tty = NULL;
     if (u->mode == UI_TTY)
         u->mode = UI_PLAIN;
+    ui_pace_clear(&u->pace);
     fflush(u->out);
 }
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "ofsync.h"
+#include "ui/pace.h"
 #include "util/mem.h"
 
 enum ui_mode { UI_PLAIN, UI_TTY, UI_JSON };
@@ -19,8 +20,7 @@ typedef struct ui {
     int mode;        /* enum ui_mode */
     bool timestamps; /* plain: prefix lines with the local time */
     double pass_started;
-    double next_wait_line; /* plain: when a still-going wait is reported again */
-    double last_progress;  /* json: when the last progress event was written */
+    ui_pace pace; /* plain and json: per-folder clocks (folders sync in parallel) */
     ui_tty *tty;
 } ui;
 
