@@ -11,7 +11,8 @@
 
 #include "ui/ui.h"
 
-#define TTY_MAX_FOLDERS 16  /* active folder lines shown; more are summed up in one line */
+#define TTY_MAX_FOLDERS 32  /* active folders followed: one per connection at most */
+#define TTY_MAX_LINES 16    /* folder lines shown; more are counted on the total line */
 #define TTY_REDRAW_GAP 0.1  /* at most 10 redraws a second */
 #define TTY_RATE_WINDOW 5.0 /* seconds of history behind the rate */
 #define TTY_SAMPLES 64
@@ -33,10 +34,9 @@ struct ui_tty {
     FILE *out;
     int fd;
     int verbosity;
-    int width;
+    int width, height;
     tty_folder f[TTY_MAX_FOLDERS];
     size_t nf;
-    size_t extra; /* active folders beyond TTY_MAX_FOLDERS */
     /* The pass: messages and bytes copied in finished folders, wire bytes, a wait outside
      * any folder (login, LIST). */
     uint64_t msgs_done, bytes_done, folders_done, net;
@@ -47,7 +47,7 @@ struct ui_tty {
     rate_sample s[TTY_SAMPLES];
     size_t ns, s_head;
     /* What is on the screen: the live lines' widths, to move back over them. */
-    size_t drawn[TTY_MAX_FOLDERS + 2];
+    size_t drawn[TTY_MAX_LINES + 1];
     size_t lines;
     double last_draw;
     locale_t utf8;
@@ -81,14 +81,15 @@ static void on_fatal(int sig)
     raise(sig);
 }
 
-static int term_width(int fd)
+/* The terminal's size, from the terminal or else $COLUMNS and $LINES (80x24). */
+static void term_size(ui_tty *t)
 {
-    struct winsize ws;
-    if (ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
-        return ws.ws_col;
-    const char *c = getenv("COLUMNS");
-    int w = c ? (int)strtol(c, NULL, 10) : 0;
-    return w > 0 ? w : 80;
+    struct winsize ws = {0};
+    bool known = ioctl(t->fd, TIOCGWINSZ, &ws) == 0;
+    const char *c = getenv("COLUMNS"), *l = getenv("LINES");
+    int w = c ? (int)strtol(c, NULL, 10) : 0, h = l ? (int)strtol(l, NULL, 10) : 0;
+    t->width = known && ws.ws_col > 0 ? ws.ws_col : w > 0 ? w : 80;
+    t->height = known && ws.ws_row > 0 ? ws.ws_row : h > 0 ? h : 24;
 }
 
 ui_tty *ui_tty_new(FILE *out, int verbosity)
@@ -97,7 +98,7 @@ ui_tty *ui_tty_new(FILE *out, int verbosity)
     t->out = out;
     t->fd = fileno(out);
     t->verbosity = verbosity;
-    t->width = term_width(t->fd);
+    term_size(t);
     t->pass_start = ui_now();
     t->utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
     tty_active = t;
@@ -240,7 +241,8 @@ static void folder_tail(ui_tty *t, const tty_folder *f, buf *b)
         buf_adds(b, "/");
         ui_fmt_bytes(b, f->bytes_total);
     }
-    double rate = rate_now(t);
+    /* The rate is the wire's: a folder's own only while no other one shares it. */
+    double rate = t->nf == 1 ? rate_now(t) : 0;
     if (rate > 0) {
         buf_adds(b, "  ");
         ui_fmt_bytes(b, (uint64_t)rate);
@@ -284,6 +286,28 @@ static void folder_line(ui_tty *t, const tty_folder *f, buf *out)
     buf_free(&tail);
 }
 
+/* Folder lines that fit: at most TTY_MAX_LINES, and the total line below them on screen
+ * (lines scrolled off the top could not be redrawn in place). */
+static size_t shown_folders(const ui_tty *t)
+{
+    size_t fit = t->height > 2 ? (size_t)t->height - 2 : 0;
+    fit = fit < TTY_MAX_LINES ? fit : TTY_MAX_LINES;
+    return t->nf < fit ? t->nf : fit;
+}
+
+/* Bytes the active folders have left to copy, or -1 when some folder's total is unknown. */
+static double bytes_left(const ui_tty *t)
+{
+    double left = 0;
+    for (size_t i = 0; i < t->nf; i++) {
+        const tty_folder *f = &t->f[i];
+        if (f->bytes_total < f->bytes_done || (!f->bytes_total && f->done < f->total))
+            return -1;
+        left += (double)(f->bytes_total - f->bytes_done);
+    }
+    return left;
+}
+
 static void total_line(ui_tty *t, buf *out)
 {
     uint64_t msgs = t->msgs_done, bytes = t->bytes_done;
@@ -296,16 +320,20 @@ static void total_line(ui_tty *t, buf *out)
     buf_printf(&line, "total: %llu folders done, %llu messages, ",
                (unsigned long long)t->folders_done, (unsigned long long)msgs);
     ui_fmt_bytes(&line, bytes);
-    double rate = rate_now(t);
+    double rate = rate_now(t), left = bytes_left(t);
     if (rate > 0) {
         buf_adds(&line, ", ");
         ui_fmt_bytes(&line, (uint64_t)rate);
         buf_adds(&line, "/s");
+        if (left > 0) {
+            buf_adds(&line, ", ETA ");
+            ui_fmt_duration(&line, left / rate);
+        }
     }
     buf_adds(&line, ", ");
     ui_fmt_duration(&line, ui_now() - t->pass_start);
-    if (t->extra)
-        buf_printf(&line, " (+%zu more folders active)", t->extra);
+    if (t->nf > shown_folders(t))
+        buf_printf(&line, " (+%zu more folders active)", t->nf - shown_folders(t));
     if (t->pass_waiting) {
         ofs_event ev = {.waited = t->pass_waited, .text = t->pass_doing};
         buf_adds(&line, "; ");
@@ -363,7 +391,7 @@ static void redraw(ui_tty *t, const char *permanent)
 {
     if (tty_resized) {
         tty_resized = 0;
-        t->width = term_width(t->fd);
+        term_size(t);
     }
     buf b;
     buf_init(&b);
@@ -372,7 +400,7 @@ static void redraw(ui_tty *t, const char *permanent)
     if (permanent)
         buf_printf(&b, "%s\n", permanent);
     t->lines = 0;
-    for (size_t i = 0; i < t->nf; i++) {
+    for (size_t i = 0; i < shown_folders(t); i++) {
         size_t start = b.len;
         folder_line(t, &t->f[i], &b);
         t->drawn[t->lines++] = text_cols(t, b.data + start);
@@ -403,12 +431,8 @@ static tty_folder *find_folder(ui_tty *t, const ofs_event *ev, bool add)
     for (size_t i = 0; i < t->nf; i++)
         if (!strcmp(t->f[i].name, ev->folder) && !strcmp(t->f[i].account, ev->account))
             return &t->f[i];
-    if (!add)
+    if (!add || t->nf == TTY_MAX_FOLDERS)
         return NULL;
-    if (t->nf == TTY_MAX_FOLDERS) {
-        t->extra++;
-        return NULL;
-    }
     tty_folder *f = &t->f[t->nf++];
     *f = (tty_folder){.account = xstrdup(ev->account), .name = xstrdup(ev->folder)};
     return f;
@@ -438,14 +462,16 @@ static void update(ui_tty *t, const ofs_event *ev)
         t->net = ev->net_in + ev->net_out;
         rate_add(t, ui_now(), t->net);
     }
-    tty_folder *f = find_folder(t, ev, true);
-    if (!f) {
+    if (!ev->folder) {
         t->pass_waiting = waiting;
         t->pass_waited = ev->waited;
         free(t->pass_doing);
         t->pass_doing = waiting && ev->text ? xstrdup(ev->text) : NULL;
         return;
     }
+    tty_folder *f = find_folder(t, ev, true);
+    if (!f)
+        return;
     t->pass_waiting = false;
     f->done = ev->done;
     f->total = ev->total;

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 # What a user sees: the live display in a real terminal (tmux) over a slowed link with a stall,
-# --json parsed line by line, the pass summary, and plain timestamped lines without a terminal.
+# --json parsed line by line, the pass summary, and plain timestamped lines without a terminal;
+# each of them with several folders syncing at once over parallel connections.
+import calendar
 import json
 import os
 import re
@@ -219,6 +221,158 @@ def plain_lines_are_timestamped_with_summary(ctx):
         T.make_message(1, 4)), "FS")
     rc, out, err = ctx.sync()
     check(re.search(r"server: \+0 added, 1 flags changed", out), f"flag change summary:\n{out}")
+
+
+# ---- several folders at once (connections = 3) over a slowed link ----
+
+PARALLEL = {"INBOX": 8, "Lists": 8, "Work": 8}
+PROGRESS_GAP = 0.2  # docs/json-events.md: a folder's progress events are this far apart
+HEARTBEAT = 0.5  # a connection moving bytes reports about this often
+
+
+def fill_parallel(ctx, spec):
+    s = ctx.server()
+    for i, (folder, count) in enumerate(sorted(spec.items())):
+        if folder != "INBOX":
+            s.create(folder)
+        for n in range(1, count + 1):
+            s.append(folder, T.make_message(1000 * i + n, 7, size=40000))
+    return sum(spec.values())
+
+
+def slowed(ctx, **faults):
+    """A 400 kbit/s link per connection: each 40 KB message takes about a second."""
+    em = LinkEm(("127.0.0.1", ctx.dovecot.port), rate_bps=400000, latency_ms=20, **faults)
+    em.__enter__()
+    ctx.write_config(port=em.port, extra={"connections": 3})
+    return em
+
+
+def secs(ev):
+    """An event's time field as seconds."""
+    return calendar.timegm(time.strptime(ev["time"][:19], "%Y-%m-%dT%H:%M:%S")) + \
+        float(ev["time"][19:-1])
+
+
+FOLDER_LINE = re.compile(r"^(\S+) +\[[#-]{10,}\] +(\d+)/(\d+)(.*)$")
+TOTAL = re.compile(r"^total: (\d+) folders done, (\d+) messages")
+
+
+@T.test
+def tty_one_line_per_active_folder(ctx):
+    total = fill_parallel(ctx, PARALLEL)
+    em = slowed(ctx)
+    tm = Tmux(ctx.tmp)
+    try:
+        tm.start(f"{shlex.quote(T.ofsync_bin())} --config {shlex.quote(ctx.config)} sync")
+        screens = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            screen = tm.capture()
+            screens.append(screen)
+            if tm.done(screen):
+                break
+            time.sleep(0.1)
+        final = tm.capture()
+    finally:
+        tm.stop()
+        em.__exit__(None, None, None)
+    check("EXIT=0" in final, f"sync did not exit 0:\n{final}")
+    most, summed = 0, 0
+    for screen in screens:
+        lines = screen.splitlines()
+        bars = [m for m in map(FOLDER_LINE.match, lines) if m]
+        names = [m.group(1) for m in bars]
+        totals = [ln for ln in lines if ln.startswith("total:")]
+        # Redrawn in place: one line per folder and one total line, never stale copies.
+        check(len(names) == len(set(names)), f"a folder line twice:\n{screen}")
+        check(len(totals) <= 1, f"total line twice:\n{screen}")
+        if len(bars) < 2:
+            continue
+        most = max(most, len(bars))
+        # The rate is the wire's, of all folders: on the total line, not on a folder's.
+        check(all("/s" not in m.group(4) for m in bars), f"folder line with a rate:\n{screen}")
+        t = TOTAL.match(totals[0]) if totals else None
+        check(t, f"no total line under the folder lines:\n{screen}")
+        if t.group(1) == "0" and len(bars) == len(PARALLEL):
+            done = sum(int(m.group(2)) for m in bars)
+            check(int(t.group(2)) == done, f"total is not the folders' sum ({done}):\n{screen}")
+            summed += 1
+    check(most >= 2, f"never two folder lines at once: {[x for x in screens if '[' in x][-3:]}")
+    check(summed, "never a screen with every folder active to add up")
+    check(any(re.search(r"^total: .*/s, ETA ", x, re.M) for x in screens),
+          "no rate and ETA on the total line")
+    # Clean at exit: the folders' result lines once each and the summary; nothing live.
+    check(not BAR.search(final) and "total:" not in final, f"live lines left:\n{final}")
+    for folder, count in PARALLEL.items():
+        check(final.count(f"test/{folder}: {count} downloaded") == 1,
+              f"{folder}'s result line not there once:\n{final}")
+    check(re.search(rf"test: 3 folders; local: \+{total} added", final), f"no summary:\n{final}")
+    ctx.assert_synced()
+
+
+@T.test
+def json_progress_of_every_parallel_folder(ctx):
+    total = fill_parallel(ctx, PARALLEL)
+    em = slowed(ctx)
+    try:
+        rc, out, err = ctx.ofsync("--json", "sync")
+    finally:
+        em.__exit__(None, None, None)
+    events = parse_json_lines(out)
+    check(events[-1]["local"]["added"] == total, f"summary {events[-1]}")
+
+    starts = {e["folder"]: secs(e) for e in events if e["type"] == "folder-start"}
+    ends = {e["folder"]: secs(e) for e in events if e["type"] == "folder-done"}
+    spans = {f: ends[f] - starts[f] for f in PARALLEL}
+    overlap = min(ends.values()) - max(starts.values())
+    check(overlap > 2 * HEARTBEAT, f"the folders were not synced at once: {spans}")
+    report = {}
+    for folder in PARALLEL:
+        mine = [e for e in events if e.get("folder") == folder and
+                e["type"] in ("folder-start", "progress", "waiting", "folder-done")]
+        prog = [e for e in mine if e["type"] == "progress"]
+        check(prog and prog[-1]["done"] == prog[-1]["total"] == PARALLEL[folder],
+              f"{folder}: last progress {prog[-1:]}")
+        # Each folder has its own progress while it runs, not only the one that ends it ...
+        check(spans[folder] <= PROGRESS_GAP or any(e["done"] < e["total"] for e in prog),
+              f"{folder}: no progress of its own over {spans[folder]:.1f} s")
+        # ... and is never silent for long while the others move: a heartbeat of its own
+        # connection reaches the output at least every few heartbeats.
+        gaps = [secs(b) - secs(a) for a, b in zip(mine, mine[1:])]
+        report[folder] = (len(prog), round(spans[folder], 1), round(max(gaps), 2))
+        check(max(gaps) <= 3 * HEARTBEAT,
+              f"{folder} silent for {max(gaps):.1f} s while syncing: {report}")
+        # Paced per folder: never closer than the documented gap, but for the one that ends it
+        # (the time field has millisecond precision).
+        for a, b in zip(prog, prog[1:]):
+            finishing = b["done"] == b["total"] and a["done"] < b["done"]
+            check(finishing or secs(b) - secs(a) >= PROGRESS_GAP - 0.002,
+                  f"{folder}: progress {secs(b) - secs(a):.3f} s apart: {a} {b}")
+    if os.environ.get("OFS_DEBUG"):
+        print("per folder (progress events, seconds, longest silence):", report)
+
+
+@T.test
+def plain_waiting_lines_name_their_folder(ctx):
+    # The first connection (the pass's own, which takes the largest folder) stalls 12 s
+    # while the two others keep copying: its wait is reported once, naming its folder.
+    spec_total = fill_parallel(ctx, {"INBOX": 20, "Lists": 22, "Work": 22})
+    em = slowed(ctx, down_stall_after=120000, stall_for=12.0, faults="first")
+    try:
+        rc, out, err = ctx.sync()
+    finally:
+        em.__exit__(None, None, None)
+    waits = re.findall(r"^\S+ \S+ test/(\S+): waiting for server: (\d+) s, (.*)$", out, re.M)
+    check(waits, f"no waiting line:\n{out}")
+    for folder, secs, doing in waits:
+        check(folder in doing, f"the wait of {folder} is about {doing!r}")
+        check(int(secs) >= 10, f"a wait reported before 10 s: {secs}")
+    folders = [w[0] for w in waits]
+    check(len(folders) == len(set(folders)),
+          f"a 12 s wait reported more than once while other folders moved:\n{out}")
+    check(re.search(rf"local: \+{spec_total} added", out), f"summary:\n{out}")
+    ctx.assert_synced()
 
 
 if __name__ == "__main__":
