@@ -287,6 +287,9 @@ def tty_one_line_per_active_folder(ctx):
         # Redrawn in place: one line per folder and one total line, never stale copies.
         check(len(names) == len(set(names)), f"a folder line twice:\n{screen}")
         check(len(totals) <= 1, f"total line twice:\n{screen}")
+        # A folder's line goes when it ends: its result line replaces it.
+        ended = set(re.findall(r"^test/(\S+): \d+ downloaded$", screen, re.M))
+        check(not ended & set(names), f"a live line for a folder that ended:\n{screen}")
         if len(bars) < 2:
             continue
         most = max(most, len(bars))
