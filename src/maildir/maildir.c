@@ -17,7 +17,7 @@
 #include "util/err.h"
 #include "util/mem.h"
 
-#define MD_IOBUF (256 * 1024)
+#define MD_IOBUF (64 * 1024)
 /* Up to this many delivered files keep their fd for a per-file fsync; a bigger batch is made
  * durable with one syncfs(), which costs one journal commit instead of one per file. */
 #define MD_OPEN_PENDING 16

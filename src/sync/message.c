@@ -14,7 +14,9 @@
 
 #include "util/mem.h"
 
-enum { HEADER_MAX = 256 * 1024, HASH_CHUNK = 256 * 1024 };
+/* Headers are read in growing steps up to HEADER_MAX: most fit the first step, and every
+ * connection of a parallel pass holds these buffers at once. */
+enum { HEADER_STEP = 16 * 1024, HEADER_MAX = 256 * 1024, HASH_CHUNK = 64 * 1024 };
 
 /* Length of the line starting at p, including its line ending. */
 static size_t line_len(const char *p, const char *end)
@@ -69,16 +71,32 @@ char *msg_parse_msgid(const char *text, size_t len)
     return NULL;
 }
 
+/* Whether text holds the blank line that ends a header. */
+static bool header_complete(const char *text, size_t len)
+{
+    if (len && (text[0] == '\n' || (len > 1 && text[0] == '\r' && text[1] == '\n')))
+        return true;
+    return memmem(text, len, "\n\n", 2) || memmem(text, len, "\n\r\n", 3);
+}
+
 char *msg_read_msgid(int fd)
 {
     off_t at = lseek(fd, 0, SEEK_CUR);
-    char *text = xmalloc(HEADER_MAX);
-    size_t len = 0;
-    while (len < HEADER_MAX) {
-        ssize_t r = pread(fd, text + len, HEADER_MAX - len, (off_t)len);
+    size_t cap = HEADER_STEP, len = 0;
+    char *text = xmalloc(cap);
+    for (;;) {
+        ssize_t r = pread(fd, text + len, cap - len, (off_t)len);
+        if (r < 0 && errno == EINTR)
+            continue;
         if (r <= 0)
             break;
         len += (size_t)r;
+        if (len < cap)
+            continue;
+        if (cap == HEADER_MAX || header_complete(text, len))
+            break;
+        cap *= 2;
+        text = xrealloc(text, cap);
     }
     char *id = msg_parse_msgid(text, len);
     free(text);

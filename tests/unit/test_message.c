@@ -70,6 +70,41 @@ static void test_from_fd_restores_offset(void **st)
     close(fd);
 }
 
+/* The header is read in growing steps: a Message-ID far down a long header, or folded across a
+ * step's edge, is still found; one past the 256 KiB bound is not looked for. */
+static char *msgid_after_padding(size_t pad, const char *field)
+{
+    int fd = memfd_create("msg", 0);
+    assert_true(fd >= 0);
+    char line[80];
+    memset(line, 'x', sizeof line);
+    memcpy(line, "X-Pad: ", 7);
+    line[sizeof line - 2] = '\r';
+    line[sizeof line - 1] = '\n';
+    for (size_t done = 0; done < pad; done += sizeof line)
+        assert_int_equal(write(fd, line, sizeof line), (ssize_t)sizeof line);
+    assert_int_equal(write(fd, field, strlen(field)), (ssize_t)strlen(field));
+    char *id = msg_read_msgid(fd);
+    close(fd);
+    return id;
+}
+
+static void test_from_fd_long_header(void **st)
+{
+    (void)st;
+    const char *field = "Message-ID:\r\n <8@x>\r\n\r\nbody\r\n";
+    for (size_t pad = 16 * 1024 - 160; pad < 16 * 1024 + 160; pad += 40) {
+        char *id = msgid_after_padding(pad, field); /* the folding falls on both sides of 16 KiB */
+        assert_non_null(id);
+        assert_string_equal(id, "<8@x>");
+        free(id);
+    }
+    char *deep = msgid_after_padding(200 * 1024, field);
+    assert_string_equal(deep, "<8@x>");
+    free(deep);
+    assert_null(msgid_after_padding(300 * 1024, field));
+}
+
 static void test_hash_fd(void **state)
 {
     (void)state;
@@ -94,6 +129,7 @@ int main(void)
         cmocka_unit_test(test_absent_or_in_body),
         cmocka_unit_test(test_truncated_header),
         cmocka_unit_test(test_from_fd_restores_offset),
+        cmocka_unit_test(test_from_fd_long_header),
         cmocka_unit_test(test_hash_fd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
