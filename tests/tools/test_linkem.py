@@ -175,13 +175,18 @@ def test_latency_rtt():
     srv = Server(echo)
     with LinkEm(srv.port, latency_ms=150) as em:
         c = connect(em.port)
-        for i in range(3):
+        rtts = []
+        for i in range(5):
             t0 = time.monotonic()
             c.sendall(b"ping %d\n" % i)
             recv_exactly(c, 7, 2)
-            rtt = time.monotonic() - t0
-            check(0.24 <= rtt <= 0.36, f"round trip {i} took {rtt * 1000:.0f} ms, want 300+-60")
+            rtts.append(time.monotonic() - t0)
         c.close()
+    # Never faster than asked; the median, not each one, bounds the excess, so that a loaded
+    # CI machine's scheduling hiccup (one round trip of 408 ms seen) is not taken for a bug.
+    ms = [round(r * 1000) for r in rtts]
+    check(min(rtts) >= 0.28, f"round trips {ms} ms: faster than 2 x 150 ms")
+    check(sorted(rtts)[2] <= 0.36, f"round trips {ms} ms: median over 300+60 ms")
 
 
 def test_latency_keeps_throughput():
