@@ -85,6 +85,8 @@ struct imap_client {
     size_t secret_reveal;    /* bytes of the next flush the trace may show */
     const char *auth_secret; /* during the login: a server echoing it gets it masked */
     bool tls;                /* the connection runs over TLS (whatever layers sit above it) */
+    bool cork;               /* commands collect in out and leave together at client_uncork */
+    size_t out_traced;       /* bytes of out already traced while corked */
 };
 
 /* A sent command; its completion is kept until someone waits for it. */
@@ -435,14 +437,16 @@ static void client_trace_response(imap_client *c, const imap_response *r)
 /* Traces what is about to be sent; a command with a secret shows only its first bytes. */
 static void client_trace_out(imap_client *c)
 {
-    if (c->out.len == 2 && !c->secret) /* the CRLF that ends an APPEND after its literal */
+    const char *data = c->out.data + c->out_traced;
+    size_t len = c->out.len - c->out_traced;
+    if (len == 2 && !c->secret) /* the CRLF that ends an APPEND after its literal */
         return;
     buf line;
     buf_init(&line);
     if (!c->secret) {
-        imap_trace_command(c->out.data, c->out.len, &line);
+        imap_trace_command(data, len, &line);
     } else {
-        imap_trace_command(c->out.data, c->secret_reveal, &line);
+        imap_trace_command(data, c->secret_reveal, &line);
         buf_adds(&line, c->secret_reveal ? " <secret hidden>" : "<secret hidden>");
         c->secret_reveal = 0;
     }
@@ -723,7 +727,8 @@ static void client_begin(imap_client *c, const char *fmt, ...)
 
 static void client_begin(imap_client *c, const char *fmt, ...)
 {
-    buf_reset(&c->out);
+    if (!c->cork)
+        buf_reset(&c->out);
     snprintf(c->tag, sizeof c->tag, "o%u", ++c->tagno);
     buf_printf(&c->out, "%s ", c->tag);
     size_t start = c->out.len;
@@ -744,11 +749,11 @@ static void client_begin(imap_client *c, const char *fmt, ...)
     snprintf(c->verb, sizeof c->verb, "%.*s", (int)n, v);
 }
 
-static int client_flush(imap_client *c, ofs_error *err)
+static int client_write_out(imap_client *c, ofs_error *err)
 {
     if (c->dead)
         return err_set(err, OFS_E_NET, "connection to %s is no longer usable", c->host);
-    if (c->trace && c->out.len)
+    if (c->trace && c->out.len > c->out_traced)
         client_trace_out(c);
     int r = c->out.len ? imap_transport_write(c->t, c->out.data, c->out.len, err) : 0;
     if (r < 0)
@@ -757,7 +762,32 @@ static int client_flush(imap_client *c, ofs_error *err)
     if (c->out.data)
         explicit_bzero(c->out.data, c->out.cap);
     buf_reset(&c->out);
+    c->out_traced = 0;
     return r < 0 ? client_broken(c) : 0;
+}
+
+/* Sends what is buffered, unless corked: then it waits for the rest of the burst. */
+static int client_flush(imap_client *c, ofs_error *err)
+{
+    if (!c->cork || c->dead)
+        return client_write_out(c, err);
+    if (c->trace && c->out.len > c->out_traced)
+        client_trace_out(c);
+    c->out_traced = c->out.len;
+    return 0;
+}
+
+/* Commands from here on leave in one write, at client_uncork: the server answers a burst,
+ * not each command after a gap the round trip counters would see. */
+static void client_cork(imap_client *c)
+{
+    c->cork = true;
+}
+
+static int client_uncork(imap_client *c, ofs_error *err)
+{
+    c->cork = false;
+    return client_write_out(c, err);
 }
 
 /* Adds a literal header; for a synchronizing literal, sends what is buffered and waits for the
@@ -768,7 +798,7 @@ static int client_literal_head(imap_client *c, uint64_t size, const char *what, 
     buf_printf(&c->out, "{%" PRIu64 "%s}\r\n", size, plus ? "+" : "");
     if (plus)
         return 0;
-    if (client_flush(c, err) < 0)
+    if (client_write_out(c, err) < 0) /* even when corked: the server must say go on */
         return -1;
     return client_wait(c, what, NULL, NULL, UNTIL_CONT, err) == 1 ? 0 : -1;
 }
@@ -1317,24 +1347,88 @@ static int client_on_qresync(imap_client *c, const imap_response *r, void *ctx, 
     return 0;
 }
 
-int imap_select_qresync(imap_client *c, const char *mbox, uint32_t uidvalidity, uint64_t modseq,
-                        imap_mailbox_info *info, store_msg_list *changed, uidset *vanished,
-                        ofs_error *err)
+static void client_list_cmd(imap_client *c, uint32_t from, uint32_t last, bool want_size,
+                            bool want_msgid, uint32_t body_max);
+static int client_on_meta(imap_client *c, const imap_response *r, void *ctx, ofs_error *err);
+
+typedef struct meta_ctx {
+    store_msg_list *out;
+    size_t start; /* first entry added by this command */
+    uint32_t first, last;
+    bool want_size, want_msgid;
+    imap_bodies *bodies; /* complete bodies that came with the listing, or NULL */
+} meta_ctx;
+
+/* Sends SELECT (with QRESYNC or CONDSTORE as asked and offered) and, without waiting, the
+ * listing; returns the SELECT's tag number and the listing's in *list_tag (0: none), or 0. */
+static unsigned client_select_send(imap_client *c, const char *mbox, const imap_select_opts *o,
+                                   unsigned *list_tag, ofs_error *err)
 {
     memset(&c->sel, 0, sizeof c->sel);
     c->selected = false;
+    *list_tag = 0;
+    client_cork(c);
     client_begin(c, "SELECT ");
-    if (client_astring(c, mbox, "SELECT", err) < 0)
-        return -1;
-    buf_printf(&c->out, " (QRESYNC (%" PRIu32 " %" PRIu64 "))", uidvalidity, modseq);
-    qresync_ctx q = {changed, vanished};
-    if (client_end(c, "SELECT", client_on_qresync, &q, err) < 0) {
+    if (client_astring(c, mbox, "SELECT", err) < 0) {
+        c->cork = false;
+        return 0;
+    }
+    if (o->qresync)
+        buf_printf(&c->out, " (QRESYNC (%" PRIu32 " %" PRIu64 "))", o->uidvalidity, o->modseq);
+    else if (imap_has_cap(c, "CONDSTORE")) /* HIGHESTMODSEQ only then (RFC 7162 3.1.8) */
+        buf_adds(&c->out, " (CONDSTORE)");
+    unsigned sel_tag = client_send(c, err);
+    if (sel_tag && o->list_from) {
+        client_list_cmd(c, o->list_from, 0, true, false, o->body_max);
+        *list_tag = client_send(c, err);
+    }
+    if (client_uncork(c, err) < 0 || (o->list_from && !*list_tag))
+        return 0;
+    return sel_tag;
+}
+
+/* The SELECT's completion, judged before anything its listing said is believed. */
+static int client_select_done(imap_client *c, const char *mbox, unsigned tag, qresync_ctx *q,
+                              ofs_error *err)
+{
+    if (client_wait_tag(c, tag, "SELECT", q->changed ? client_on_qresync : NULL, q, UNTIL_TAGGED,
+                        err) < 0) {
         memset(&c->sel, 0, sizeof c->sel);
         return -1;
     }
     if (strcasecmp(c->last_code, "READ-ONLY") == 0)
         c->sel.readonly = true;
     c->selected = true;
+    /* Without a valid UIDVALIDITY (a non-zero 32-bit number) no UID can be trusted. */
+    if (c->sel.uidvalidity == 0)
+        return err_set(err, OFS_E_PROTO, "server %s sent no valid UIDVALIDITY for \"%s\"", c->host,
+                       mbox);
+    return 0;
+}
+
+int imap_select_list(imap_client *c, const char *mbox, const imap_select_opts *o,
+                     imap_mailbox_info *info, imap_select_out *out, ofs_error *err)
+{
+    unsigned list_tag;
+    unsigned sel_tag = client_select_send(c, mbox, o, &list_tag, err);
+    if (!sel_tag)
+        return -1;
+    qresync_ctx q = {o->qresync ? out->changed : NULL, out->vanished};
+    int rc = client_select_done(c, mbox, sel_tag, &q, err);
+    if (!list_tag)
+        return rc < 0 ? -1 : (info ? (*info = c->sel, 0) : 0);
+    /* The listing is read either way, to stay in step; after a failed SELECT it says nothing
+     * about this folder (the server answers it for no folder, or for the one before). */
+    meta_ctx m = {.out = out->listed,
+                  .start = out->listed->n,
+                  .first = o->list_from,
+                  .want_size = true,
+                  .bodies = rc == 0 ? out->bodies : NULL};
+    ofs_error list_err;
+    int lr = client_wait_tag(c, list_tag, "UID FETCH", client_on_meta, &m, UNTIL_TAGGED,
+                             rc == 0 ? err : &list_err);
+    if (rc < 0 || lr < 0)
+        return -1;
     if (info)
         *info = c->sel;
     return 0;
@@ -1480,6 +1574,33 @@ int imap_delete(imap_client *c, const char *mbox, ofs_error *err)
 
 /* ---- FETCH ---- */
 
+void imap_bodies_add(imap_bodies *b, uint32_t uid, unsigned flags, const char *data, size_t len)
+{
+    if (b->n == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 16;
+        b->v = xrealloc(b->v, b->cap * sizeof *b->v);
+    }
+    char *copy = xmalloc(len ? len : 1);
+    memcpy(copy, data, len);
+    b->v[b->n++] = (imap_body){.uid = uid, .flags = flags, .data = copy, .len = len};
+}
+
+const imap_body *imap_bodies_find(const imap_bodies *b, uint32_t uid)
+{
+    for (size_t i = 0; i < b->n; i++)
+        if (b->v[i].uid == uid)
+            return &b->v[i];
+    return NULL;
+}
+
+void imap_bodies_clear(imap_bodies *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        free(b->v[i].data);
+    free(b->v);
+    memset(b, 0, sizeof *b);
+}
+
 /* The items of one FETCH response that matter here. */
 typedef struct fetch_items {
     bool has_uid, has_flags, has_size;
@@ -1513,13 +1634,6 @@ static int client_fetch_items(imap_client *c, const imap_response *r, fetch_item
     }
     return 0;
 }
-
-typedef struct meta_ctx {
-    store_msg_list *out;
-    size_t start; /* first entry added by this command */
-    uint32_t first, last;
-    bool want_size, want_msgid;
-} meta_ctx;
 
 static store_msg *meta_find(meta_ctx *m, uint32_t uid)
 {
@@ -1569,7 +1683,24 @@ static int client_on_meta(imap_client *c, const imap_response *r, void *ctx, ofs
     const char *h = fi.header ? imap_value_str(fi.header) : NULL;
     if (h)
         s->msgid = imap_header_msgid(h, fi.header->len);
+    if (m->bodies && fi.body && fi.has_size && fi.body->type == IMAP_V_STRING &&
+        fi.body->len == fi.size)
+        imap_bodies_add(m->bodies, fi.uid, fi.flags, fi.body->str, fi.body->len);
     return 0;
+}
+
+static void client_list_cmd(imap_client *c, uint32_t first, uint32_t last, bool want_size,
+                            bool want_msgid, uint32_t body_max)
+{
+    char range[32], body[48] = "";
+    if (last)
+        snprintf(range, sizeof range, "%" PRIu32 ":%" PRIu32, first, last);
+    else
+        snprintf(range, sizeof range, "%" PRIu32 ":*", first);
+    if (body_max)
+        snprintf(body, sizeof body, " BODY.PEEK[]<0.%" PRIu32 ">", body_max);
+    client_begin(c, "UID FETCH %s (UID FLAGS%s%s%s)", range, want_size ? " RFC822.SIZE" : "",
+                 want_msgid ? " BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]" : "", body);
 }
 
 int imap_fetch_meta(imap_client *c, uint32_t first, uint32_t last, bool want_size, bool want_msgid,
@@ -1583,13 +1714,7 @@ int imap_fetch_meta(imap_client *c, uint32_t first, uint32_t last, bool want_siz
                   .last = last,
                   .want_size = want_size,
                   .want_msgid = want_msgid};
-    char range[32];
-    if (last)
-        snprintf(range, sizeof range, "%" PRIu32 ":%" PRIu32, first, last);
-    else
-        snprintf(range, sizeof range, "%" PRIu32 ":*", first);
-    client_begin(c, "UID FETCH %s (UID FLAGS%s%s)", range, want_size ? " RFC822.SIZE" : "",
-                 want_msgid ? " BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]" : "");
+    client_list_cmd(c, first, last, want_size, want_msgid, 0);
     return client_end(c, "UID FETCH", client_on_meta, &m, err);
 }
 
@@ -1609,16 +1734,16 @@ static size_t uid_index(const uint32_t *uids, size_t n, uint32_t uid)
     return SIZE_MAX;
 }
 
-/* A body that came as a quoted string or an in-memory literal: write it through the sink. */
-static int client_body_copy(imap_client *c, body_fetch *bf, store_msg *m, const imap_value *v,
-                            ofs_error *err)
+/* A body held in memory: written through the sink like a streamed one. */
+static int client_sink_bytes(imap_client *c, const store_sink *sink, store_msg *m, const char *data,
+                             size_t len, ofs_error *err)
 {
-    m->size = v->len;
-    int fd = bf->sink->open(bf->sink->ctx, m, v->len, err);
+    m->size = len;
+    int fd = sink->open(sink->ctx, m, len, err);
     if (fd < 0)
         return -1;
-    for (size_t off = 0; off < v->len;) {
-        ssize_t w = write(fd, v->str + off, v->len - off);
+    for (size_t off = 0; off < len;) {
+        ssize_t w = write(fd, data + off, len - off);
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0)
@@ -1626,7 +1751,21 @@ static int client_body_copy(imap_client *c, body_fetch *bf, store_msg *m, const 
                              m->uid, c->host);
         off += (size_t)w;
     }
-    return bf->sink->done(bf->sink->ctx, m, fd, v->len, err);
+    return sink->done(sink->ctx, m, fd, len, err);
+}
+
+static int client_body_copy(imap_client *c, body_fetch *bf, store_msg *m, const imap_value *v,
+                            ofs_error *err)
+{
+    return client_sink_bytes(c, bf->sink, m, v->str, v->len, err);
+}
+
+int imap_body_deliver(imap_client *c, const imap_body *b, const store_msg *m,
+                      const store_sink *sink, ofs_error *err)
+{
+    store_msg copy = *m;
+    copy.flags = b->flags;
+    return client_sink_bytes(c, sink, &copy, b->data, b->len, err);
 }
 
 static int client_on_body(imap_client *c, const imap_response *r, void *ctx, ofs_error *err)

@@ -125,12 +125,47 @@ int imap_compress(imap_client *c, ofs_error *err);
 bool imap_compressed(const imap_client *c);
 /* QRESYNC has been ENABLEd on this connection. */
 bool imap_qresync(const imap_client *c);
-/* SELECT mbox (QRESYNC (uidvalidity modseq)): the server reports flags of messages changed
- * since modseq (into changed: uid and flags) and expunged UIDs (into vanished). A different
- * UIDVALIDITY makes it a plain SELECT: check info->uidvalidity. */
-int imap_select_qresync(imap_client *c, const char *mbox, uint32_t uidvalidity, uint64_t modseq,
-                        imap_mailbox_info *info, store_msg_list *changed, uidset *vanished,
-                        ofs_error *err);
+/* Small messages' bytes that came with a listing (imap_select_opts.body_max). */
+typedef struct imap_body {
+    uint32_t uid;
+    unsigned flags;
+    char *data;
+    size_t len;
+} imap_body;
+
+typedef struct imap_bodies {
+    imap_body *v;
+    size_t n, cap;
+} imap_bodies;
+
+void imap_bodies_add(imap_bodies *b, uint32_t uid, unsigned flags, const char *data, size_t len);
+const imap_body *imap_bodies_find(const imap_bodies *b, uint32_t uid);
+void imap_bodies_clear(imap_bodies *b);
+/* Writes a body taken with a listing through the sink, as imap_fetch_bodies would (m: the
+ * caller's message; uid, size and flags as the listing said). */
+int imap_body_deliver(imap_client *c, const imap_body *b, const store_msg *m,
+                      const store_sink *sink, ofs_error *err);
+
+typedef struct imap_select_opts {
+    bool qresync; /* SELECT mbox (QRESYNC (uidvalidity modseq)); else (CONDSTORE) if offered */
+    uint32_t uidvalidity;
+    uint64_t modseq;
+    uint32_t list_from; /* non-zero: UID FETCH list_from:* (UID FLAGS RFC822.SIZE), pipelined */
+    uint32_t body_max;  /* non-zero: and BODY.PEEK[]<0.body_max>: messages up to it come whole */
+} imap_select_opts;
+
+typedef struct imap_select_out {
+    store_msg_list *changed; /* QRESYNC: messages whose flags changed since modseq (uid, flags) */
+    uidset *vanished;        /* QRESYNC: UIDs expunged since */
+    store_msg_list *listed;  /* list_from: the messages from that UID on, in UID order */
+    imap_bodies *bodies;     /* body_max: the listed messages that came whole */
+} imap_select_out;
+
+/* SELECT, and the listing of o->list_from:* sent with it in one burst. The SELECT's completion
+ * is checked before anything the listing said is kept: a failed SELECT fails the whole. With
+ * QRESYNC, a different UIDVALIDITY makes it a plain SELECT: check info->uidvalidity. */
+int imap_select_list(imap_client *c, const char *mbox, const imap_select_opts *o,
+                     imap_mailbox_info *info, imap_select_out *out, ofs_error *err);
 
 /* SELECT (readonly: EXAMINE). On failure no mailbox is selected. */
 int imap_select(imap_client *c, const char *mbox, bool readonly, imap_mailbox_info *info,

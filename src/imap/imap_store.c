@@ -30,8 +30,13 @@ typedef struct imap_store {
         store_folder_info info;
     } * status;
     size_t nstatus;
-    int keepalive; /* seconds of silence after which a NOOP checks the link first */
+    int keepalive;      /* seconds of silence after which a NOOP checks the link first */
+    imap_bodies bodies; /* small new messages of the selected folder, taken with its listing */
 } imap_store;
+
+/* New messages fetched whole with the listing when a folder announced at most this many:
+ * it saves the body FETCH's round trip and holds at most PREFETCH_MSGS * PREFETCH_BYTES. */
+enum { PREFETCH_MSGS = 64, PREFETCH_BYTES = 65536 };
 
 static imap_store *istore(store *s)
 {
@@ -331,6 +336,15 @@ static int istore_create_folder(store *s, const char *name, ofs_error *err)
     return r < 0 ? err_prefix(err, "creating folder %s", name) : 0;
 }
 
+/* No folder selected as far as the store knows: what it kept of the last one goes. */
+static void istore_forget_folder(imap_store *is)
+{
+    free(is->cur);
+    free(is->cur_server);
+    is->cur = is->cur_server = NULL;
+    imap_bodies_clear(&is->bodies);
+}
+
 /* A folder about to be renamed or deleted may be the selected one: Dovecot drops a connection
  * whose selected mailbox is deleted, so step onto INBOX (read-only: nothing expunged) first. */
 static int istore_leave(imap_store *is, const char *name, ofs_error *err)
@@ -338,9 +352,7 @@ static int istore_leave(imap_store *is, const char *name, ofs_error *err)
     size_t n = strlen(name);
     if (!is->cur || strncmp(is->cur, name, n) != 0 || (is->cur[n] != '\0' && is->cur[n] != '/'))
         return 0;
-    free(is->cur);
-    free(is->cur_server);
-    is->cur = is->cur_server = NULL;
+    istore_forget_folder(is);
     return imap_select(is->c, "INBOX", true, NULL, err);
 }
 
@@ -376,9 +388,7 @@ static int istore_delete_folder(store *s, const char *name, ofs_error *err)
 static int istore_open_folder(store *s, const char *name, store_folder_info *info, ofs_error *err)
 {
     imap_store *is = istore(s);
-    free(is->cur);
-    free(is->cur_server);
-    is->cur = is->cur_server = NULL;
+    istore_forget_folder(is);
     char *srv;
     if (istore_begin(is, err) < 0 || name_to_server(is, name, &srv, err) < 0)
         return -1;
@@ -400,22 +410,32 @@ static int istore_open_folder(store *s, const char *name, store_folder_info *inf
     return 0;
 }
 
-static int istore_open_folder_changes(store *s, const char *name, uint32_t uidvalidity,
-                                      uint64_t modseq, store_folder_info *info,
-                                      store_msg_list *changed, uidset *vanished, ofs_error *err)
+static int istore_list_messages(store *s, const store_list_opts *o, store_msg_list *out,
+                                ofs_error *err);
+
+/* One burst: SELECT (with QRESYNC when it can say what changed) and the listing the engine
+ * needs next, with the bodies of a few small new messages. */
+static int istore_open_folder_changes(store *s, const char *name, store_changes *ch,
+                                      store_folder_info *info, ofs_error *err)
 {
     imap_store *is = istore(s);
-    if (!imap_qresync(is->c) || !uidvalidity || !modseq)
-        return istore_open_folder(s, name, info, err) < 0 ? -1 : 1;
-    free(is->cur);
-    free(is->cur_server);
-    is->cur = is->cur_server = NULL;
+    istore_forget_folder(is);
     char *srv;
-    if (name_to_server(is, name, &srv, err) < 0)
+    if (istore_begin(is, err) < 0 || name_to_server(is, name, &srv, err) < 0)
         return -1;
+    imap_set_label(is->c, name);
+    bool qresync = imap_qresync(is->c) && ch->uidvalidity && ch->modseq;
+    imap_select_opts o = {.qresync = qresync,
+                          .uidvalidity = ch->uidvalidity,
+                          .modseq = ch->modseq,
+                          .list_from = qresync && ch->list_from ? ch->list_from : 1};
+    if (qresync && ch->expect_new && ch->expect_new <= PREFETCH_MSGS)
+        o.body_max = PREFETCH_BYTES;
+    imap_select_out out = {&ch->changed, &ch->vanished, &ch->listed, &is->bodies};
     imap_mailbox_info mi;
-    if (imap_select_qresync(is->c, srv, uidvalidity, modseq, &mi, changed, vanished, err) < 0) {
+    if (imap_select_list(is->c, srv, &o, &mi, &out, err) < 0) {
         free(srv);
+        imap_bodies_clear(&is->bodies);
         return err_prefix(err, "folder %s", name);
     }
     is->cur = xstrdup(name);
@@ -425,12 +445,17 @@ static int istore_open_folder_changes(store *s, const char *name, uint32_t uidva
                                 .uidnext = mi.uidnext,
                                 .highestmodseq = mi.highestmodseq,
                                 .exists = mi.exists};
-    if (mi.uidvalidity == uidvalidity && mi.highestmodseq)
+    if (!qresync)
+        return 1; /* listed from UID 1: the whole folder */
+    if (mi.uidvalidity == ch->uidvalidity && mi.highestmodseq)
         return 0;
     /* A new UIDVALIDITY (the server ignored our modseq) or NOMODSEQ: nothing reported holds. */
-    store_msg_list_free(changed);
-    uidset_free(vanished);
-    return 1;
+    store_msg_list_free(&ch->changed);
+    uidset_free(&ch->vanished);
+    store_msg_list_free(&ch->listed);
+    imap_bodies_clear(&is->bodies);
+    store_list_opts lo = {.want_size = true};
+    return istore_list_messages(s, &lo, &ch->listed, err) < 0 ? -1 : 1;
 }
 
 static int istore_need_folder(imap_store *is, const char *what, ofs_error *err)
@@ -455,7 +480,8 @@ static int istore_list_messages(store *s, const store_list_opts *o, store_msg_li
     return 0;
 }
 
-/* Caller's order is kept: each strictly ascending run of UIDs is one batch. */
+/* Caller's order is kept: each strictly ascending run of UIDs not taken with the listing is
+ * one batch; those that were are handed over from memory in their place. */
 static int istore_fetch_messages(store *s, const store_msg *msgs, size_t n, const store_sink *sink,
                                  ofs_error *err)
 {
@@ -464,8 +490,16 @@ static int istore_fetch_messages(store *s, const store_msg *msgs, size_t n, cons
         return -1;
     size_t i = 0;
     while (i < n) {
+        const imap_body *b = imap_bodies_find(&is->bodies, msgs[i].uid);
+        if (b) {
+            if (imap_body_deliver(is->c, b, &msgs[i], sink, err) < 0)
+                return err_prefix(err, "folder %s", is->cur);
+            i++;
+            continue;
+        }
         size_t j = i + 1;
-        while (j < n && msgs[j].uid > msgs[j - 1].uid)
+        while (j < n && msgs[j].uid > msgs[j - 1].uid &&
+               !imap_bodies_find(&is->bodies, msgs[j].uid))
             j++;
         if (imap_fetch_bodies(is->c, msgs + i, j - i, sink, err) < 0)
             return err_prefix(err, "folder %s", is->cur);
@@ -565,6 +599,7 @@ static void istore_close(store *s)
     free(is->host);
     free(is->cur);
     free(is->cur_server);
+    imap_bodies_clear(&is->bodies);
     istore_status_clear(is);
     free(is);
 }

@@ -629,6 +629,12 @@ int state_mark_clear(state *st, int64_t folder_id, ofs_error *err)
     return rc;
 }
 
+int state_set_durable(state *st, bool durable, ofs_error *err)
+{
+    return state_exec(st, durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
+                      "cannot set synchronous", err);
+}
+
 int state_folder_rename(state *st, const char *from, const char *to, ofs_error *err)
 {
     sqlite3_stmt *s = state_stmt(st, S_FOLDER_RENAME, err);

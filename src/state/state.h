@@ -59,6 +59,9 @@ int state_schema_version(state *st);
 int state_begin(state *st, ofs_error *err);
 int state_commit(state *st, ofs_error *err);
 void state_rollback(state *st);
+/* durable false: commits from here on skip their fsync (WAL, synchronous NORMAL) and reach the
+ * disk with the next durable one; for records a power cut may lose without harm. */
+int state_set_durable(state *st, bool durable, ofs_error *err);
 
 /* Folders. get: returns 0 and fills f (found), 1 when absent, -1 on error. */
 int state_folder_get(state *st, const char *name, state_folder *f, ofs_error *err);

@@ -128,12 +128,10 @@ static int cs_folder_status(store *s, const char *name, store_folder_info *info)
     return inner(s)->ops->folder_status(inner(s), name, info);
 }
 
-static int cs_open_folder_changes(store *s, const char *name, uint32_t uidvalidity, uint64_t modseq,
-                                  store_folder_info *info, store_msg_list *changed,
-                                  uidset *vanished, ofs_error *err)
+static int cs_open_folder_changes(store *s, const char *name, store_changes *ch,
+                                  store_folder_info *info, ofs_error *err)
 {
-    return inner(s)->ops->open_folder_changes(inner(s), name, uidvalidity, modseq, info, changed,
-                                              vanished, err);
+    return inner(s)->ops->open_folder_changes(inner(s), name, ch, info, err);
 }
 
 static char *cs_folder_mark(store *s, const char *name)

@@ -45,6 +45,8 @@ typedef struct folder_run {
     size_t held_shown;
     state_held_list held_base; /* held back by the last complete pass */
     state_held_list held_now;  /* held back by this pass: recorded with the folder */
+    bool forget_mark;          /* the mark goes with the folder's next transaction */
+    state_pair_list deferred;  /* settled pairs, written with the next transaction */
 } folder_run;
 
 static void emit(folder_run *r, enum ofs_event_type type, const char *text)
@@ -92,17 +94,63 @@ static int temp_open(folder_run *r, ofs_error *err)
     return fd;
 }
 
+/* A pair whose step is done and durable in the store: saying so can wait for the next
+ * transaction, which has to be durable anyway, instead of costing an fsync of its own. A crash
+ * before it leaves the pair's intent, which resolve_pending settles the same way. */
+static void defer_settle(folder_run *r, const state_pair *p)
+{
+    state_pair_list *l = &r->deferred;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->v = xrealloc(l->v, l->cap * sizeof *l->v);
+    }
+    state_pair *d = &l->v[l->n++];
+    *d = *p;
+    d->key = p->key ? xstrdup(p->key) : NULL;
+    d->msgid = p->msgid ? xstrdup(p->msgid) : NULL;
+    d->hash = p->hash ? xstrdup(p->hash) : NULL;
+}
+
+/* What earlier steps left for the next transaction: the cleared mark, deferred settles. */
+static int write_deferred(folder_run *r, ofs_error *err)
+{
+    if (r->forget_mark && state_mark_clear(r->c->st, r->sf.id, err) < 0)
+        return -1;
+    for (size_t i = 0; i < r->deferred.n; i++)
+        if (state_pair_update(r->c->st, &r->deferred.v[i], err) < 0)
+            return -1;
+    return 0;
+}
+
 static int in_txn(folder_run *r, int (*fn)(folder_run *, void *, ofs_error *), void *arg,
                   ofs_error *err)
 {
     state *st = r->c->st;
     if (state_begin(st, err) < 0)
         return -1;
-    if (fn(r, arg, err) < 0) {
+    if (write_deferred(r, err) < 0 || fn(r, arg, err) < 0) {
         state_rollback(st);
         return -1;
     }
-    return state_commit(st, err);
+    if (state_commit(st, err) < 0)
+        return -1;
+    r->forget_mark = false;
+    state_pair_list_free(&r->deferred);
+    return 0;
+}
+
+/* A transaction whose loss in a power cut does no harm (see state_set_durable): committed
+ * without an fsync of its own; the next durable commit carries it to the disk. */
+static int in_lazy_txn(folder_run *r, int (*fn)(folder_run *, void *, ofs_error *), void *arg,
+                       ofs_error *err)
+{
+    if (state_set_durable(r->c->st, false, err) < 0)
+        return -1;
+    int rc = in_txn(r, fn, arg, err);
+    ofs_error e2;
+    if (state_set_durable(r->c->st, true, rc < 0 ? &e2 : err) < 0)
+        rc = -1;
+    return rc;
 }
 
 /* ---- content hashes ---- */
@@ -570,9 +618,8 @@ static int mark_flag_intents(folder_run *r, void *arg, ofs_error *err)
     return 0;
 }
 
-static int commit_flag_bases(folder_run *r, void *arg, ofs_error *err)
+static void settle_flag_bases(folder_run *r, const sync_plan *plan)
 {
-    const sync_plan *plan = arg;
     for (size_t i = 0; i < plan->n; i++) {
         const sync_action *a = &plan->v[i];
         if (a->kind != ACT_FLAGS)
@@ -581,10 +628,8 @@ static int commit_flag_bases(folder_run *r, void *arg, ofs_error *err)
         p->flags = a->flags;
         p->pending = PENDING_NONE;
         p->target = 0;
-        if (state_pair_update(r->c->st, p, err) < 0)
-            return -1;
+        defer_settle(r, p);
     }
-    return 0;
 }
 
 static int exec_flags(folder_run *r, const sync_plan *plan, ofs_error *err)
@@ -604,7 +649,10 @@ static int exec_flags(folder_run *r, const sync_plan *plan, ofs_error *err)
         if (l->flags != a->flags)
             to_loc[nl++] = (flag_op){a->flags & ~l->flags, l->flags & ~a->flags, *l};
     }
-    int rc = in_txn(r, mark_flag_intents, (void *)plan, err);
+    /* The flag intents need no fsync: a pass cut short plans such a pair again from the same
+     * base, intent or not, and the three-way merge of a half-applied change gives the same
+     * result (test_plan). They mark the pairs for people (status) and for resolve_replans. */
+    int rc = in_lazy_txn(r, mark_flag_intents, (void *)plan, err);
     if (rc == 0)
         rc = apply_flag_ops(r->c->srv, to_srv, ns, err);
     if (rc == 0)
@@ -615,7 +663,8 @@ static int exec_flags(folder_run *r, const sync_plan *plan, ofs_error *err)
         return -1;
     r->st.flags_to_server += ns;
     r->st.flags_to_local += nl;
-    return in_txn(r, commit_flag_bases, (void *)plan, err);
+    settle_flag_bases(r, plan);
+    return 0;
 }
 
 /* ---- expunges ---- */
@@ -1021,8 +1070,13 @@ static int commit_downloads(folder_run *r, copy_batch *b, ofs_error *err)
         b->items[i].p.pending = PENDING_DOWNLOAD;
         deduped += b->items[i].deduped;
     }
-    if (in_txn(r, add_intents, b, err) < 0 || r->c->loc->ops->flush(r->c->loc, err) < 0 ||
-        in_txn(r, settle_items, b, err) < 0 || union_dedupe_flags(r, b, err) < 0)
+    if (in_txn(r, add_intents, b, err) < 0 || r->c->loc->ops->flush(r->c->loc, err) < 0)
+        return -1;
+    for (size_t i = 0; i < b->n; i++) {
+        b->items[i].p.pending = PENDING_NONE;
+        defer_settle(r, &b->items[i].p);
+    }
+    if (union_dedupe_flags(r, b, err) < 0)
         return -1;
     r->st.downloaded += b->n - deduped;
     r->c->progress++;
@@ -1290,36 +1344,49 @@ static void srv_from_base(folder_run *r, uint32_t below, store_msg_list *changed
     }
 }
 
-/* Opens the server folder; with QRESYNC and a complete earlier pass, lists only what changed. */
-static int open_server(folder_run *r, bool pending, ofs_error *err)
+/* Opens the server folder and lists it in one burst; with QRESYNC and a complete earlier pass,
+ * only what changed and the mail that is new. expect_new: what the folder's status announced. */
+static int open_server(folder_run *r, bool pending, uint32_t expect_new, ofs_error *err)
 {
     store *srv = r->c->srv;
-    store_msg_list changed;
-    uidset vanished;
-    store_msg_list_init(&changed);
-    uidset_init(&vanished);
-    int rc = 1;
-    if (srv->ops->open_folder_changes && !pending && r->has_mark)
-        rc = srv->ops->open_folder_changes(srv, r->name, r->sf.uidvalidity, r->sf.highestmodseq,
-                                           &r->si, &changed, &vanished, err);
-    else
-        rc = srv->ops->open_folder(srv, r->name, &r->si, err) < 0 ? -1 : 1;
+    if (!srv->ops->open_folder_changes) {
+        if (srv->ops->open_folder(srv, r->name, &r->si, err) < 0)
+            return -1;
+        r->srv_open = true;
+        return check_uidvalidity(r, err) < 0 ? -1 : list_server_full(r, err);
+    }
+    bool incremental = !pending && r->has_mark;
+    uint32_t below = r->sf.uidnext ? r->sf.uidnext : 1;
+    store_changes ch = {.uidvalidity = incremental ? r->sf.uidvalidity : 0,
+                        .modseq = incremental ? r->sf.highestmodseq : 0,
+                        .list_from = below,
+                        .expect_new = expect_new};
+    store_msg_list_init(&ch.changed);
+    store_msg_list_init(&ch.listed);
+    uidset_init(&ch.vanished);
+    int rc = srv->ops->open_folder_changes(srv, r->name, &ch, &r->si, err);
     if (rc >= 0)
         r->srv_open = true;
     if (rc == 0) {
-        uint32_t below = r->sf.uidnext ? r->sf.uidnext : 1;
-        srv_from_base(r, below, &changed, &vanished);
-        store_list_opts so = {.since_uid = below, .want_size = true};
-        if (r->si.uidnext != r->sf.uidnext)
-            rc = srv->ops->list_messages(srv, &so, &r->srv, err);
-        if (rc == 0 && r->srv.n != r->si.exists)
+        srv_from_base(r, below, &ch.changed, &ch.vanished);
+        for (size_t i = 0; i < ch.listed.n; i++) {
+            *store_msg_list_push(&r->srv) = ch.listed.v[i]; /* moved: the listing gives it up */
+            ch.listed.v[i] = (store_msg){0};
+        }
+        if (r->srv.n != r->si.exists)
             rc = 1; /* does not add up (e.g. mail arrived meanwhile): list in full */
+        else
+            store_msg_list_free(&ch.listed);
+    } else if (rc == 1) {
+        store_msg_list_free(&r->srv);
+        r->srv = ch.listed; /* the whole folder */
+        store_msg_list_init(&ch.listed);
+        rc = 2;
     }
-    store_msg_list_free(&changed);
-    uidset_free(&vanished);
-    if (rc < 0)
-        return -1;
-    if (check_uidvalidity(r, err) < 0)
+    store_msg_list_free(&ch.changed);
+    store_msg_list_free(&ch.listed);
+    uidset_free(&ch.vanished);
+    if (rc < 0 || check_uidvalidity(r, err) < 0)
         return -1;
     return rc == 1 ? list_server_full(r, err) : 0;
 }
@@ -1394,7 +1461,7 @@ static bool any_pending(const folder_run *r)
 /* Returns 1 when the folder is known to be in sync and was not opened at all. */
 static int open_and_list(folder_run *r, ofs_error *err)
 {
-    store_folder_info status;
+    store_folder_info status = {0};
     int skip = what_to_skip(r, &status);
     if (skip == SKIP_ALL)
         return 1;
@@ -1409,7 +1476,10 @@ static int open_and_list(folder_run *r, ofs_error *err)
         if (r->srv.n != status.exists)
             skip = SKIP_NONE;
     }
-    if ((skip != SKIP_SERVER || pending) && open_server(r, pending, err) < 0)
+    uint32_t expect_new = skip == SKIP_NONE && r->has_mark && status.uidnext > r->sf.uidnext
+                              ? status.uidnext - r->sf.uidnext
+                              : 0;
+    if ((skip != SKIP_SERVER || pending) && open_server(r, pending, expect_new, err) < 0)
         return -1;
     if (r->srv_open && restore_deleted(r, err) < 0)
         return -1;
@@ -1558,10 +1628,12 @@ static int finish_folder(folder_run *r, bool local_changed, ofs_error *err)
  * not be skipped next time, whatever the two sides look like then. */
 static int forget_mark(folder_run *r, ofs_error *err)
 {
+    (void)err;
     if (!r->has_mark)
         return 0;
     r->has_mark = false;
-    return state_mark_clear(r->c->st, r->sf.id, err);
+    r->forget_mark = true; /* with the first intent, which every change waits for */
+    return 0;
 }
 
 /* --dry-run: what the pass would do in this folder, in one line, and nothing else. */
@@ -1704,6 +1776,7 @@ int sync_folder(sync_ctx *c, const char *name, ofs_error *err)
     state_pair_list_free(&r.pairs);
     store_msg_list_free(&r.srv);
     store_msg_list_free(&r.loc);
+    state_pair_list_free(&r.deferred);
     buf_free(&r.held);
     state_held_list_free(&r.held_base);
     state_held_list_free(&r.held_now);

@@ -63,6 +63,18 @@ typedef struct store_sink {
     void *ctx;
 } store_sink;
 
+/* open_folder_changes' question and answer. */
+typedef struct store_changes {
+    uint32_t uidvalidity; /* in: as recorded by the last complete pass; 0: none */
+    uint64_t modseq;
+    uint32_t list_from;     /* in: list messages from this UID on (flags, size) */
+    uint32_t expect_new;    /* in: new messages the folder's status announced (0: unknown); when
+                               few, small ones may be fetched whole with the listing */
+    store_msg_list changed; /* out: flags changed since modseq (or new): uid, flags */
+    uidset vanished;        /* out: expunged since modseq */
+    store_msg_list listed;  /* out: see open_folder_changes */
+} store_changes;
+
 typedef struct store store;
 
 typedef struct store_ops {
@@ -107,13 +119,13 @@ typedef struct store_ops {
     int (*prefetch_status)(store *s, const strlist *names, ofs_error *err);
     /* 0 and info filled when a status with a modseq is known for name, 1 when it is not. */
     int (*folder_status)(store *s, const char *name, store_folder_info *info);
-    /* open_folder that also reports what changed since (uidvalidity, modseq): messages whose
-     * flags changed (or are new) in changed, expunged UIDs in vanished (QRESYNC).
-     * Returns 1 with the folder open and nothing reported when it cannot say (no QRESYNC, a new
-     * UIDVALIDITY): the caller then lists the folder in full. */
-    int (*open_folder_changes)(store *s, const char *name, uint32_t uidvalidity, uint64_t modseq,
-                               store_folder_info *info, store_msg_list *changed, uidset *vanished,
-                               ofs_error *err);
+    /* open_folder that also reports what changed since the last complete pass and lists the
+     * newer messages, in as few round trips as it can (see store_changes). Returns 0 when
+     * changed, vanished and listed (from list_from on) say everything, 1 when it could not
+     * tell what changed (no QRESYNC, no uidvalidity/modseq given, a new UIDVALIDITY): then
+     * listed holds every message of the folder. */
+    int (*open_folder_changes)(store *s, const char *name, store_changes *ch,
+                               store_folder_info *info, ofs_error *err);
     /* A short text that changes whenever the folder's messages or their flags may have changed,
      * malloc'd; NULL when it cannot be told now (then the folder is scanned). */
     char *(*folder_mark)(store *s, const char *name);

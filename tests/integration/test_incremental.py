@@ -109,6 +109,38 @@ def server_changes_arrive_through_qresync(ctx):
 
 
 @T.test
+def a_changed_folder_costs_one_round_trip(ctx):
+    """SELECT (QRESYNC), the listing of new mail and the bodies of small new messages go in one
+    burst: a folder with flag changes and new mail costs one round trip, not three."""
+    ids = ctx.populate(SPEC, seed=11)
+    ctx.sync()
+    settled_sync(ctx)
+    s = ctx.server()
+    changed = ["INBOX", "Archive", "Lists/dev"]
+    new = {}
+    for i, folder in enumerate(changed):
+        s.add_flags(folder, ids[folder][2], [FLAGGED])
+        new[folder] = T.make_message(900 + i, 11)
+        s.append(folder, new[folder], [SEEN])
+    with ImapSpy(("127.0.0.1", ctx.dovecot.port)) as spy:
+        lines = spied_sync(ctx, spy)
+        st = spy.stats()
+    if full():
+        sel = selects(lines)
+        check(len(sel) == len(changed), f"only the changed folders should be opened: {sel}")
+        bodies = [ln for ln in lines if "BODY.PEEK[]" in ln and "BODY.PEEK[]<0." not in ln]
+        check(not bodies, f"small new mail was fetched in a round trip of its own: {bodies}")
+        # greeting, login, LIST-STATUS, LOGOUT, and one per changed folder
+        check(st["round_trips"] <= 4 + len(changed) + 1,
+              f"{st['round_trips']} round trips for {len(changed)} changed folders: {lines}")
+    ctx.assert_synced()
+    loc = ctx.snap_local()
+    for folder in changed:
+        check(T.message_id(new[folder]) in loc[folder], f"new mail in {folder} not downloaded")
+        check(FLAGGED in loc[folder][ids[folder][2]][0][0], f"flag change in {folder} lost")
+
+
+@T.test
 def local_changes_in_unchanged_server_folders(ctx):
     ids = ctx.populate(SPEC, seed=7)
     ctx.sync()
