@@ -86,7 +86,8 @@ struct imap_client {
     const char *auth_secret; /* during the login: a server echoing it gets it masked */
     bool tls;                /* the connection runs over TLS (whatever layers sit above it) */
     bool cork;               /* commands collect in out and leave together at client_uncork */
-    size_t out_traced;       /* bytes of out already traced while corked */
+    struct client_inflight *batch; /* imap_batch_begin: STOREs and EXPUNGEs answered at the end */
+    size_t out_traced;             /* bytes of out already traced while corked */
 };
 
 /* A sent command; its completion is kept until someone waits for it. */
@@ -664,6 +665,8 @@ static int client_finish(imap_client *c, client_cmd *cmd, const char *what, enum
                    c->last_text);
 }
 
+static int client_write_out(imap_client *c, ofs_error *err);
+
 /* Reads until command tagno completes or a continuation request arrives, as `until` says.
  * Completions of other pipelined commands are kept for their own waits. Errors from fn do
  * not stop the reading, so the connection stays in step; the first one is returned at the end.
@@ -673,6 +676,8 @@ static int client_wait_tag(imap_client *c, unsigned tagno, const char *what, cli
 {
     ofs_error fn_err = {0};
     bool fn_failed = false;
+    if (c->cork && c->out.len && client_write_out(c, err) < 0)
+        return -1; /* whatever waits needs the corked commands to have left */
     c->round_trips++;
     for (;;) {
         client_cmd *cmd = client_cmd_find(c, tagno);
@@ -961,6 +966,7 @@ void imap_client_free(imap_client *c)
     for (size_t i = 0; i < c->ncmds; i++)
         free(c->cmds[i].text);
     free(c->cmds);
+    free(c->batch);
     free(c);
 }
 
@@ -1967,11 +1973,33 @@ int imap_store_flags(imap_client *c, const uint32_t *uids, size_t n, bool add, u
 int imap_store_flag_changes(imap_client *c, const uint32_t *uids, size_t n, unsigned add,
                             unsigned del, ofs_error *err)
 {
-    client_inflight f = {0};
-    if (client_store_send(c, &f, uids, n, true, add, err) < 0 ||
-        client_store_send(c, &f, uids, n, false, del, err) < 0)
+    client_inflight own = {0}, *f = c->batch ? c->batch : &own;
+    if (client_store_send(c, f, uids, n, true, add, err) < 0 ||
+        client_store_send(c, f, uids, n, false, del, err) < 0)
         return -1;
-    return client_inflight_drain(c, &f, "UID STORE", err);
+    return c->batch ? 0 : client_inflight_drain(c, f, "UID STORE", err);
+}
+
+void imap_batch_begin(imap_client *c)
+{
+    if (c->batch)
+        return;
+    c->batch = xcalloc(1, sizeof *c->batch);
+    client_cork(c);
+}
+
+int imap_batch_end(imap_client *c, ofs_error *err)
+{
+    client_inflight *f = c->batch;
+    if (!f)
+        return 0;
+    c->batch = NULL;
+    int rc = client_uncork(c, err);
+    ofs_error drain_err;
+    if (client_inflight_drain(c, f, "UID STORE", rc < 0 ? &drain_err : err) < 0)
+        rc = -1;
+    free(f);
+    return rc;
 }
 
 /* Sends size bytes from fd as the literal's body. A short file leaves the server waiting for
@@ -2110,12 +2138,20 @@ int imap_expunge_uids(imap_client *c, const uint32_t *uids, size_t n, ofs_error 
 {
     if (n == 0)
         return 0;
-    if (!imap_has_cap(c, "UIDPLUS"))
-        return client_expunge_fallback(c, uids, n, err);
+    if (!imap_has_cap(c, "UIDPLUS")) {
+        /* Its steps depend on each other's answers: no batching inside, whatever waits. */
+        client_inflight *batch = c->batch;
+        c->batch = NULL;
+        int r = client_expunge_fallback(c, uids, n, err);
+        c->batch = batch;
+        return r;
+    }
     while (n > 0) {
         client_begin(c, "UID EXPUNGE ");
         size_t k = imap_uidset(uids, n, IMAP_UIDSET_MAX, &c->out);
-        if (client_end(c, "UID EXPUNGE", NULL, NULL, err) < 0)
+        int r = c->batch ? client_inflight_push(c, c->batch, "UID EXPUNGE", err)
+                         : client_end(c, "UID EXPUNGE", NULL, NULL, err);
+        if (r < 0)
             return -1;
         uids += k;
         n -= k;

@@ -198,6 +198,12 @@ int imap_store_flags(imap_client *c, const uint32_t *uids, size_t n, bool add, u
 int imap_store_flag_changes(imap_client *c, const uint32_t *uids, size_t n, unsigned add,
                             unsigned del, ofs_error *err);
 
+/* Between these two, imap_store_flag_changes, imap_store_flags and imap_expunge_uids (with
+ * UIDPLUS) only queue their commands; they leave in one burst and their answers are read,
+ * one by one, at imap_batch_end, which returns the first failure (the others stand). */
+void imap_batch_begin(imap_client *c);
+int imap_batch_end(imap_client *c, ofs_error *err);
+
 /* APPEND size bytes read from fd. Sets the uidvalidity and uid of APPENDUID, or 0 and 0. */
 int imap_append(imap_client *c, const char *mbox, int fd, uint64_t size, unsigned flags,
                 uint32_t *uidvalidity, uint32_t *uid, ofs_error *err);

@@ -590,6 +590,19 @@ static int istore_remove_messages(store *s, const store_msg *msgs, size_t n, ofs
     return r < 0 ? err_prefix(err, "folder %s", is->cur) : 0;
 }
 
+static void istore_begin_batch(store *s)
+{
+    imap_batch_begin(istore(s)->c);
+}
+
+static int istore_end_batch(store *s, ofs_error *err)
+{
+    imap_store *is = istore(s);
+    if (imap_batch_end(is->c, err) < 0)
+        return is->cur ? err_prefix(err, "folder %s", is->cur) : -1;
+    return 0;
+}
+
 static void istore_close(store *s)
 {
     imap_store *is = istore(s);
@@ -622,6 +635,8 @@ static const store_ops imap_store_ops = {
     .prefetch_status = istore_prefetch_status,
     .folder_status = istore_folder_status,
     .open_folder_changes = istore_open_folder_changes,
+    .begin_batch = istore_begin_batch,
+    .end_batch = istore_end_batch,
 };
 
 static void istore_activity(void *ctx, double idle)

@@ -116,6 +116,19 @@ static int cs_remove_messages(store *s, const store_msg *msgs, size_t n, ofs_err
     return rc;
 }
 
+static void cs_begin_batch(store *s)
+{
+    inner(s)->ops->begin_batch(inner(s));
+}
+
+static int cs_end_batch(store *s, ofs_error *err)
+{
+    crashpoint_hit();
+    int rc = inner(s)->ops->end_batch(inner(s), err);
+    crashpoint_hit();
+    return rc;
+}
+
 /* The optional, read-only ops: forwarded as they are, so a torture run takes the same fast
  * paths (unchanged folders skipped, QRESYNC) as a normal one. */
 static int cs_prefetch_status(store *s, const strlist *names, ofs_error *err)
@@ -170,6 +183,8 @@ store *crashpoint_wrap(store *s)
         .folder_status = s->ops->folder_status ? cs_folder_status : NULL,
         .open_folder_changes = s->ops->open_folder_changes ? cs_open_folder_changes : NULL,
         .folder_mark = s->ops->folder_mark ? cs_folder_mark : NULL,
+        .begin_batch = s->ops->begin_batch ? cs_begin_batch : NULL,
+        .end_batch = s->ops->end_batch ? cs_end_batch : NULL,
     };
     cs->base.ops = &cs->ops;
     return &cs->base;

@@ -663,8 +663,7 @@ static int exec_flags(folder_run *r, const sync_plan *plan, ofs_error *err)
         return -1;
     r->st.flags_to_server += ns;
     r->st.flags_to_local += nl;
-    settle_flag_bases(r, plan);
-    return 0;
+    return 0; /* settled by exec_changes once the server has answered */
 }
 
 /* ---- expunges ---- */
@@ -804,13 +803,18 @@ static void count_flag_losses(folder_run *r, const sync_plan *plan)
     }
 }
 
+static bool any_expunge_step(const sync_plan *plan)
+{
+    return plan->count[ACT_EXPUNGE_SERVER] || plan->count[ACT_EXPUNGE_LOCAL] ||
+           plan->count[ACT_FORGET] || plan->count[ACT_KEEP_LOCAL] || plan->count[ACT_KEEP_SERVER];
+}
+
 static int exec_expunges(folder_run *r, sync_plan *plan, ofs_error *err)
 {
     if (confirm_local_absence(r, plan, err) < 0)
         return -1;
     size_t removals = plan->count[ACT_EXPUNGE_SERVER] + plan->count[ACT_EXPUNGE_LOCAL];
-    if (!removals && !plan->count[ACT_FORGET] && !plan->count[ACT_KEEP_LOCAL] &&
-        !plan->count[ACT_KEEP_SERVER])
+    if (!any_expunge_step(plan))
         return 0;
     if (removals && in_txn(r, mark_expunge_intents, plan, err) < 0)
         return -1;
@@ -820,9 +824,36 @@ static int exec_expunges(folder_run *r, sync_plan *plan, ofs_error *err)
         return -1;
     r->st.expunged_server += plan->count[ACT_EXPUNGE_SERVER];
     r->st.expunged_local += plan->count[ACT_EXPUNGE_LOCAL];
+    return 0; /* the pairs are forgotten by finish_expunges once the server has answered */
+}
+
+static int finish_expunges(folder_run *r, sync_plan *plan, ofs_error *err)
+{
+    if (!any_expunge_step(plan))
+        return 0;
     if (in_txn(r, forget_pairs, (void *)plan, err) < 0)
         return -1;
     return r->restore_id ? in_txn(r, drop_restore_intent, NULL, err) : 0;
+}
+
+/* Flag changes and removals. The server's part (its STOREs, and \Deleted with UID EXPUNGE)
+ * leaves in one burst once every intent is in, and is settled only when the server has
+ * answered all of it: one round trip for the folder, not one per flag group and step. */
+static int exec_changes(folder_run *r, sync_plan *plan, ofs_error *err)
+{
+    store *srv = r->c->srv;
+    bool batch = r->srv_open && srv->ops->begin_batch;
+    if (batch)
+        srv->ops->begin_batch(srv);
+    int rc = exec_flags(r, plan, err);
+    if (rc == 0)
+        rc = exec_expunges(r, plan, err);
+    ofs_error ignored;
+    if (batch && srv->ops->end_batch(srv, rc < 0 ? &ignored : err) < 0)
+        rc = -1;
+    if (rc == 0 && plan->count[ACT_FLAGS])
+        settle_flag_bases(r, plan);
+    return rc == 0 ? finish_expunges(r, plan, err) : -1;
 }
 
 /* ---- copies ---- */
@@ -1708,9 +1739,7 @@ static int run_folder(folder_run *r, ofs_error *err)
     if (rc == 0 && plan.n)
         rc = need_server(r, err);
     if (rc == 0)
-        rc = exec_flags(r, &plan, err);
-    if (rc == 0)
-        rc = exec_expunges(r, &plan, err);
+        rc = exec_changes(r, &plan, err);
     if (rc == 0)
         rc = dedupe_build(r, &plan, err);
     if (rc == 0)

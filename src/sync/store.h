@@ -126,6 +126,10 @@ typedef struct store_ops {
      * listed holds every message of the folder. */
     int (*open_folder_changes)(store *s, const char *name, store_changes *ch,
                                store_folder_info *info, ofs_error *err);
+    /* set_flags and remove_messages between these two may only be queued: they take effect,
+     * and their failures are reported, at end_batch (the first failure; the others stand). */
+    void (*begin_batch)(store *s);
+    int (*end_batch)(store *s, ofs_error *err);
     /* A short text that changes whenever the folder's messages or their flags may have changed,
      * malloc'd; NULL when it cannot be told now (then the folder is scanned). */
     char *(*folder_mark)(store *s, const char *name);

@@ -162,6 +162,39 @@ def local_changes_in_unchanged_server_folders(ctx):
 
 
 @T.test
+def local_changes_leave_in_one_burst(ctx):
+    """A folder's flag changes (several flag sets) and removals reach the server in one burst
+    after its SELECT: two round trips for the folder, not one per flag group and step."""
+    ids = ctx.populate(SPEC, seed=12)
+    ctx.sync()
+    settled_sync(ctx)
+    changed = ["Archive", "Sent"]
+    for folder in changed:
+        T.local_set_flags(ctx.local, ctx.layout, folder, ids[folder][0], "FS")
+        T.local_set_flags(ctx.local, ctx.layout, folder, ids[folder][1], "R")
+        T.local_set_flags(ctx.local, ctx.layout, folder, ids[folder][2], "")
+        T.local_set_flags(ctx.local, ctx.layout, folder, ids[folder][3], "DS")
+        T.local_delete(ctx.local, ctx.layout, folder, ids[folder][4])
+        T.local_delete(ctx.local, ctx.layout, folder, ids[folder][5])
+    with ImapSpy(("127.0.0.1", ctx.dovecot.port)) as spy:
+        lines = spied_sync(ctx, spy)
+        st = spy.stats()
+    if full():
+        check(len(selects(lines)) == len(changed), f"only the changed folders: {lines}")
+        check(st["commands"].get("UID EXPUNGE", 0) >= 1, f"no UID EXPUNGE: {lines}")
+        # greeting, login, LIST-STATUS, LOGOUT, and SELECT + one burst per changed folder
+        check(st["round_trips"] <= 4 + 2 * len(changed),
+              f"{st['round_trips']} round trips for {len(changed)} folders: {lines}")
+    srv = ctx.assert_synced()
+    for folder in changed:
+        check(srv[folder][ids[folder][0]][0][0] == {FLAGGED, SEEN}, f"{folder}: flags lost")
+        check(srv[folder][ids[folder][1]][0][0] == {ANSWERED}, f"{folder}: flags lost")
+        check(not srv[folder][ids[folder][2]][0][0], f"{folder}: flag removal lost")
+        check(ids[folder][4] not in srv[folder] and ids[folder][5] not in srv[folder],
+              f"{folder}: local deletion not pushed")
+
+
+@T.test
 def changes_right_after_a_pass_are_never_skipped(ctx):
     """Timestamps tick coarsely: a change in the same tick as a recorded mark must still be
     seen. Each round changes both sides immediately after a pass and checks the next one."""
