@@ -2002,9 +2002,10 @@ int imap_batch_end(imap_client *c, ofs_error *err)
     return rc;
 }
 
-/* Sends size bytes from fd as the literal's body. A short file leaves the server waiting for
- * bytes we promised, so the connection is given up. */
-static int client_send_fd(imap_client *c, int fd, uint64_t size, ofs_error *err)
+/* Sends size bytes from fd as the literal's body, or with `buffered` adds them to the corked
+ * output, untraced (message bytes stay out of the trace). A short file leaves the server
+ * waiting for bytes we promised, so the connection is given up. */
+static int client_send_fd(imap_client *c, int fd, uint64_t size, bool buffered, ofs_error *err)
 {
     char chunk[65536];
     uint64_t left = size;
@@ -2023,12 +2024,16 @@ static int client_send_fd(imap_client *c, int fd, uint64_t size, ofs_error *err)
                     c->host, size - left, size);
             return client_broken(c);
         }
-        if (imap_transport_write(c->t, chunk, (size_t)n, err) < 0) {
+        if (buffered) {
+            buf_add(&c->out, chunk, (size_t)n);
+        } else if (imap_transport_write(c->t, chunk, (size_t)n, err) < 0) {
             client_name_stall(c, err);
             return client_broken(c);
         }
         left -= (uint64_t)n;
     }
+    if (buffered)
+        c->out_traced = c->out.len;
     return 0;
 }
 
@@ -2048,7 +2053,7 @@ int imap_append(imap_client *c, const char *mbox, int fd, uint64_t size, unsigne
     buf_addc(&c->out, ' ');
     if (client_literal_head(c, size, "APPEND", err) < 0)
         return -1;
-    if (client_flush(c, err) < 0 || client_send_fd(c, fd, size, err) < 0)
+    if (client_flush(c, err) < 0 || client_send_fd(c, fd, size, false, err) < 0)
         return -1;
     if (client_end(c, "APPEND", NULL, NULL, err) < 0)
         return -1;
@@ -2057,6 +2062,105 @@ int imap_append(imap_client *c, const char *mbox, int fd, uint64_t size, unsigne
         *uid = c->appenduid_uid;
     }
     return 0;
+}
+
+/* Adds APPEND mbox (flags) {size+} and sends the literal's bytes and the command's end. */
+static int client_append_send(imap_client *c, const char *mbox, const imap_upload *u,
+                              ofs_error *err)
+{
+    client_begin(c, "APPEND ");
+    if (client_astring(c, mbox, "APPEND", err) < 0)
+        return -1;
+    if (u->flags & FLAG_ALL) {
+        buf_adds(&c->out, " (");
+        imap_flags_format(u->flags, &c->out);
+        buf_addc(&c->out, ')');
+    }
+    buf_addc(&c->out, ' ');
+    if (client_literal_head(c, u->size, "APPEND", err) < 0 || client_flush(c, err) < 0)
+        return -1;
+    /* Small literals join the burst; a big one is streamed, never held in memory. */
+    bool buffered = c->cork && u->size <= IMAP_APPEND_WINDOW / 4;
+    if ((!buffered && client_write_out(c, err) < 0) ||
+        client_send_fd(c, u->fd, u->size, buffered, err) < 0)
+        return -1;
+    return client_send(c, err) ? 0 : -1;
+}
+
+/* Reads one pipelined APPEND's answer into u; the first failure is kept in *rc, *first. */
+static void client_append_answer(imap_client *c, unsigned tag, imap_upload *u, int *rc,
+                                 ofs_error *first)
+{
+    ofs_error e;
+    if (client_wait_tag(c, tag, "APPEND", NULL, NULL, UNTIL_TAGGED, &e) < 0) {
+        if (*rc == 0)
+            *first = e;
+        *rc = -1;
+        return;
+    }
+    u->ok = true;
+    if (imap_has_cap(c, "UIDPLUS") && strcasecmp(c->last_code, "APPENDUID") == 0) {
+        u->uidvalidity = c->appenduid_validity;
+        u->uid = c->appenduid_uid;
+    }
+}
+
+static bool client_literal_plus(const imap_client *c, const imap_upload *v, size_t n)
+{
+    if (imap_has_cap(c, "LITERAL+"))
+        return true;
+    if (!imap_has_cap(c, "LITERAL-"))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (v[i].size > 4096)
+            return false;
+    return true;
+}
+
+int imap_append_many(imap_client *c, const char *mbox, imap_upload *v, size_t n, ofs_error *err)
+{
+    int rc = 0;
+    if (!client_literal_plus(c, v, n)) { /* each literal waits for its go-ahead anyway */
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            rc = imap_append(c, mbox, v[i].fd, v[i].size, v[i].flags, &v[i].uidvalidity, &v[i].uid,
+                             err);
+            v[i].ok = rc == 0;
+        }
+        return rc;
+    }
+    unsigned tags[IMAP_PIPELINE_WINDOW];
+    size_t oldest = 0, next = 0;
+    uint64_t in_flight = 0;
+    ofs_error first = {0};
+    client_cork(c);
+    for (; next < n && !c->dead; next++) {
+        while (next > oldest && (next - oldest == IMAP_PIPELINE_WINDOW ||
+                                 in_flight + v[next].size > IMAP_APPEND_WINDOW)) {
+            client_append_answer(c, tags[oldest % IMAP_PIPELINE_WINDOW], &v[oldest], &rc, &first);
+            in_flight -= v[oldest].size;
+            oldest++;
+        }
+        ofs_error e;
+        if (client_append_send(c, mbox, &v[next], &e) < 0) {
+            if (rc == 0)
+                first = e;
+            rc = -1;
+            break;
+        }
+        tags[next % IMAP_PIPELINE_WINDOW] = c->tagno;
+        in_flight += v[next].size;
+        crashpoint_hit(); /* sent, its answer unread: what resolve_upload_intents is for */
+    }
+    ofs_error e;
+    if (client_uncork(c, &e) < 0 && rc == 0) {
+        first = e;
+        rc = -1;
+    }
+    for (; oldest < next && !c->dead; oldest++)
+        client_append_answer(c, tags[oldest % IMAP_PIPELINE_WINDOW], &v[oldest], &rc, &first);
+    if (rc < 0)
+        *err = first;
+    return rc;
 }
 
 typedef struct search_ctx {

@@ -204,6 +204,23 @@ int imap_store_flag_changes(imap_client *c, const uint32_t *uids, size_t n, unsi
 void imap_batch_begin(imap_client *c);
 int imap_batch_end(imap_client *c, ofs_error *err);
 
+/* Bytes of APPEND literals sent and not yet answered, at most (imap_append_many). */
+#define IMAP_APPEND_WINDOW (1u << 20)
+
+typedef struct imap_upload {
+    int fd; /* positioned at 0 */
+    uint64_t size;
+    unsigned flags;
+    bool ok;                   /* out: the server stored it */
+    uint32_t uidvalidity, uid; /* out: its APPENDUID, or 0 and 0 */
+} imap_upload;
+
+/* APPENDs of v[0..n) in order. With LITERAL+ (LITERAL- for small ones) they are sent without
+ * waiting for continuations, within IMAP_APPEND_WINDOW bytes and IMAP_PIPELINE_WINDOW commands
+ * in flight, and the answers are read in order; without, one by one. The first failure is
+ * returned after every answer was read (v[i].ok says which stand). */
+int imap_append_many(imap_client *c, const char *mbox, imap_upload *v, size_t n, ofs_error *err);
+
 /* APPEND size bytes read from fd. Sets the uidvalidity and uid of APPENDUID, or 0 and 0. */
 int imap_append(imap_client *c, const char *mbox, int fd, uint64_t size, unsigned flags,
                 uint32_t *uidvalidity, uint32_t *uid, ofs_error *err);

@@ -534,6 +534,23 @@ static int istore_store_message(store *s, int fd, uint64_t size, unsigned flags,
     return 0;
 }
 
+static int istore_store_messages(store *s, store_upload *v, size_t n, ofs_error *err)
+{
+    imap_store *is = istore(s);
+    if (istore_need_folder(is, "storing messages", err) < 0 || istore_begin(is, err) < 0)
+        return -1;
+    imap_upload *u = xcalloc(n ? n : 1, sizeof *u);
+    for (size_t i = 0; i < n; i++)
+        u[i] = (imap_upload){.fd = v[i].fd, .size = v[i].size, .flags = v[i].flags};
+    int rc = imap_append_many(is->c, is->cur_server, u, n, err);
+    for (size_t i = 0; i < n; i++) {
+        v[i].ok = u[i].ok;
+        v[i].uid = (u[i].uid && u[i].uidvalidity == is->uidvalidity) ? u[i].uid : 0;
+    }
+    free(u);
+    return rc < 0 ? err_prefix(err, "folder %s", is->cur) : 0;
+}
+
 static int istore_flush(store *s, ofs_error *err)
 {
     return 0; /* every APPEND is complete when the server answers it */
@@ -628,6 +645,7 @@ static const store_ops imap_store_ops = {
     .fetch_messages = istore_fetch_messages,
     .fetch_range = istore_fetch_range,
     .store_message = istore_store_message,
+    .store_messages = istore_store_messages,
     .flush = istore_flush,
     .set_flags = istore_set_flags,
     .remove_messages = istore_remove_messages,

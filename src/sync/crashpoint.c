@@ -91,6 +91,14 @@ static int cs_store_message(store *s, int fd, uint64_t size, unsigned flags, sto
     return rc;
 }
 
+static int cs_store_messages(store *s, store_upload *v, size_t n, ofs_error *err)
+{
+    crashpoint_hit();
+    int rc = inner(s)->ops->store_messages(inner(s), v, n, err);
+    crashpoint_hit();
+    return rc;
+}
+
 static int cs_flush(store *s, ofs_error *err)
 {
     crashpoint_hit();
@@ -175,6 +183,7 @@ store *crashpoint_wrap(store *s)
         .list_messages = cs_list_messages,
         .fetch_messages = cs_fetch_messages,
         .store_message = cs_store_message,
+        .store_messages = s->ops->store_messages ? cs_store_messages : NULL,
         .flush = cs_flush,
         .set_flags = cs_set_flags,
         .remove_messages = cs_remove_messages,

@@ -1204,9 +1204,45 @@ static uint32_t upload_floor(const folder_run *r)
     return max + 1;
 }
 
+static void count_upload(folder_run *r, const copy_item *it)
+{
+    r->st.bytes_up += it->p.size;
+    r->st.uploaded++;
+    r->done++;
+    r->c->progress++;
+    r->bytes_done += it->p.size;
+    emit(r, OFS_EV_PROGRESS, NULL);
+}
+
+/* The whole batch at once (pipelined APPENDs): its intents are durable already, so whatever
+ * reached the server before a cut is found again by resolve_upload_intents. */
+static int append_together(folder_run *r, copy_batch *b, ofs_error *err)
+{
+    store_upload *v = xcalloc(b->n ? b->n : 1, sizeof *v);
+    int rc = 0;
+    for (size_t i = 0; i < b->n && rc == 0; i++) {
+        const copy_item *it = &b->items[i];
+        v[i] = (store_upload){.fd = it->fd, .size = it->p.size, .flags = it->p.flags};
+        if (lseek(it->fd, 0, SEEK_SET) < 0)
+            rc = err_errno(err, OFS_E_IO, errno, "cannot rewind a staging file");
+    }
+    if (rc == 0)
+        rc = r->c->srv->ops->store_messages(r->c->srv, v, b->n, err);
+    for (size_t i = 0; i < b->n; i++) {
+        if (!v[i].ok)
+            continue; /* stays an upload intent: sent again unless found on the server */
+        b->items[i].p.uid = v[i].uid;
+        count_upload(r, &b->items[i]);
+    }
+    free(v);
+    return rc;
+}
+
 static int append_items(folder_run *r, copy_batch *b, ofs_error *err)
 {
     store *srv = r->c->srv;
+    if (srv->ops->store_messages)
+        return append_together(r, b, err);
     for (size_t i = 0; i < b->n; i++) {
         copy_item *it = &b->items[i];
         store_msg out = {0};
@@ -1219,12 +1255,7 @@ static int append_items(folder_run *r, copy_batch *b, ofs_error *err)
         it->p.uid = out.uid;
         free(out.key);
         free(out.msgid);
-        r->st.bytes_up += it->p.size;
-        r->st.uploaded++;
-        r->done++;
-        r->c->progress++;
-        r->bytes_done += it->p.size;
-        emit(r, OFS_EV_PROGRESS, NULL);
+        count_upload(r, it);
     }
     return 0;
 }

@@ -75,6 +75,15 @@ typedef struct store_changes {
     store_msg_list listed;  /* out: see open_folder_changes */
 } store_changes;
 
+/* One message for store_messages. */
+typedef struct store_upload {
+    int fd; /* positioned at 0 */
+    uint64_t size;
+    unsigned flags;
+    bool ok;      /* out: stored */
+    uint32_t uid; /* out: server: its UID, 0 when the server did not say */
+} store_upload;
+
 typedef struct store store;
 
 typedef struct store_ops {
@@ -104,6 +113,10 @@ typedef struct store_ops {
      * The local side makes it visible and durable only at flush(). */
     int (*store_message)(store *s, int fd, uint64_t size, unsigned flags, store_msg *out,
                          ofs_error *err);
+    /* Optional: store_message for v[0..n) in order, in as few round trips as the store can.
+     * v[i].ok says which were stored (uid as store_message fills it); the first failure is
+     * returned after the others were tried. */
+    int (*store_messages)(store *s, store_upload *v, size_t n, ofs_error *err);
     /* Makes every message stored since the last flush durable and visible. */
     int (*flush)(store *s, ofs_error *err);
     /* Adds and removes flags on the given messages. */
