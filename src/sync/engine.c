@@ -1680,7 +1680,9 @@ static int finish_folder(folder_run *r, bool local_changed, ofs_error *err)
 {
     /* Every download of the folder is done: what partial files remain are stale. */
     partial_sweep(r->c->acct->local, r->name);
-    if (in_txn(r, record_folder, &local_changed, err) < 0)
+    /* Lost in a power cut, the record and the settles it carries cost a re-read, nothing
+     * else: every intent before it is durable, and the WAL keeps commits in order. */
+    if (in_lazy_txn(r, record_folder, &local_changed, err) < 0)
         return -1;
     summarize(r);
     return 0;

@@ -4,7 +4,10 @@
 # With OFS_TEST_CAPS=plain the same changes must still arrive, by full listings.
 import os
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -216,6 +219,39 @@ def local_mail_uploads_in_few_round_trips(ctx):
     srv = ctx.assert_synced()
     for m in msgs:
         check(len(srv["Sent"].get(T.message_id(m), [])) == 1, "upload lost or duplicated")
+
+
+def fsyncs_of_a_pass(ctx):
+    """One pass under strace -c: the fsync, fdatasync and syncfs calls it made."""
+    with tempfile.TemporaryDirectory(prefix="ofs-strace-") as tmp:
+        out = os.path.join(tmp, "counts")
+        subprocess.run(["strace", "-f", "-c", "-o", out, "-e", "trace=fsync,fdatasync,syncfs",
+                        T.ofsync_bin(), "--config", ctx.config, "sync"],
+                       stdin=subprocess.DEVNULL, capture_output=True, check=True, timeout=120)
+        with open(out) as f:
+            text = f.read()
+    calls = 0
+    for ln in text.splitlines():
+        cols = ln.split()
+        if cols and cols[-1] in ("fsync", "fdatasync", "syncfs"):
+            calls += int(cols[3])
+    return calls
+
+
+@T.test
+def recording_folders_syncs_next_to_nothing(ctx):
+    """A folder's record is not worth an fsync of its own (a power cut costs a re-read, as
+    every intent before it is durable): the pass after a download, which reads and records
+    every folder again, makes almost nothing durable, whatever the number of folders."""
+    if not shutil.which("strace"):
+        raise T.Skip("strace is not installed")
+    spec = {"INBOX": 3, **{f"F{i}": 3 for i in range(11)}}
+    ctx.populate(spec, seed=14)
+    ctx.sync()
+    time.sleep(0.25)  # the local folders' timestamps settle, so this pass records marks
+    n = fsyncs_of_a_pass(ctx)
+    check(n <= 4, f"{n} fsync-family calls in a pass that only records {len(spec)} folders")
+    ctx.assert_synced()
 
 
 @T.test
