@@ -335,6 +335,28 @@ def bye_mid_session(srv):
     srv.on("LIST", lambda s, tag, a: (s.send(b"* BYE shutting down" + CRLF), True)[1])
 
 
+@case
+def failed_select_keeps_the_old_folder(ctx):
+    """SELECT and the folder's listing leave in one burst. A server that refuses SELECT Work
+    but (against RFC 3501) keeps INBOX selected answers the listing with INBOX's messages:
+    they must not be taken for Work's."""
+    srv = ctx.srv
+
+    def select(s, tag, a):
+        if F.tokens(a[0])[0] == b"Work":
+            s.send(tag + b" NO [SERVERBUG] cannot open Work now" + CRLF)
+            return
+        F.Session.cmd_SELECT(s, tag, a)
+    srv.on("SELECT", select)
+    res = ctx.sync()
+    assert_outcome(ctx, res, {1, 6, 7}, r"Work")
+    inbox = {T.message_id(m.data) for m in srv.folders["INBOX"].msgs}
+    work = T.snapshot_local(ctx.local).get("Work", {})
+    check(not inbox & set(work), f"INBOX's messages taken for Work's: {sorted(work)}")
+    check(not srv.errors, f"script failed: {srv.errors}")
+    converges(ctx)
+
+
 @hostile({0, 1, 6}, needle=None)
 def uids_out_of_range(srv):
     def fetch(s, tag, a):
