@@ -18,6 +18,8 @@ from imapspy import ImapSpy  # noqa: E402
 
 SEEN, FLAGGED, ANSWERED = "\\Seen", "\\Flagged", "\\Answered"
 SPEC = {"INBOX": 40, "Archive": 30, "Lists/dev": 25, "Sent": 20}
+# Round trips counted for one session: folders are not spread over parallel connections.
+ONE_CONNECTION = "connections = 1\n"
 
 
 def check(cond, what):
@@ -29,13 +31,14 @@ def full():
     return T.test_caps() == "full"
 
 
-def spied_sync(ctx, spy):
+def spied_sync(ctx, spy, extra=""):
     """One pass through the proxy; returns the client's command lines. Uncompressed, so that
-    the proxy can read the commands."""
+    the proxy can read the commands. extra: more config lines for the pass."""
     with open(ctx.config) as f:
         text = f.read()
     with open(ctx.config, "w") as f:
-        f.write(re.sub(r"(?m)^port = \d+$", f"port = {spy.port}", text) + "compress = no\n")
+        f.write(re.sub(r"(?m)^port = \d+$", f"port = {spy.port}", text) + "compress = no\n"
+                + extra)
     spy.reset()
     try:
         ctx.sync()
@@ -128,7 +131,7 @@ def a_changed_folder_costs_one_round_trip(ctx):
     big = T.make_message(950, 11, size=200_000)  # over the listing's first bytes: fetched whole
     s.append("INBOX", big, [])
     with ImapSpy(("127.0.0.1", ctx.dovecot.port)) as spy:
-        lines = spied_sync(ctx, spy)
+        lines = spied_sync(ctx, spy, ONE_CONNECTION)
         st = spy.stats()
     if full():
         sel = selects(lines)
@@ -183,7 +186,7 @@ def local_changes_leave_in_one_burst(ctx):
         T.local_delete(ctx.local, ctx.layout, folder, ids[folder][4])
         T.local_delete(ctx.local, ctx.layout, folder, ids[folder][5])
     with ImapSpy(("127.0.0.1", ctx.dovecot.port)) as spy:
-        lines = spied_sync(ctx, spy)
+        lines = spied_sync(ctx, spy, ONE_CONNECTION)
         st = spy.stats()
     if full():
         check(len(selects(lines)) == len(changed), f"only the changed folders: {lines}")
@@ -211,7 +214,7 @@ def local_mail_uploads_in_few_round_trips(ctx):
     for i, m in enumerate(msgs):
         T.local_add(ctx.local, ctx.layout, "Sent", m, "S" if i % 2 else "")
     with ImapSpy(("127.0.0.1", ctx.dovecot.port)) as spy:
-        lines = spied_sync(ctx, spy)
+        lines = spied_sync(ctx, spy, ONE_CONNECTION)
         st = spy.stats()
     check(st["commands"].get("APPEND") == len(msgs), f"APPENDs: {st['commands']}")
     if full():
