@@ -359,6 +359,28 @@ uint64_t maildir_entry_size(const maildir *md, const maildir_entry *e)
     return size;
 }
 
+uint64_t maildir_stat_stamp(const struct stat *st)
+{
+    /* FNV-1a over the three: a rewrite changes mtime (and mostly size or inode); a rename
+     * changes none of them. Never 0, which means "not known". */
+    uint64_t v[4] = {(uint64_t)st->st_size, (uint64_t)st->st_mtim.tv_sec,
+                     (uint64_t)st->st_mtim.tv_nsec, (uint64_t)st->st_ino};
+    uint64_t h = 14695981039346656037ULL;
+    for (size_t i = 0; i < 4; i++)
+        for (int b = 0; b < 64; b += 8)
+            h = (h ^ ((v[i] >> b) & 0xff)) * 1099511628211ULL;
+    return h ? h : 1;
+}
+
+uint64_t maildir_entry_stamp(const maildir *md, const maildir_entry *e)
+{
+    char *rel = md_rel(e->in_cur, e->name);
+    struct stat st;
+    uint64_t stamp = fstatat(md->dfd, rel, &st, 0) == 0 ? maildir_stat_stamp(&st) : 0;
+    free(rel);
+    return stamp;
+}
+
 /* ---- changes to existing messages ---- */
 
 /* One attempt at an operation on the entry at idx: 0 done, 1 the file was not there, -1 error. */
@@ -581,6 +603,8 @@ int maildir_deliver(maildir *md, int fd, uint64_t size, unsigned flags, char **k
     }
     /* Start writeback now, so the batch's sync at flush mostly waits for work already done. */
     sync_file_range(out, 0, 0, SYNC_FILE_RANGE_WRITE);
+    struct stat st;
+    md->last_stamp = fstat(out, &st) == 0 ? maildir_stat_stamp(&st) : 0;
     if (md->npend >= MD_OPEN_PENDING) {
         if (close(out) != 0) {
             md_disk_error(md, errno, rel, err);

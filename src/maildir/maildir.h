@@ -37,6 +37,7 @@ typedef struct maildir {
     maildir_pending *pend;
     size_t npend, cappend;
     bool dirty_cur, dirty_new; /* renames or unlinks since the last directory fsync */
+    uint64_t last_stamp;       /* the stamp of the file the last maildir_deliver wrote */
     char *iobuf;
 } maildir;
 
@@ -55,6 +56,10 @@ char *maildir_entry_path(const maildir *md, const maildir_entry *e);
 /* Message size from a ",S=<bytes>" field in the key (Dovecot writes one), else by stat; 0 if gone.
  */
 uint64_t maildir_entry_size(const maildir *md, const maildir_entry *e);
+/* The file's stamp (size, mtime, inode mixed; see store_msg.stamp), 0 if gone. */
+uint64_t maildir_entry_stamp(const maildir *md, const maildir_entry *e);
+struct stat;
+uint64_t maildir_stat_stamp(const struct stat *st);
 
 /* Name parsing, exposed for tests. Returns the key length of a file name; *info points just
  * after ":2," (or "!2,") or is NULL when the name has no info. */

@@ -248,6 +248,8 @@ static int ms_list_messages(store *s, const store_list_opts *o, store_msg_list *
         m->flags = e->flags;
         if (o && o->want_size)
             m->size = maildir_entry_size(md, e);
+        if (o && o->want_stamp)
+            m->stamp = maildir_entry_stamp(md, e);
     }
     return 0;
 }
@@ -309,6 +311,7 @@ static int ms_fetch_one(md_store *ms, const store_msg *msg, const store_sink *si
     store_msg m = *msg;
     m.flags = flags;
     m.size = (uint64_t)st.st_size;
+    m.stamp = maildir_stat_stamp(&st);
     int out = sink->open(sink->ctx, &m, m.size, err);
     uint64_t done = 0;
     if (out < 0 || ms_copy_out(ms, in, out, msg->key, &done, err) != 0) {
@@ -350,6 +353,7 @@ static int ms_store_message(store *s, int fd, uint64_t size, unsigned flags, sto
     out->key = key;
     out->flags = flags & FLAG_ALL;
     out->size = written;
+    out->stamp = ms->md->last_stamp; /* the flush renames it, which keeps the stamp */
     return 0;
 }
 

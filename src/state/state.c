@@ -52,11 +52,13 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_FOLDER_DELETE] = "DELETE FROM folders WHERE id = ?1",
     [S_FOLDER_NAMES] = "SELECT name FROM folders ORDER BY name",
     [S_PAIRS_LOAD] = "SELECT id, uid, key, flags, size, msgid, pending, uidnext_seen, hash,"
-                     " target FROM pairs WHERE folder_id = ?1 ORDER BY uid, id",
+                     " target, stamp FROM pairs WHERE folder_id = ?1 ORDER BY uid, id",
     [S_PAIR_ADD] = "INSERT INTO pairs (folder_id, uid, key, flags, size, msgid, pending,"
-                   " uidnext_seen, hash, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                   " uidnext_seen, hash, target, stamp)"
+                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     [S_PAIR_UPDATE] = "UPDATE pairs SET uid = ?2, key = ?3, flags = ?4, size = ?5, msgid = ?6,"
-                      " pending = ?7, uidnext_seen = ?8, hash = ?9, target = ?10 WHERE id = ?1",
+                      " pending = ?7, uidnext_seen = ?8, hash = ?9, target = ?10, stamp = ?11"
+                      " WHERE id = ?1",
     [S_PAIR_DELETE] = "DELETE FROM pairs WHERE id = ?1",
     [S_PAIRS_CLEAR] = "DELETE FROM pairs WHERE folder_id = ?1",
     [S_MARK_GET] = "SELECT messages, local_mark FROM folder_marks WHERE folder_id = ?1",
@@ -123,6 +125,9 @@ static const char *const migrations[] = {
     "  uidvalidity INTEGER NOT NULL,"
     "  size INTEGER NOT NULL,"
     "  PRIMARY KEY (folder_id, uid)) WITHOUT ROWID;",
+    /* v5: the local file's stamp (size, mtime, inode) when its content was last known to match
+     * the hash: a changed stamp is what makes a pass hash the file again (an edit in place). */
+    "ALTER TABLE pairs ADD COLUMN stamp INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define STATE_SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
@@ -474,6 +479,7 @@ static void state_pair_read(sqlite3_stmt *s, state_pair *p)
     p->uidnext_seen = (uint32_t)sqlite3_column_int64(s, 7);
     p->hash = state_column_text(s, 8);
     p->target = (unsigned)sqlite3_column_int64(s, 9);
+    p->stamp = (uint64_t)sqlite3_column_int64(s, 10);
 }
 
 int state_pairs_load(state *st, int64_t folder_id, state_pair_list *out, ofs_error *err)
@@ -502,7 +508,7 @@ int state_pairs_load(state *st, int64_t folder_id, state_pair_list *out, ofs_err
     return ret;
 }
 
-/* Binds ?2..?10, shared by add and update. uid 0 and key NULL are stored as NULL so the unique
+/* Binds ?2..?11, shared by add and update. uid 0 and key NULL are stored as NULL so the unique
  * indexes only constrain what is known. */
 static void state_pair_bind(sqlite3_stmt *s, const state_pair *p)
 {
@@ -527,6 +533,7 @@ static void state_pair_bind(sqlite3_stmt *s, const state_pair *p)
     else
         sqlite3_bind_null(s, 9);
     sqlite3_bind_int64(s, 10, p->target);
+    sqlite3_bind_int64(s, 11, (sqlite3_int64)p->stamp);
 }
 
 int state_pair_add(state *st, int64_t folder_id, state_pair *p, ofs_error *err)

@@ -40,6 +40,7 @@ typedef struct state_pair {
     uint32_t uidnext_seen; /* PENDING_UPLOAD: the folder's UIDNEXT before the APPEND */
     char *hash;            /* SHA-256 (hex) of the message as IMAP sends it; NULL: not known */
     unsigned target;       /* PENDING_FLAGS: the merged flags being applied */
+    uint64_t stamp;        /* store_msg.stamp of the local file when it matched hash; 0 unknown */
 } state_pair;
 
 typedef struct state_pair_list {

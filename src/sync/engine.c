@@ -47,6 +47,11 @@ typedef struct folder_run {
     state_held_list held_now;  /* held back by this pass: recorded with the folder */
     bool forget_mark;          /* the mark goes with the folder's next transaction */
     state_pair_list deferred;  /* settled pairs, written with the next transaction */
+    struct local_edit *edits;  /* local files rewritten in place, found by this pass */
+    size_t n_edits;
+    struct replacement *repl; /* old server copies of edited messages, waiting to go */
+    size_t n_repl;
+    size_t edited, edited_gone; /* old copies replaced; edits uploaded as new (server expunged) */
 } folder_run;
 
 static void emit(folder_run *r, enum ofs_event_type type, const char *text)
@@ -693,6 +698,36 @@ static int forget_pairs(folder_run *r, void *arg, ofs_error *err)
     return 0;
 }
 
+/* Records the UIDs in uids ("1 2 3") as a restore-deleted intent, when there are any. */
+static int add_restore_intent(folder_run *r, buf *uids, ofs_error *err)
+{
+    if (!uids->len)
+        return 0;
+    buf_printf(uids, " @%u", r->si.uidvalidity);
+    return state_intent_add(r->c->st, "restore-deleted", r->name, uids->data, &r->restore_id, err);
+}
+
+/* The UIDs that still carry \Deleted on the server once plan is carried out, as "1 2 3"
+ * (those it removes left out). */
+static void deleted_after_plan(folder_run *r, const sync_plan *plan, buf *uids)
+{
+    /* The server's flags as the flag step of this plan left them, -1 for those going now. */
+    long *now = xmalloc((r->srv.n ? r->srv.n : 1) * sizeof *now);
+    for (size_t i = 0; i < r->srv.n; i++)
+        now[i] = r->srv.v[i].flags;
+    for (size_t i = 0; i < plan->n; i++) {
+        const sync_action *a = &plan->v[i];
+        if (a->kind == ACT_FLAGS)
+            now[a->srv] = a->flags;
+        else if (a->kind == ACT_EXPUNGE_SERVER)
+            now[a->srv] = -1;
+    }
+    for (size_t i = 0; i < r->srv.n; i++)
+        if (now[i] >= 0 && (now[i] & FLAG_DELETED))
+            buf_printf(uids, "%s%u", uids->len ? " " : "", r->srv.v[i].uid);
+    free(now);
+}
+
 /* Write-ahead for removals: the pairs are marked, and when the server has to expunge, the
  * UIDs other clients marked \Deleted are recorded, because without UIDPLUS the expunge lifts
  * their flag for a moment (RFC 4315 2.1): a crash then must not lose it. */
@@ -710,30 +745,10 @@ static int mark_expunge_intents(folder_run *r, void *arg, ofs_error *err)
     }
     if (!plan->count[ACT_EXPUNGE_SERVER])
         return 0;
-    /* The server's flags as the flag step of this plan left them, -1 for those going now. */
-    long *now = xmalloc((r->srv.n ? r->srv.n : 1) * sizeof *now);
-    for (size_t i = 0; i < r->srv.n; i++)
-        now[i] = r->srv.v[i].flags;
-    for (size_t i = 0; i < plan->n; i++) {
-        const sync_action *a = &plan->v[i];
-        if (a->kind == ACT_FLAGS)
-            now[a->srv] = a->flags;
-        else if (a->kind == ACT_EXPUNGE_SERVER)
-            now[a->srv] = -1;
-    }
     buf uids;
     buf_init(&uids);
-    for (size_t i = 0; i < r->srv.n; i++)
-        if (now[i] >= 0 && (now[i] & FLAG_DELETED))
-            buf_printf(&uids, "%s%u", uids.len ? " " : "", r->srv.v[i].uid);
-    free(now);
-    int rc = 0;
-    if (uids.len) {
-        char *uv = xasprintf("%u", r->si.uidvalidity);
-        buf_printf(&uids, " @%s", uv);
-        free(uv);
-        rc = state_intent_add(r->c->st, "restore-deleted", r->name, uids.data, &r->restore_id, err);
-    }
+    deleted_after_plan(r, plan, &uids);
+    int rc = add_restore_intent(r, &uids, err);
     buf_free(&uids);
     return rc;
 }
@@ -983,6 +998,7 @@ static copy_item *stage_item(copy_batch *b, const store_msg *m, uint64_t size)
     it->p.key = m->key ? xstrdup(m->key) : NULL;
     it->p.flags = m->flags;
     it->p.size = size;
+    it->p.stamp = m->stamp; /* an upload: the file as it was read */
     it->p.msgid = msg_read_msgid(b->fd);
     it->p.hash = msg_hash_fd(b->fd);
     return it;
@@ -998,6 +1014,7 @@ static int download_done(void *ctx, const store_msg *m, int fd, uint64_t size, o
         const store_msg *l = &r->dd->msgs[same];
         free(it->p.key);
         it->p.key = xstrdup(l->key);
+        it->p.stamp = l->stamp;
         it->deduped = true;
         it->srv_flags = m->flags;
         it->loc_flags = l->flags;
@@ -1024,6 +1041,7 @@ static int download_done(void *ctx, const store_msg *m, int fd, uint64_t size, o
         return -1;
     }
     it->p.key = out.key;
+    it->p.stamp = out.stamp;
     free(out.msgid);
     r->st.bytes_down += size;
     r->done++;
@@ -1311,6 +1329,304 @@ static int exec_uploads(folder_run *r, const sync_plan *plan, ofs_error *err)
     return rc;
 }
 
+/* ---- messages edited in place ---- */
+
+/* A local file rewritten under its own name (an editor, formail) holds a new version of the
+ * message. Its stamp changed since it last matched the pair's hash, and hashing it again
+ * tells an edit from a touch; unchanged stamps cost no read at all. The new version is
+ * uploaded as a new message and paired with the file; only once that pair is recorded is the
+ * old server copy removed. A "replace-edited" intent ("UIDVALIDITY UID KEY"), written when
+ * the old pair is dropped, carries that across a crash and keeps the old copy from being
+ * taken for new mail meanwhile. */
+typedef struct local_edit {
+    long pair;
+    bool srv_gone; /* expunged on the server meanwhile: uploaded as new, nothing replaced */
+} local_edit;
+
+typedef struct replacement {
+    int64_t intent;
+    uint32_t uid; /* the old copy on the server */
+    char *key;    /* the edited file */
+} replacement;
+
+/* A message's index in a listing by key: the key comes first so cmp_keyp sorts these. */
+typedef struct key_idx {
+    const char *key;
+    long idx;
+} key_idx;
+
+static key_idx *index_keys(const store_msg_list *l)
+{
+    key_idx *v = xmalloc((l->n ? l->n : 1) * sizeof *v);
+    for (size_t i = 0; i < l->n; i++)
+        v[i] = (key_idx){l->v[i].key, (long)i};
+    qsort(v, l->n, sizeof *v, cmp_keyp);
+    return v;
+}
+
+static const key_idx *find_key(const key_idx *v, size_t n, const char *key)
+{
+    return key ? bsearch(&key, v, n, sizeof *v, cmp_keyp) : NULL;
+}
+
+static int record_stamps(folder_run *r, void *arg, ofs_error *err)
+{
+    const uint64_t *stamps = arg;
+    for (size_t i = 0; i < r->pairs.n; i++) {
+        if (!stamps[i])
+            continue;
+        r->pairs.v[i].stamp = stamps[i];
+        if (state_pair_update(r->c->st, &r->pairs.v[i], err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Takes an edit into the plan as an upload. Expunged on the server meanwhile, it is not
+ * removed locally: a user's edit is never lost. Kept local-only by the expunge policy, it
+ * stays so. Flag changes planned for it are carried out first, so the upload has them. */
+static void plan_edit(folder_run *r, sync_plan *plan, long pair, long loc)
+{
+    local_edit e = {pair, false};
+    for (size_t i = 0; i < plan->n; i++) {
+        sync_action *a = &plan->v[i];
+        if (a->pair != pair)
+            continue;
+        if (a->kind == ACT_KEEP_LOCAL)
+            return;
+        if (a->kind == ACT_EXPUNGE_LOCAL) {
+            a->kind = ACT_NONE;
+            plan->count[ACT_EXPUNGE_LOCAL]--;
+            plan->count[ACT_NONE]++;
+            e.srv_gone = true;
+        }
+    }
+    r->edits = xrealloc(r->edits, (r->n_edits + 1) * sizeof *r->edits);
+    r->edits[r->n_edits++] = e;
+    sync_plan_add(plan, ACT_UPLOAD, -1, -1, loc, 0);
+}
+
+/* Judges the files whose stamp changed: same content, the new stamp is recorded; new
+ * content, an edit. A pair without a stamp yet (a state from before stamps, a download cut
+ * short) takes the file's as it is. */
+static int judge_stamps(folder_run *r, sync_plan *plan, const long *cand, const long *cand_loc,
+                        size_t n, uint64_t *stamps, ofs_error *err)
+{
+    store_msg *msgs = xmalloc((n ? n : 1) * sizeof *msgs);
+    for (size_t j = 0; j < n; j++)
+        msgs[j] = r->loc.v[cand_loc[j]];
+    char **hashes = xcalloc(n ? n : 1, sizeof *hashes);
+    uint64_t *sizes = xcalloc(n ? n : 1, sizeof *sizes);
+    int rc = hash_messages(r, r->c->loc, msgs, n, hashes, sizes, err);
+    for (size_t j = 0; j < n && rc == 0; j++) {
+        const state_pair *p = &r->pairs.v[cand[j]];
+        if (!hashes[j])
+            continue; /* gone meanwhile: the next pass sees what became of it */
+        if (p->hash ? strcmp(p->hash, hashes[j]) == 0 : sizes[j] == p->size)
+            stamps[cand[j]] = msgs[j].stamp;
+        else
+            plan_edit(r, plan, cand[j], cand_loc[j]);
+    }
+    for (size_t j = 0; j < n; j++)
+        free(hashes[j]);
+    free(hashes);
+    free(sizes);
+    free(msgs);
+    return rc;
+}
+
+static int find_edits(folder_run *r, sync_plan *plan, ofs_error *err)
+{
+    key_idx *by_key = index_keys(&r->loc);
+    size_t np = r->pairs.n ? r->pairs.n : 1, n = 0;
+    uint64_t *stamps = xcalloc(np, sizeof *stamps);
+    long *cand = xmalloc(np * sizeof *cand), *cand_loc = xmalloc(np * sizeof *cand_loc);
+    bool record = false;
+    for (size_t i = 0; i < r->pairs.n; i++) {
+        const state_pair *p = &r->pairs.v[i];
+        const key_idx *k = p->uid && !p->pending ? find_key(by_key, r->loc.n, p->key) : NULL;
+        const store_msg *m = k ? &r->loc.v[k->idx] : NULL;
+        if (!m || !m->stamp || m->stamp == p->stamp)
+            continue;
+        if (!p->stamp) {
+            stamps[i] = m->stamp;
+            record = true;
+            continue;
+        }
+        cand[n] = (long)i;
+        cand_loc[n++] = k->idx;
+    }
+    int rc = n ? judge_stamps(r, plan, cand, cand_loc, n, stamps, err) : 0;
+    for (size_t i = 0; i < r->pairs.n && !record; i++)
+        record = stamps[i] != 0;
+    if (rc == 0 && record && !r->c->dry_run)
+        rc = in_txn(r, record_stamps, stamps, err);
+    free(cand);
+    free(cand_loc);
+    free(stamps);
+    free(by_key);
+    return rc;
+}
+
+/* Write-ahead: the edited pairs are dropped (their files upload as new messages) and the
+ * old server copies recorded for replacement, in one commit. */
+static int detach_edits(folder_run *r, void *arg, ofs_error *err)
+{
+    (void)arg;
+    for (size_t i = 0; i < r->n_edits; i++) {
+        const state_pair *p = &r->pairs.v[r->edits[i].pair];
+        if (!r->edits[i].srv_gone) {
+            char *a = xasprintf("%u %u %s", r->si.uidvalidity, p->uid, p->key);
+            int64_t id;
+            int rc = state_intent_add(r->c->st, "replace-edited", r->name, a, &id, err);
+            free(a);
+            if (rc < 0)
+                return -1;
+            r->repl = xrealloc(r->repl, (r->n_repl + 1) * sizeof *r->repl);
+            r->repl[r->n_repl++] = (replacement){id, p->uid, xstrdup(p->key)};
+        }
+        if (state_pair_delete(r->c->st, p->id, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int exec_edits(folder_run *r, ofs_error *err)
+{
+    if (!r->n_edits)
+        return 0;
+    for (size_t i = 0; i < r->n_edits; i++)
+        r->edited_gone += r->edits[i].srv_gone;
+    return in_txn(r, detach_edits, NULL, err);
+}
+
+static void replacements_free(folder_run *r)
+{
+    for (size_t i = 0; i < r->n_repl; i++)
+        free(r->repl[i].key);
+    free(r->repl);
+    r->repl = NULL;
+    r->n_repl = 0;
+}
+
+static void drop_listed(store_msg_list *l, uint32_t uid)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        if (l->v[i].uid != uid)
+            continue;
+        free(l->v[i].key);
+        free(l->v[i].msgid);
+        memmove(&l->v[i], &l->v[i + 1], (l->n - i - 1) * sizeof *l->v);
+        l->n--;
+        return;
+    }
+}
+
+/* The replacements an earlier step of this pass, or a pass cut short, left: their old copies
+ * are out of the listing. One recorded under another UIDVALIDITY names nothing any more. */
+static int load_replacements(folder_run *r, ofs_error *err)
+{
+    state_intent_list l;
+    if (state_intents_load(r->c->st, &l, err) < 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < l.n && rc == 0; i++) {
+        const state_intent *in = &l.v[i];
+        if (strcmp(in->op, "replace-edited") != 0 || strcmp(in->folder, r->name) != 0)
+            continue;
+        char *uid_at = NULL, *key = NULL;
+        unsigned long uv = in->arg ? strtoul(in->arg, &uid_at, 10) : 0;
+        unsigned long uid = uid_at ? strtoul(uid_at, &key, 10) : 0;
+        if (!uid || !key || *key != ' ' || !key[1] || uv != r->si.uidvalidity) {
+            if (!r->c->dry_run)
+                rc = state_intent_delete(r->c->st, in->id, err);
+            continue;
+        }
+        drop_listed(&r->srv, uid);
+        r->repl = xrealloc(r->repl, (r->n_repl + 1) * sizeof *r->repl);
+        r->repl[r->n_repl++] = (replacement){in->id, (uint32_t)uid, xstrdup(key + 1)};
+    }
+    state_intent_list_free(&l);
+    return rc;
+}
+
+static int need_server(folder_run *r, ofs_error *err);
+
+/* Without UIDPLUS the removal lifts \Deleted from the others for a moment: those the plan
+ * left, and this pass's uploads that carry it (not in the listing), are recorded first. */
+static int mark_replace_intents(folder_run *r, void *arg, ofs_error *err)
+{
+    const sync_plan *plan = arg;
+    buf uids;
+    buf_init(&uids);
+    deleted_after_plan(r, plan, &uids);
+    uint32_t *listed = xmalloc((r->srv.n ? r->srv.n : 1) * sizeof *listed);
+    for (size_t i = 0; i < r->srv.n; i++)
+        listed[i] = r->srv.v[i].uid;
+    qsort(listed, r->srv.n, sizeof *listed, cmp_u32);
+    for (size_t i = 0; i < r->pairs.n; i++) {
+        const state_pair *p = &r->pairs.v[i];
+        if (p->uid && (p->flags & FLAG_DELETED) &&
+            !bsearch(&p->uid, listed, r->srv.n, sizeof *listed, cmp_u32))
+            buf_printf(&uids, "%s%u", uids.len ? " " : "", p->uid);
+    }
+    free(listed);
+    int rc = add_restore_intent(r, &uids, err);
+    buf_free(&uids);
+    return rc;
+}
+
+static int drop_replacements(folder_run *r, void *arg, ofs_error *err)
+{
+    const char *done = arg;
+    for (size_t i = 0; i < r->n_repl; i++)
+        if (done[i] && state_intent_delete(r->c->st, r->repl[i].intent, err) < 0)
+            return -1;
+    return drop_restore_intent(r, NULL, err);
+}
+
+/* Removes the old copies whose edited file is now paired with its new server copy. A file
+ * gone before its upload was recorded gives its old copy back to the folder. */
+static int replace_edited(folder_run *r, const sync_plan *plan, ofs_error *err)
+{
+    if (!r->n_repl)
+        return 0;
+    if (reload_pairs(r, err) < 0)
+        return -1;
+    key_idx *loc = index_keys(&r->loc);
+    store_msg *go = xmalloc(r->n_repl * sizeof *go);
+    char *done = xcalloc(r->n_repl, 1);
+    size_t n_go = 0;
+    for (size_t i = 0; i < r->n_repl; i++) {
+        const state_pair *p = NULL;
+        for (size_t j = 0; j < r->pairs.n && !p; j++)
+            if (r->pairs.v[j].key && strcmp(r->pairs.v[j].key, r->repl[i].key) == 0)
+                p = &r->pairs.v[j];
+        if (p && p->uid && !p->pending && p->uid != r->repl[i].uid) {
+            go[n_go++] = (store_msg){.uid = r->repl[i].uid};
+            done[i] = 1;
+        } else if (!p && !find_key(loc, r->loc.n, r->repl[i].key)) {
+            done[i] = 1;
+        }
+    }
+    int rc = 0;
+    if (n_go) {
+        rc = need_server(r, err);
+        if (rc == 0)
+            rc = in_txn(r, mark_replace_intents, (void *)plan, err);
+        if (rc == 0)
+            rc = r->c->srv->ops->remove_messages(r->c->srv, go, n_go, err);
+    }
+    if (rc == 0)
+        rc = in_txn(r, drop_replacements, done, err);
+    if (rc == 0)
+        r->edited += n_go;
+    free(done);
+    free(go);
+    free(loc);
+    return rc;
+}
+
 /* ---- one folder ---- */
 
 static int load_folder_row(folder_run *r, ofs_error *err)
@@ -1333,7 +1649,11 @@ static int load_folder_row(folder_run *r, ofs_error *err)
 static int list_local(folder_run *r, ofs_error *err)
 {
     store *loc = r->c->loc;
-    store_list_opts lo = {0};
+    /* A stat per file shows edits in place; a folder whose directories did not change since
+     * the last complete pass had no file replaced, so it is spared. */
+    bool same_dirs = r->has_mark && r->local_mark && r->mark.local_mark &&
+                     strcmp(r->local_mark, r->mark.local_mark) == 0;
+    store_list_opts lo = {.want_stamp = !same_dirs};
     if (loc->ops->open_folder(loc, r->name, &r->li, err) < 0)
         return -1;
     return loc->ops->list_messages(loc, &lo, &r->loc, err);
@@ -1592,7 +1912,8 @@ static void summarize(folder_run *r)
         buf_printf(&line, "; %llu held back on the server, larger than max-size (%s%s)",
                    (unsigned long long)s->held_back, r->held.data, s->held_back > 5 ? ", ..." : "");
     if (!s->downloaded && !s->uploaded && !s->flags_to_local && !s->flags_to_server &&
-        !s->expunged_local && !s->expunged_server && !r->old_uidvalidity && !r->deduped) {
+        !s->expunged_local && !s->expunged_server && !r->old_uidvalidity && !r->deduped &&
+        !r->edited && !r->edited_gone) {
         char *text = xasprintf("in sync%s", line.len ? line.data : "");
         emit(r, OFS_EV_FOLDER_DONE, text);
         free(text);
@@ -1629,6 +1950,15 @@ static void summarize(folder_run *r)
     if (r->flagged_removed)
         buf_printf(&line, " (%zu of the removed had flag changes on the other side: removal wins)",
                    r->flagged_removed);
+    if (r->edited)
+        buf_printf(&line,
+                   "%s%zu message%s edited locally: new version uploaded, old one replaced on "
+                   "the server",
+                   line.len ? ", " : "", r->edited, r->edited == 1 ? "" : "s");
+    if (r->edited_gone)
+        buf_printf(&line,
+                   "%s%zu message%s edited locally but removed on the server: uploaded as new",
+                   line.len ? ", " : "", r->edited_gone, r->edited_gone == 1 ? "" : "s");
     if (held.len)
         buf_add(&line, held.data, held.len);
     emit(r, OFS_EV_FOLDER_DONE, line.data);
@@ -1714,6 +2044,9 @@ static void report_plan(folder_run *r, const sync_plan *p)
         buf_printf(&line, "%sdownload %zu", line.len > start ? ", " : "", p->count[ACT_DOWNLOAD]);
     if (p->count[ACT_UPLOAD])
         buf_printf(&line, "%supload %zu", line.len > start ? ", " : "", p->count[ACT_UPLOAD]);
+    if (r->n_edits)
+        buf_printf(&line, " (%zu of them edited locally, replacing the server's version)",
+                   r->n_edits);
     if (p->to_local_flags)
         buf_printf(&line, "%schange flags of %zu locally", line.len > start ? ", " : "",
                    p->to_local_flags);
@@ -1746,10 +2079,16 @@ static int run_folder(folder_run *r, ofs_error *err)
         summarize(r);
         return 0;
     }
+    if (load_replacements(r, err) < 0)
+        return -1;
     sync_plan plan;
     sync_plan_folder(&r->pairs, &r->srv, &r->loc, &plan);
     sync_plan_expunge_policy(&plan, r->c->acct->expunge);
     hold_back(r, &plan);
+    if (find_edits(r, &plan, err) < 0) {
+        sync_plan_free(&plan);
+        return -1;
+    }
     if (r->c->dry_run) {
         report_plan(r, &plan);
         sync_plan_free(&plan);
@@ -1774,11 +2113,15 @@ static int run_folder(folder_run *r, ofs_error *err)
     if (rc == 0)
         rc = exec_changes(r, &plan, err);
     if (rc == 0)
+        rc = exec_edits(r, err);
+    if (rc == 0)
         rc = dedupe_build(r, &plan, err);
     if (rc == 0)
         rc = exec_downloads(r, &plan, err);
     if (rc == 0)
         rc = exec_uploads(r, &plan, err);
+    if (rc == 0)
+        rc = replace_edited(r, &plan, err);
     sync_plan_free(&plan);
     dedupe_free(r->dd);
     r->dd = NULL;
@@ -1842,5 +2185,7 @@ int sync_folder(sync_ctx *c, const char *name, ofs_error *err)
     buf_free(&r.held);
     state_held_list_free(&r.held_base);
     state_held_list_free(&r.held_now);
+    free(r.edits);
+    replacements_free(&r);
     return rc;
 }

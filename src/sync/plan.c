@@ -29,6 +29,11 @@ static void plan_add(sync_plan *p, int kind, long pair, long srv, long loc, unsi
     p->count[kind]++;
 }
 
+void sync_plan_add(sync_plan *p, int kind, long pair, long srv, long loc, unsigned flags)
+{
+    plan_add(p, kind, pair, srv, loc, flags);
+}
+
 /* Sorted views of the two listings, for binary search by uid and by key. */
 typedef struct index_view {
     const store_msg *base;

@@ -48,6 +48,9 @@ void sync_plan_free(sync_plan *p);
 void sync_plan_folder(const state_pair_list *pairs, const store_msg_list *srv,
                       const store_msg_list *loc, sync_plan *out);
 
+/* Appends one action (the engine adds the uploads of messages edited in place). */
+void sync_plan_add(sync_plan *p, int kind, long pair, long srv, long loc, unsigned flags);
+
 /* The account's `expunge` policy (enum cfg_expunge): a removal the policy does not carry to
  * the other side becomes ACT_KEEP_*, so that copy stays and is never offered back. */
 void sync_plan_expunge_policy(sync_plan *p, int policy);

@@ -29,6 +29,8 @@ typedef struct store_msg {
     unsigned flags; /* FLAG_* */
     uint64_t size;  /* bytes, or 0 when the store did not need to look (Maildir scan) */
     char *msgid;    /* Message-ID header value, only when asked for (store_list_opts) */
+    uint64_t stamp; /* local: the file's size, mtime and inode mixed, when asked for; a rename
+                       (flags) keeps it, rewriting the file changes it. 0: not known */
 } store_msg;
 
 typedef struct store_msg_list {
@@ -52,6 +54,7 @@ typedef struct store_list_opts {
     uint32_t since_uid; /* server: list only UIDs >= this (0: all) */
     bool want_msgid;    /* server: also fetch the Message-ID header */
     bool want_size;     /* both: fill size */
+    bool want_stamp;    /* local: fill stamp (one stat per file) */
 } store_list_opts;
 
 /* Where fetched message bytes go. open() is called once per message before its bytes,

@@ -1246,6 +1246,20 @@ def local_delete(root, layout, folder, mid):
     return paths
 
 
+def local_edit(root, layout, folder, mid, body):
+    """Rewrites the message under its own file name with a new body, as an editor or formail
+    does: the new text goes to a file in tmp/ renamed over the old one. Returns the bytes."""
+    path = _must_find(root, layout, folder, mid)[0]
+    with open(path, "rb") as f:
+        head, _, _ = f.read().partition(b"\n\n")
+    new = head + b"\n\n" + body
+    tmp = os.path.join(os.path.dirname(os.path.dirname(path)), "tmp", "ofstest-edit")
+    with open(tmp, "wb") as f:
+        f.write(new)
+    os.rename(tmp, path)
+    return new
+
+
 def local_move(root, layout, src, dst, mid):
     """Moves the message file(s) to another folder, keeping name and flags."""
     out = []

@@ -66,6 +66,70 @@ def moved_on_one_side_while_flagged_on_the_other(ctx):
 
 
 @T.test
+def edited_in_place_replaces_the_server_copy(ctx):
+    ids = ctx.populate({"INBOX": 3}, seed=50)
+    ctx.sync()
+    ctx.sync()  # records the folder's mark: the edit has to show through it
+    a, b, c = ids["INBOX"]
+    base = set(ctx.snap_server()["INBOX"][a][0][0])
+    new = T.local_edit(ctx.local, ctx.layout, "INBOX", a, b"edited offline\n")
+    ctx.server().add_flags("INBOX", a, [FLAGGED])       # flagged on the server meanwhile
+    path = T.local_find(ctx.local, ctx.layout, "INBOX", b)[0]
+    os.utime(path, (1, 1))                               # touched, content unchanged
+    os.rename(path, path)
+    _, out, _ = ctx.sync()
+    check("1 message edited locally: new version uploaded, old one replaced on the server" in out,
+          out)
+    snap = ctx.assert_synced()
+    check(snap["INBOX"][a] == [(base | {FLAGGED}, T.message_hash(new))],
+          f"server copy {snap['INBOX'][a]}")
+    check(len(ctx.server().uids_by_message_id("INBOX", b)) == 1 and c in snap["INBOX"],
+          "an unedited message was touched")
+    _, out, _ = ctx.sync()
+    check("nothing to do" in out or "edited" not in out, out)
+    _, out, _ = ctx.ofsync("check")
+    check("clean" in out, out)
+
+
+@T.test
+def edited_locally_while_expunged_on_the_server_is_uploaded_again(ctx):
+    ids = ctx.populate({"INBOX": 3}, seed=51)
+    ctx.sync()
+    a = ids["INBOX"][0]
+    new = T.local_edit(ctx.local, ctx.layout, "INBOX", a, b"my edit must not be lost\n")
+    ctx.server().delete("INBOX", a)
+    _, out, _ = ctx.sync()
+    check("1 message edited locally but removed on the server: uploaded as new" in out, out)
+    snap = ctx.assert_synced()
+    check([h for _, h in snap["INBOX"][a]] == [T.message_hash(new)], f"{snap['INBOX'][a]}")
+
+
+@T.test
+def edit_in_place_survives_kills(ctx):
+    ids = ctx.populate({"INBOX": 24}, seed=52)
+    ctx.sync()
+    kills = 0
+    for n, mid in enumerate(ids["INBOX"], 1):
+        new = T.local_edit(ctx.local, ctx.layout, "INBOX", mid, b"edit %d\n" % n)
+        ctx.server().add_flags("INBOX", mid, [ANSWERED])
+        rc, _, _ = T.run(["--config", ctx.config, "sync"], expect_rc=None,
+                         env={"OFSYNC_CRASH_AT": str(n)})
+        check(rc in (0, -9), f"exit {rc}")
+        if rc == 0:
+            break
+        kills += 1
+        ctx.sync()
+        snap = ctx.assert_synced()
+        check([(ANSWERED in f, h) for f, h in snap["INBOX"][mid]] == [(True, T.message_hash(new))],
+              f"kill at step {n}: {snap['INBOX'][mid]}")
+        check(T.snapshot_count(snap) == len(ids["INBOX"]), f"kill at step {n}: count")
+    print(f"  killed at {kills} steps of an edit pass, each resumed")
+    check(kills >= 4, f"only {kills} kill points")
+    _, out, _ = ctx.ofsync("check")
+    check("clean" in out, out)
+
+
+@T.test
 def flag_change_on_one_side_expunge_on_the_other(ctx):
     ids = ctx.populate({"INBOX": 3}, seed=49)
     ctx.sync()

@@ -69,6 +69,7 @@ class Torture:
         srv_state, loc_state = {}, {}  # (folder, mid) -> None (deleted) or flags
         expect_new = {}  # (folder, mid) -> [flags of each side's new copy]
         moved = set()  # (dest, mid, side)
+        self.edits = {}  # (folder, mid) -> hash of the text edited in place locally
         for folder, msgs in base.items():
             for mid, [(flags, _)] in msgs.items():
                 for side, state in (("srv", srv_state), ("loc", loc_state)):
@@ -92,8 +93,14 @@ class Torture:
                         # A move to another folder: gone here, new there, same flags.
                         # Never into a folder that has (or gets from this side) the same
                         # message: that second copy is legitimate but the model keeps one.
+                        # An edit can leave two different texts under one Message-ID (edited
+                        # here while moved away there): two of those moved into one folder
+                        # stay two messages, which the model cannot tell apart.
+                        copies = sum(mid in msgs_of for msgs_of in base.values())
                         dests = [f for f in FOLDERS if f != folder and mid not in base.get(f, {})
-                                 and (f, mid, side) not in moved]
+                                 and (f, mid, side) not in moved
+                                 and not (copies > 1 and any((f, mid, o) in moved
+                                                             for o in ("srv", "loc")))]
                         if not dests:
                             continue
                         dest = rng.choice(dests)
@@ -104,6 +111,11 @@ class Torture:
                             T.local_move(L, layout, folder, dest, mid)
                         state[(folder, mid)] = None
                         expect_new.setdefault((dest, mid), []).append(flags)
+                    elif r < 0.27 and side == "loc" and not mid.startswith("<no-message-id-"):
+                        # Edited in place: the server's copy is replaced by the new text.
+                        new = T.local_edit(L, layout, folder, mid,
+                                           b"edited in round %d\n" % self.rounds)
+                        self.edits[(folder, mid)] = T.message_hash(new)
         for folder in FOLDERS:
             for _ in range(rng.randint(0, 3)):
                 msg, fl = self.new_message(), rand_flags(rng)
@@ -125,6 +137,10 @@ class Torture:
             for mid, [(flags, _)] in msgs.items():
                 s = srv_state.get((folder, mid), flags)
                 loc = loc_state.get((folder, mid), flags)
+                if (folder, mid) in self.edits:
+                    # An edit is never lost: removed on the server, it is uploaded as new.
+                    expect[folder][mid] = loc if s is None else merge(flags, s, loc)
+                    continue
                 if s is None or loc is None:
                     continue  # a deletion (or move away) wins over flag changes
                 expect[folder][mid] = merge(flags, s, loc)
@@ -189,6 +205,10 @@ class Torture:
                 for mid in set(got) - set(want):
                     self.duplicated += len(got[mid])
                     problems.append(f"{side} {folder}: {mid} should not be there")
+        for (folder, mid), digest in self.edits.items():
+            if digest not in [h for _, h in srv.get(folder, {}).get(mid, [])]:
+                self.lost += 1
+                problems.append(f"server {folder}: {mid} lost its local edit")
         diff = T.snapshot_diff(srv, loc)
         if diff:
             problems.append("server and local differ: " + "; ".join(diff))
