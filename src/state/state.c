@@ -36,6 +36,9 @@ enum {
     S_HELD_LOAD,
     S_HELD_CLEAR,
     S_HELD_ADD,
+    S_PAIR_BY_HASH,
+    S_META_GET,
+    S_META_SET,
     S_COUNT
 };
 
@@ -54,8 +57,8 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_PAIRS_LOAD] = "SELECT id, uid, key, flags, size, msgid, pending, uidnext_seen, hash,"
                      " target, stamp FROM pairs WHERE folder_id = ?1 ORDER BY uid, id",
     [S_PAIR_ADD] = "INSERT INTO pairs (folder_id, uid, key, flags, size, msgid, pending,"
-                   " uidnext_seen, hash, target, stamp)"
-                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                   " uidnext_seen, hash, target, stamp, born)"
+                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     [S_PAIR_UPDATE] = "UPDATE pairs SET uid = ?2, key = ?3, flags = ?4, size = ?5, msgid = ?6,"
                       " pending = ?7, uidnext_seen = ?8, hash = ?9, target = ?10, stamp = ?11"
                       " WHERE id = ?1",
@@ -75,6 +78,12 @@ static const char *const stmt_sql[S_COUNT] = {
                     " WHERE h.folder_id = ?1 AND h.uidvalidity = f.uidvalidity ORDER BY h.uid",
     [S_HELD_CLEAR] = "DELETE FROM held WHERE folder_id = ?1",
     [S_HELD_ADD] = "INSERT INTO held (folder_id, uid, uidvalidity, size) VALUES (?1, ?2, ?3, ?4)",
+    [S_PAIR_BY_HASH] = "SELECT p.id, uid, key, flags, size, msgid, pending, uidnext_seen, hash,"
+                       " target, stamp, f.name FROM pairs p JOIN folders f ON f.id = p.folder_id"
+                       " WHERE hash = ?1 AND born >= ?2 AND uid IS NOT NULL AND key IS NOT NULL"
+                       " AND pending = 0 ORDER BY p.id LIMIT 1",
+    [S_META_GET] = "SELECT value FROM meta WHERE key = ?1",
+    [S_META_SET] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
 };
 
 /* Schema steps, in order: step i takes user_version i to i + 1. Never edit a released step;
@@ -127,7 +136,11 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (folder_id, uid)) WITHOUT ROWID;",
     /* v5: the local file's stamp (size, mtime, inode) when its content was last known to match
      * the hash: a changed stamp is what makes a pass hash the file again (an edit in place). */
-    "ALTER TABLE pairs ADD COLUMN stamp INTEGER NOT NULL DEFAULT 0;",
+    "ALTER TABLE pairs ADD COLUMN stamp INTEGER NOT NULL DEFAULT 0;"
+    /* ... and the pass generation a pair was made in (a complete pass starts the next one):
+     * a message removed from one folder is looked for among the pairs made since. */
+    "ALTER TABLE pairs ADD COLUMN born INTEGER NOT NULL DEFAULT 0;"
+    "INSERT OR REPLACE INTO meta (key, value) VALUES ('generation', 1);",
 };
 
 #define STATE_SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
@@ -135,6 +148,7 @@ static const char *const migrations[] = {
 struct state {
     sqlite3 *db;
     char *path;
+    int64_t generation; /* born of the pairs added now: complete passes so far, plus one */
     sqlite3_stmt *stmt[S_COUNT];
 };
 
@@ -261,6 +275,8 @@ static int state_migrate(state *st, int from, ofs_error *err)
     return 0;
 }
 
+static int state_generation_load(state *st, ofs_error *err);
+
 static int state_setup(state *st, ofs_error *err)
 {
     int version = 0;
@@ -280,7 +296,9 @@ static int state_setup(state *st, ofs_error *err)
         state_exec(st, "PRAGMA foreign_keys = ON", "cannot enable foreign keys", err) < 0 ||
         state_exec(st, "PRAGMA cache_size = -512", "cannot set the page cache size", err) < 0)
         return -1;
-    return state_migrate(st, version, err);
+    if (state_migrate(st, version, err) < 0)
+        return -1;
+    return state_generation_load(st, err);
 }
 
 int state_open(const char *path, state **out, ofs_error *err)
@@ -543,6 +561,7 @@ int state_pair_add(state *st, int64_t folder_id, state_pair *p, ofs_error *err)
         return -1;
     sqlite3_bind_int64(s, 1, folder_id);
     state_pair_bind(s, p);
+    sqlite3_bind_int64(s, 12, st->generation);
     if (state_step_done(st, s, err, "cannot add message pair (folder %lld, uid %u, key %s)",
                         (long long)folder_id, p->uid, p->key ? p->key : "none") < 0)
         return -1;
@@ -782,5 +801,59 @@ int state_held_replace(state *st, int64_t folder_id, uint32_t uidvalidity, const
                             l->v[i].uid, (long long)folder_id) < 0)
             return -1;
     }
+    return 0;
+}
+
+int state_pair_by_hash(state *st, const char *hash, state_pair *p, char **folder, ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, S_PAIR_BY_HASH, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_text(s, 1, hash, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, st->generation);
+    int rc = sqlite3_step(s), ret = 1;
+    if (rc == SQLITE_ROW) {
+        memset(p, 0, sizeof *p);
+        state_pair_read(s, p);
+        *folder = state_column_text(s, 11);
+        ret = 0;
+    } else if (rc != SQLITE_DONE) {
+        ret = state_fail(st, err, "cannot look a message up by content");
+    }
+    state_stmt_done(s);
+    return ret;
+}
+
+/* One integer statement's first column, 0 when it returns no row. */
+static int state_int_query(state *st, int which, const char *arg, int64_t *v, ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, which, err);
+    if (!s)
+        return -1;
+    if (arg)
+        sqlite3_bind_text(s, 1, arg, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s), ret = 0;
+    *v = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        ret = state_fail(st, err, "cannot read the state");
+    state_stmt_done(s);
+    return ret;
+}
+
+static int state_generation_load(state *st, ofs_error *err)
+{
+    return state_int_query(st, S_META_GET, "generation", &st->generation, err);
+}
+
+int state_generation_next(state *st, ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, S_META_SET, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_text(s, 1, "generation", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, st->generation + 1);
+    if (state_step_done(st, s, err, "cannot start the next pass generation") < 0)
+        return -1;
+    st->generation++;
     return 0;
 }

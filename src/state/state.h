@@ -133,4 +133,10 @@ int state_held_load(state *st, int64_t folder_id, state_held_list *out, ofs_erro
 int state_held_replace(state *st, int64_t folder_id, uint32_t uidvalidity, const state_held_list *l,
                        ofs_error *err);
 
+/* A complete pass ends a generation of pairs. state_pair_by_hash finds the first settled pair
+ * (uid and key known) with this content hash made in the current generation, in any folder;
+ * *folder gets its folder's name (malloc'd). 1: none. */
+int state_pair_by_hash(state *st, const char *hash, state_pair *p, char **folder, ofs_error *err);
+int state_generation_next(state *st, ofs_error *err);
+
 #endif

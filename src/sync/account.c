@@ -11,6 +11,7 @@
 
 #include "imap/imap_store.h"
 #include "maildir/maildir_store.h"
+#include "sync/carry.h"
 #include "sync/crashpoint.h"
 #include "sync/engine.h"
 #include "sync/folders.h"
@@ -144,6 +145,14 @@ static int pass_folders(sync_ctx *c, const strlist *todo, ofs_error *err)
     return rc;
 }
 
+static bool all_done(const sync_ctx *c, const strlist *todo)
+{
+    for (size_t i = 0; i < todo->n; i++)
+        if (strlist_find(&c->done, todo->v[i]) < 0)
+            return false;
+    return true;
+}
+
 /* One try at the folders not done yet; a network error ends it and retry.c tries again. */
 static int pass_attempt(sync_ctx *c, ofs_error *err)
 {
@@ -158,6 +167,9 @@ static int pass_attempt(sync_ctx *c, ofs_error *err)
         rc = sync_pass_parallel(c, &todo, err);
     else if (rc == 0)
         rc = pass_folders(c, &todo, err);
+    /* Both ends of a move have been seen once every folder was synced. */
+    if (rc == 0 && !c->dry_run && all_done(c, &todo))
+        rc = sync_carry_flags(c, !c->folder_failures, err);
     strlist_free(&todo);
     return rc;
 }

@@ -728,6 +728,21 @@ static void deleted_after_plan(folder_run *r, const sync_plan *plan, buf *uids)
     free(now);
 }
 
+/* A message removed on one side whose flags the other side changed may have been moved (to
+ * another folder, or under another name): the change is written down with the message's
+ * content, and carry.c gives it to a copy of that content made since the last complete pass. */
+static int carry_intent(folder_run *r, const sync_action *a, ofs_error *err)
+{
+    const state_pair *p = &r->pairs.v[a->pair];
+    unsigned now = a->kind == ACT_EXPUNGE_SERVER ? r->srv.v[a->srv].flags : r->loc.v[a->loc].flags;
+    if (!p->hash || now == p->flags)
+        return 0;
+    char *arg = xasprintf("%u %u %s", now & ~p->flags, p->flags & ~now, p->hash);
+    int rc = state_intent_add(r->c->st, "carry-flags", r->name, arg, NULL, err);
+    free(arg);
+    return rc;
+}
+
 /* Write-ahead for removals: the pairs are marked, and when the server has to expunge, the
  * UIDs other clients marked \Deleted are recorded, because without UIDPLUS the expunge lifts
  * their flag for a moment (RFC 4315 2.1): a crash then must not lose it. */
@@ -740,7 +755,7 @@ static int mark_expunge_intents(folder_run *r, void *arg, ofs_error *err)
             continue;
         state_pair *p = &r->pairs.v[plan->v[i].pair];
         p->pending = PENDING_EXPUNGE;
-        if (state_pair_update(r->c->st, p, err) < 0)
+        if (state_pair_update(r->c->st, p, err) < 0 || carry_intent(r, &plan->v[i], err) < 0)
             return -1;
     }
     if (!plan->count[ACT_EXPUNGE_SERVER])

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-# Crash-proofing and conflict rules: identical messages new on both sides, the \Deleted flags an
-# interrupted expunge lifts, UIDVALIDITY re-pairing, readers renaming files during a pass,
+# Crash-proofing and conflict rules: identical messages new on both sides, moves with flag
+# changes on the other side, messages edited in place, the \Deleted flags an interrupted expunge
+# lifts, UIDVALIDITY re-pairing, readers renaming files during a pass,
 # `ofsync check`, `sync --dry-run`, a full local disk.
 import os
 import random
@@ -18,6 +19,11 @@ SEEN, FLAGGED, ANSWERED, DELETED = "\\Seen", "\\Flagged", "\\Answered", "\\Delet
 def check(cond, what):
     if not cond:
         raise AssertionError(what)
+
+
+def check_next_pass_idle(ctx):
+    _, out, _ = ctx.sync()
+    check("nothing to do" in out, out)
 
 
 def state_rows(ctx):
@@ -46,23 +52,93 @@ def same_message_new_on_both_sides_is_paired(ctx):
     snap = ctx.assert_synced()
     check(snap["INBOX"][T.message_id(msg)][0][0] == {SEEN, FLAGGED}, "flags not united")
     check(snap["INBOX"][T.message_id(nomid)][0][0] == {ANSWERED}, "flags of the id-less one")
-    _, out, _ = ctx.sync()
-    check("nothing to do" in out, out)
+    check_next_pass_idle(ctx)
 
 
 @T.test
-def moved_on_one_side_while_flagged_on_the_other(ctx):
-    ids = ctx.populate({"INBOX": 3, "Archive": 1}, seed=48)
+def moved_locally_while_flagged_on_the_server(ctx):
+    ids = ctx.populate({"INBOX": 4, "Archive": 1, "Zoo": 1}, seed=48)
     ctx.sync()
-    mid = ids["INBOX"][0]
+    mid, other, z = ids["INBOX"][:3]
     before = set(ctx.snap_server()["INBOX"][mid][0][0])
+    before_z = set(ctx.snap_server()["INBOX"][z][0][0])
     T.local_move(ctx.local, ctx.layout, "INBOX", "Archive", mid)       # filed locally
     ctx.server().set_flags("INBOX", mid, list(before ^ {FLAGGED}))    # flagged on the server
+    T.local_move(ctx.local, ctx.layout, "INBOX", "Zoo", z)             # synced after INBOX
+    ctx.server().set_flags("INBOX", z, list(before_z ^ {SEEN}))
+    T.local_delete(ctx.local, ctx.layout, "INBOX", other)              # deleted locally ...
+    ctx.server().add_flags("INBOX", other, [ANSWERED])                 # ... answered there
     _, out, _ = ctx.sync()
-    check("1 of the removed had flag changes on the other side: removal wins" in out, out)
+    check("Archive: 1 message moved here from INBOX gets the flag changes made to it there "
+          "on the other side" in out, out)
+    check("Zoo: 1 message moved here from INBOX gets the flag changes" in out, out)
+    check("3 of the removed had flag changes on the other side: removal wins" in out, out)
     snap = ctx.assert_synced()
-    check(mid not in snap["INBOX"], "the old copy stayed")
-    check(snap["Archive"][mid][0][0] == before, f"moved copy flags {snap['Archive'][mid]}")
+    check(not {mid, other, z} & set(snap["INBOX"]), "an old copy stayed")
+    check(snap["Archive"][mid][0][0] == before ^ {FLAGGED}, f"moved copy {snap['Archive'][mid]}")
+    check(snap["Zoo"][z][0][0] == before_z ^ {SEEN}, f"moved copy {snap['Zoo'][z]}")
+    check_next_pass_idle(ctx)
+
+
+@T.test
+def moved_on_the_server_while_flagged_locally(ctx):
+    ids = ctx.populate({"INBOX": 3, "Archive": 1, "Zoo": 1}, seed=53)
+    ctx.sync()
+    a, z = ids["INBOX"][0], ids["INBOX"][1]
+    flags_a = set(ctx.snap_server()["INBOX"][a][0][0])
+    flags_z = set(ctx.snap_server()["INBOX"][z][0][0])
+    # Archive is synced before INBOX, Zoo after it: both orders of the two ends.
+    ctx.server().move("INBOX", a, "Archive")
+    ctx.server().move("INBOX", z, "Zoo")
+    T.local_set_flags(ctx.local, ctx.layout, "INBOX", a, list(flags_a ^ {SEEN}))
+    T.local_set_flags(ctx.local, ctx.layout, "INBOX", z, list(flags_z | {FLAGGED}))
+    _, out, _ = ctx.sync()
+    check(out.count("gets the flag changes made to it there on the other side") == 2, out)
+    snap = ctx.assert_synced()
+    check(a not in snap["INBOX"] and z not in snap["INBOX"], "an old copy stayed")
+    check(snap["Archive"][a][0][0] == flags_a ^ {SEEN}, f"Archive {snap['Archive'][a]}")
+    check(snap["Zoo"][z][0][0] == flags_z | {FLAGGED}, f"Zoo {snap['Zoo'][z]}")
+    check_next_pass_idle(ctx)
+
+
+def kill_at_each_step(ctx, what, mids, change, verify):
+    """For n = 1, 2, ...: change(n, mid) on the next message, a pass killed at its nth store
+    step, a clean pass, then verify(n, mid, snapshot, change's result). Ends at the first
+    pass that has fewer steps; asks for at least 4 kills."""
+    kills = 0
+    for n, mid in enumerate(mids, 1):
+        made = change(n, mid)
+        rc, _, _ = T.run(["--config", ctx.config, "sync"], expect_rc=None,
+                         env={"OFSYNC_CRASH_AT": str(n)})
+        check(rc in (0, -9), f"exit {rc}")
+        if rc == 0:
+            break
+        kills += 1
+        ctx.sync()
+        verify(n, mid, ctx.assert_synced(), made)
+    print(f"  killed at {kills} steps of {what}, each resumed")
+    check(kills >= 4, f"only {kills} kill points")
+
+
+@T.test
+def move_with_flag_change_survives_kills(ctx):
+    ids = ctx.populate({"INBOX": 24, "Archive": 1, "Zoo": 1}, seed=54)
+    ctx.sync()
+
+    def dest(n):
+        return ("Archive", "Zoo")[n % 2]
+
+    def change(n, mid):
+        flags = set(ctx.snap_server()["INBOX"][mid][0][0]) ^ {FLAGGED}
+        T.local_move(ctx.local, ctx.layout, "INBOX", dest(n), mid)
+        ctx.server().set_flags("INBOX", mid, list(flags))
+        return flags
+
+    def verify(n, mid, snap, flags):
+        check(mid not in snap["INBOX"] and snap[dest(n)][mid][0][0] == flags,
+              f"kill at step {n}: {snap[dest(n)].get(mid)}")
+
+    kill_at_each_step(ctx, "a move pass", ids["INBOX"], change, verify)
 
 
 @T.test
@@ -108,23 +184,18 @@ def edited_locally_while_expunged_on_the_server_is_uploaded_again(ctx):
 def edit_in_place_survives_kills(ctx):
     ids = ctx.populate({"INBOX": 24}, seed=52)
     ctx.sync()
-    kills = 0
-    for n, mid in enumerate(ids["INBOX"], 1):
+
+    def change(n, mid):
         new = T.local_edit(ctx.local, ctx.layout, "INBOX", mid, b"edit %d\n" % n)
         ctx.server().add_flags("INBOX", mid, [ANSWERED])
-        rc, _, _ = T.run(["--config", ctx.config, "sync"], expect_rc=None,
-                         env={"OFSYNC_CRASH_AT": str(n)})
-        check(rc in (0, -9), f"exit {rc}")
-        if rc == 0:
-            break
-        kills += 1
-        ctx.sync()
-        snap = ctx.assert_synced()
+        return new
+
+    def verify(n, mid, snap, new):
         check([(ANSWERED in f, h) for f, h in snap["INBOX"][mid]] == [(True, T.message_hash(new))],
               f"kill at step {n}: {snap['INBOX'][mid]}")
         check(T.snapshot_count(snap) == len(ids["INBOX"]), f"kill at step {n}: count")
-    print(f"  killed at {kills} steps of an edit pass, each resumed")
-    check(kills >= 4, f"only {kills} kill points")
+
+    kill_at_each_step(ctx, "an edit pass", ids["INBOX"], change, verify)
     _, out, _ = ctx.ofsync("check")
     check("clean" in out, out)
 
@@ -182,8 +253,7 @@ def uidvalidity_change_copies_only_what_is_new(ctx):
     snap = ctx.assert_synced()
     check(len(snap["INBOX"]) == 32, f"{len(snap['INBOX'])} messages")
     check(snap["INBOX"][ids["INBOX"][0]][0][0] >= {ANSWERED, SEEN}, "local change lost")
-    _, out, _ = ctx.sync()
-    check("nothing to do" in out, out)
+    check_next_pass_idle(ctx)
 
 
 @T.test

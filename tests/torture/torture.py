@@ -69,6 +69,7 @@ class Torture:
         srv_state, loc_state = {}, {}  # (folder, mid) -> None (deleted) or flags
         expect_new = {}  # (folder, mid) -> [flags of each side's new copy]
         moved = set()  # (dest, mid, side)
+        moves = []  # (folder, mid, side, dest, index of the copy in expect_new[(dest, mid)])
         self.edits = {}  # (folder, mid) -> hash of the text edited in place locally
         for folder, msgs in base.items():
             for mid, [(flags, _)] in msgs.items():
@@ -110,7 +111,9 @@ class Torture:
                         else:
                             T.local_move(L, layout, folder, dest, mid)
                         state[(folder, mid)] = None
-                        expect_new.setdefault((dest, mid), []).append(flags)
+                        copies_there = expect_new.setdefault((dest, mid), [])
+                        moves.append((folder, mid, side, dest, len(copies_there)))
+                        copies_there.append(flags)
                     elif r < 0.27 and side == "loc" and not mid.startswith("<no-message-id-"):
                         # Edited in place: the server's copy is replaced by the new text.
                         new = T.local_edit(L, layout, folder, mid,
@@ -132,6 +135,11 @@ class Torture:
                     self.srv.append(folder, msg, list(fl))
                     T.local_add(L, layout, folder, msg.replace(b"\r\n", b"\n"), list(fl2))
                     expect_new[(folder, mid)] = [fl, fl2]
+        for folder, mid, side, dest, at in moves:
+            # Flags changed on the other side go with the moved copy (docs/sync-rules.md).
+            other = (loc_state if side == "srv" else srv_state).get((folder, mid))
+            if other is not None:
+                expect_new[(dest, mid)][at] = other
         expect = {f: {} for f in FOLDERS}
         for folder, msgs in base.items():
             for mid, [(flags, _)] in msgs.items():

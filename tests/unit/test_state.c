@@ -510,7 +510,7 @@ static void test_migrate_v1(void **ctx)
     state_close(st);
     raw_exec(fx->db, "DROP TABLE folder_marks; DROP TABLE intents; DROP TABLE held;"
                      "ALTER TABLE pairs DROP COLUMN hash; ALTER TABLE pairs DROP COLUMN target;"
-                     "ALTER TABLE pairs DROP COLUMN stamp;"
+                     "ALTER TABLE pairs DROP COLUMN stamp; ALTER TABLE pairs DROP COLUMN born;"
                      "INSERT INTO folders (name) VALUES ('Old');"
                      "PRAGMA user_version = 1;");
     st = open_ok(fx->db);
@@ -617,8 +617,10 @@ static void test_migrate_v3(void **ctx)
     assert_int_equal(state_pair_add(st, f.id, &p, &err), 0);
     assert_int_equal(state_intent_add(st, "create-local", "X", NULL, NULL, &err), 0);
     state_close(st);
-    raw_exec(fx->db,
-             "DROP TABLE held; ALTER TABLE pairs DROP COLUMN stamp; PRAGMA user_version = 3;");
+    raw_exec(
+        fx->db,
+        "DROP TABLE held; ALTER TABLE pairs DROP COLUMN stamp; ALTER TABLE pairs DROP COLUMN born;"
+        "DELETE FROM meta; PRAGMA user_version = 3;");
 
     st = open_ok(fx->db);
     assert_int_equal(state_schema_version(st), 5);
@@ -679,6 +681,46 @@ static void test_folder_rename_and_intents(void **ctx)
     state_close(st);
 }
 
+/* A message is found by content only among the pairs made since the last complete pass, and
+ * the stamp and generation survive a reopen. */
+static void test_pairs_by_hash_per_generation(void **ctx)
+{
+    fixture *fx = *ctx;
+    state *st = open_ok(fx->db);
+    ofs_error err = {0};
+    state_folder f;
+    assert_int_equal(state_folder_add(st, "Archive", &f, &err), 0);
+    state_pair old = {.uid = 1, .key = "k1", .hash = "aa", .stamp = 77};
+    assert_int_equal(state_pair_add(st, f.id, &old, &err), 0);
+    state_pair p;
+    char *folder = NULL;
+    assert_int_equal(state_pair_by_hash(st, "aa", &p, &folder, &err), 0);
+    assert_int_equal(p.id, old.id);
+    assert_int_equal(p.stamp, 77);
+    assert_string_equal(folder, "Archive");
+    free(folder);
+    free(p.key);
+    free(p.hash);
+    assert_int_equal(state_generation_next(st, &err), 0);
+    state_close(st);
+    st = open_ok(fx->db);
+    assert_int_equal(state_pair_by_hash(st, "aa", &p, &folder, &err), 1); /* older: not a move */
+    state_pair copy = {.uid = 2, .key = "k2", .hash = "aa"}, pending = copy;
+    pending.uid = 3;
+    pending.key = "k3";
+    pending.pending = PENDING_UPLOAD;
+    assert_int_equal(state_pair_add(st, f.id, &pending, &err), 0);
+    assert_int_equal(state_pair_by_hash(st, "aa", &p, &folder, &err), 1); /* not settled */
+    assert_int_equal(state_pair_add(st, f.id, &copy, &err), 0);
+    assert_int_equal(state_pair_by_hash(st, "aa", &p, &folder, &err), 0);
+    assert_int_equal(p.id, copy.id);
+    free(folder);
+    free(p.key);
+    free(p.hash);
+    state_folder_free(&f);
+    state_close(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -697,6 +739,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migrate_v1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_v1_keeps_pairs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_folder_rename_and_intents, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pairs_by_hash_per_generation, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
