@@ -735,9 +735,14 @@ static int carry_intent(folder_run *r, const sync_action *a, ofs_error *err)
 {
     const state_pair *p = &r->pairs.v[a->pair];
     unsigned now = a->kind == ACT_EXPUNGE_SERVER ? r->srv.v[a->srv].flags : r->loc.v[a->loc].flags;
-    if (!p->hash || now == p->flags)
+    unsigned add = now & ~p->flags, del = p->flags & ~now;
+    /* A server removal starts with \Deleted: on a copy still there it may be our own, left by
+     * a removal cut short, and is no change of the other side's. */
+    if (a->kind == ACT_EXPUNGE_SERVER)
+        add &= ~(unsigned)FLAG_DELETED;
+    if (!p->hash || (!add && !del))
         return 0;
-    char *arg = xasprintf("%u %u %s", now & ~p->flags, p->flags & ~now, p->hash);
+    char *arg = xasprintf("%u %u %s", add, del, p->hash);
     int rc = state_intent_add(r->c->st, "carry-flags", r->name, arg, NULL, err);
     free(arg);
     return rc;

@@ -57,11 +57,17 @@ def same_message_new_on_both_sides_is_paired(ctx):
 
 @T.test
 def moved_locally_while_flagged_on_the_server(ctx):
-    ids = ctx.populate({"INBOX": 4, "Archive": 1, "Zoo": 1}, seed=48)
+    ids = ctx.populate({"INBOX": 5, "Archive": 1, "Zoo": 1}, seed=48)
     ctx.sync()
-    mid, other, z = ids["INBOX"][:3]
+    mid, other, z, d = ids["INBOX"][:4]
     before = set(ctx.snap_server()["INBOX"][mid][0][0])
     before_z = set(ctx.snap_server()["INBOX"][z][0][0])
+    before_d = set(ctx.snap_server()["INBOX"][d][0][0]) - {DELETED}
+    T.local_set_flags(ctx.local, ctx.layout, "INBOX", d, list(before_d))
+    ctx.sync()
+    # \Deleted on the old server copy is what a removal cut short leaves: not carried.
+    T.local_move(ctx.local, ctx.layout, "INBOX", "Archive", d)
+    ctx.server().add_flags("INBOX", d, [DELETED])
     T.local_move(ctx.local, ctx.layout, "INBOX", "Archive", mid)       # filed locally
     ctx.server().set_flags("INBOX", mid, list(before ^ {FLAGGED}))    # flagged on the server
     T.local_move(ctx.local, ctx.layout, "INBOX", "Zoo", z)             # synced after INBOX
@@ -72,9 +78,10 @@ def moved_locally_while_flagged_on_the_server(ctx):
     check("Archive: 1 message moved here from INBOX gets the flag changes made to it there "
           "on the other side" in out, out)
     check("Zoo: 1 message moved here from INBOX gets the flag changes" in out, out)
-    check("3 of the removed had flag changes on the other side: removal wins" in out, out)
+    check("4 of the removed had flag changes on the other side: removal wins" in out, out)
     snap = ctx.assert_synced()
-    check(not {mid, other, z} & set(snap["INBOX"]), "an old copy stayed")
+    check(not {mid, other, z, d} & set(snap["INBOX"]), "an old copy stayed")
+    check(snap["Archive"][d][0][0] == before_d, f"\\Deleted carried: {snap['Archive'][d]}")
     check(snap["Archive"][mid][0][0] == before ^ {FLAGGED}, f"moved copy {snap['Archive'][mid]}")
     check(snap["Zoo"][z][0][0] == before_z ^ {SEEN}, f"moved copy {snap['Zoo'][z]}")
     check_next_pass_idle(ctx)

@@ -137,8 +137,12 @@ class Torture:
                     expect_new[(folder, mid)] = [fl, fl2]
         for folder, mid, side, dest, at in moves:
             # Flags changed on the other side go with the moved copy (docs/sync-rules.md).
+            # Not a \Deleted the server added: a removal cut short leaves one.
             other = (loc_state if side == "srv" else srv_state).get((folder, mid))
             if other is not None:
+                base_flags = base[folder][mid][0][0]
+                if side == "loc" and "\\Deleted" not in base_flags:
+                    other = other - {"\\Deleted"}
                 expect_new[(dest, mid)][at] = other
         expect = {f: {} for f in FOLDERS}
         for folder, msgs in base.items():
