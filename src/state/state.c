@@ -81,7 +81,7 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_PAIR_BY_HASH] = "SELECT p.id, uid, key, flags, size, msgid, pending, uidnext_seen, hash,"
                        " target, stamp, f.name FROM pairs p JOIN folders f ON f.id = p.folder_id"
                        " WHERE hash = ?1 AND born >= ?2 AND uid IS NOT NULL AND key IS NOT NULL"
-                       " AND pending = 0 ORDER BY p.id LIMIT 1",
+                       " AND pending = 0 ORDER BY p.id LIMIT 2",
     [S_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [S_META_SET] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
 };
@@ -140,7 +140,8 @@ static const char *const migrations[] = {
     /* ... and the pass generation a pair was made in (a complete pass starts the next one):
      * a message removed from one folder is looked for among the pairs made since. */
     "ALTER TABLE pairs ADD COLUMN born INTEGER NOT NULL DEFAULT 0;"
-    "INSERT OR REPLACE INTO meta (key, value) VALUES ('generation', 1);",
+    "INSERT OR REPLACE INTO meta (key, value) VALUES ('generation', 1);"
+    "CREATE INDEX pairs_hash ON pairs (hash) WHERE hash IS NOT NULL;",
 };
 
 #define STATE_SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
@@ -804,6 +805,15 @@ int state_held_replace(state *st, int64_t folder_id, uint32_t uidvalidity, const
     return 0;
 }
 
+static void free_found(state_pair *p, char **folder)
+{
+    free(p->key);
+    free(p->msgid);
+    free(p->hash);
+    free(*folder);
+    *folder = NULL;
+}
+
 int state_pair_by_hash(state *st, const char *hash, state_pair *p, char **folder, ofs_error *err)
 {
     sqlite3_stmt *s = state_stmt(st, S_PAIR_BY_HASH, err);
@@ -816,8 +826,12 @@ int state_pair_by_hash(state *st, const char *hash, state_pair *p, char **folder
         memset(p, 0, sizeof *p);
         state_pair_read(s, p);
         *folder = state_column_text(s, 11);
-        ret = 0;
-    } else if (rc != SQLITE_DONE) {
+        rc = sqlite3_step(s);
+        ret = rc == SQLITE_ROW ? 2 : 0;
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        if (ret != 1)
+            free_found(p, folder);
         ret = state_fail(st, err, "cannot look a message up by content");
     }
     state_stmt_done(s);

@@ -135,7 +135,8 @@ int state_held_replace(state *st, int64_t folder_id, uint32_t uidvalidity, const
 
 /* A complete pass ends a generation of pairs. state_pair_by_hash finds the first settled pair
  * (uid and key known) with this content hash made in the current generation, in any folder;
- * *folder gets its folder's name (malloc'd). 1: none. */
+ * *folder gets its folder's name (malloc'd). 0: that one, 2: there are more (p and *folder
+ * are the first, to be freed all the same), 1: none. */
 int state_pair_by_hash(state *st, const char *hash, state_pair *p, char **folder, ofs_error *err);
 int state_generation_next(state *st, ofs_error *err);
 

@@ -7,21 +7,32 @@
 
 #include "util/err.h"
 
-typedef struct carry {
+/* One removal, as engine.c's carry_intent writes it: "PAIR ADD DEL HASH". */
+typedef struct removal {
+    const state_intent *in;
+    long long pair;
     unsigned add, del;
     const char *hash;
-} carry;
+} removal;
 
-/* "ADD DEL HASH", as engine.c's carry_intent writes it. */
-static int carry_parse(const char *arg, carry *out)
+static int removal_parse(const state_intent *in, removal *out)
 {
-    char *end1 = NULL, *end2 = NULL;
-    unsigned long add = arg ? strtoul(arg, &end1, 10) : 0;
-    unsigned long del = end1 ? strtoul(end1, &end2, 10) : 0;
-    if (!end2 || *end2 != ' ' || !end2[1])
+    const char *arg = in->arg;
+    char *e1 = NULL, *e2 = NULL, *e3 = NULL;
+    long long pair = arg ? strtoll(arg, &e1, 10) : 0;
+    unsigned long add = e1 ? strtoul(e1, &e2, 10) : 0;
+    unsigned long del = e2 ? strtoul(e2, &e3, 10) : 0;
+    if (!e3 || *e3 != ' ' || !e3[1])
         return -1;
-    *out = (carry){(unsigned)add & FLAG_ALL, (unsigned)del & FLAG_ALL, end2 + 1};
+    *out = (removal){in, pair, (unsigned)add & FLAG_ALL, (unsigned)del & FLAG_ALL, e3 + 1};
     return 0;
+}
+
+static int cmp_removal(const void *a, const void *b)
+{
+    const removal *x = a, *y = b;
+    int c = strcmp(x->hash, y->hash);
+    return c ? c : (x->pair > y->pair) - (x->pair < y->pair);
 }
 
 static void carry_notice(sync_ctx *c, const char *folder, const char *from)
@@ -40,35 +51,50 @@ static void carry_notice(sync_ctx *c, const char *folder, const char *from)
     free(text);
 }
 
-typedef struct carry_done {
-    state_pair *p;
-    int64_t folder_id, intent;
-} carry_done;
+static int drop_removals(sync_ctx *c, const removal *v, size_t n, ofs_error *err)
+{
+    for (size_t i = 0; i < n; i++)
+        if (state_intent_delete(c->st, v[i].in->id, err) < 0)
+            return -1;
+    return 0;
+}
 
-static int carry_commit(sync_ctx *c, const carry_done *d, ofs_error *err)
+/* The pair's new base and the removals it settles, in one commit; the folder's record no
+ * longer describes it, so the next pass reads it again. */
+static int carry_commit(sync_ctx *c, const state_pair *p, int64_t folder_id, const removal *v,
+                        size_t n, ofs_error *err)
 {
     if (state_begin(c->st, err) < 0)
         return -1;
-    /* The folder's record no longer describes it: the next pass reads it again. */
-    if (state_pair_update(c->st, d->p, err) < 0 || state_mark_clear(c->st, d->folder_id, err) < 0 ||
-        state_intent_delete(c->st, d->intent, err) < 0) {
+    if (state_pair_update(c->st, p, err) < 0 || state_mark_clear(c->st, folder_id, err) < 0 ||
+        drop_removals(c, v, n, err) < 0) {
         state_rollback(c->st);
         return -1;
     }
     return state_commit(c->st, err);
 }
 
+/* The one of the removals (of the same message) that carries a flag change, or NULL. */
+static const removal *changed(const removal *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i].add || v[i].del)
+            return &v[i];
+    return NULL;
+}
+
 /* Both copies of the pair get the change, then its base: a kill in between leaves the same
- * change on both sides and in the intent, which is applied again (adding a flag twice is
- * adding it once). A folder recreated on the server since names other messages by those
- * UIDs: nothing is changed there. */
-static int carry_apply(sync_ctx *c, const state_intent *in, const carry *k, state_pair *p,
-                       const char *folder, ofs_error *err)
+ * change on both sides and the removals, which apply it again (adding a flag twice is adding
+ * it once). A folder recreated on the server since names other messages by those UIDs:
+ * nothing is changed there. */
+static int carry_apply(sync_ctx *c, const removal *v, size_t n, state_pair *p, const char *folder,
+                       ofs_error *err)
 {
     state_folder sf;
     int rc = state_folder_get(c->st, folder, &sf, err);
     if (rc != 0)
         return rc < 0 ? -1 : 0;
+    const removal *k = changed(v, n);
     store_folder_info si, li;
     store_msg s = {.uid = p->uid}, l = {.key = p->key};
     rc = c->srv->ops->open_folder(c->srv, folder, &si, err);
@@ -80,31 +106,38 @@ static int carry_apply(sync_ctx *c, const state_intent *in, const carry *k, stat
             rc = c->loc->ops->set_flags(c->loc, &l, 1, k->add, k->del, err);
         p->flags = (p->flags | k->add) & ~k->del;
         if (rc == 0)
-            carry_notice(c, folder, in->folder);
+            carry_notice(c, folder, k->in->folder);
     }
-    carry_done d = {p, sf.id, in->id};
     if (rc == 0)
-        rc = carry_commit(c, &d, err);
+        rc = carry_commit(c, p, sf.id, v, n, err);
     state_folder_free(&sf);
     return rc;
 }
 
-static int carry_one(sync_ctx *c, const state_intent *in, bool complete, ofs_error *err)
+/* The removals of one content (the same removal may be written twice by a pass cut short).
+ * Exactly one removed message and exactly one new copy: a move. More of either cannot be told
+ * apart: removal wins, as when there is no copy at the end of a complete pass. */
+static int carry_group(sync_ctx *c, const removal *v, size_t n, bool complete, ofs_error *err)
 {
-    carry k;
+    bool one_removed = true;
+    for (size_t i = 1; i < n; i++)
+        one_removed = one_removed && v[i].pair == v[0].pair;
     state_pair p;
     char *folder = NULL;
-    int found =
-        carry_parse(in->arg, &k) < 0 ? 1 : state_pair_by_hash(c->st, k.hash, &p, &folder, err);
+    int found = state_pair_by_hash(c->st, v[0].hash, &p, &folder, err);
     if (found < 0)
         return -1;
-    if (found == 1)
-        return complete ? state_intent_delete(c->st, in->id, err) : 0;
-    int rc = carry_apply(c, in, &k, &p, folder, err);
-    free(p.key);
-    free(p.msgid);
-    free(p.hash);
-    free(folder);
+    int rc = 0;
+    if (found == 0 && one_removed && changed(v, n))
+        rc = carry_apply(c, v, n, &p, folder, err);
+    else if (found != 1 || complete)
+        rc = drop_removals(c, v, n, err);
+    if (found != 1) {
+        free(p.key);
+        free(p.msgid);
+        free(p.hash);
+        free(folder);
+    }
     return rc;
 }
 
@@ -113,10 +146,21 @@ int sync_carry_flags(sync_ctx *c, bool complete, ofs_error *err)
     state_intent_list l;
     if (state_intents_load(c->st, &l, err) < 0)
         return -1;
+    removal *v = xmalloc((l.n ? l.n : 1) * sizeof *v);
+    size_t n = 0;
     int rc = 0;
     for (size_t i = 0; i < l.n && rc == 0; i++)
-        if (strcmp(l.v[i].op, "carry-flags") == 0)
-            rc = carry_one(c, &l.v[i], complete, err);
+        if (strcmp(l.v[i].op, "carry-flags") == 0 && removal_parse(&l.v[i], &v[n]) == 0)
+            n++;
+        else if (strcmp(l.v[i].op, "carry-flags") == 0)
+            rc = state_intent_delete(c->st, l.v[i].id, err);
+    qsort(v, n, sizeof *v, cmp_removal);
+    for (size_t i = 0, j; i < n && rc == 0; i = j) {
+        for (j = i + 1; j < n && strcmp(v[j].hash, v[i].hash) == 0;)
+            j++;
+        rc = carry_group(c, v + i, j - i, complete, err);
+    }
+    free(v);
     state_intent_list_free(&l);
     if (rc == 0 && complete)
         rc = state_generation_next(c->st, err);

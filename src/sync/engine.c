@@ -728,9 +728,10 @@ static void deleted_after_plan(folder_run *r, const sync_plan *plan, buf *uids)
     free(now);
 }
 
-/* A message removed on one side whose flags the other side changed may have been moved (to
- * another folder, or under another name): the change is written down with the message's
- * content, and carry.c gives it to a copy of that content made since the last complete pass. */
+/* A message removed on one side may have been moved (to another folder, or under another
+ * name) while the other side changed its flags: every removal is written down with the
+ * message's content and that change (none, often), and carry.c gives the change to the one
+ * copy of that content made since the last complete pass, when there is exactly one. */
 static int carry_intent(folder_run *r, const sync_action *a, ofs_error *err)
 {
     const state_pair *p = &r->pairs.v[a->pair];
@@ -740,9 +741,9 @@ static int carry_intent(folder_run *r, const sync_action *a, ofs_error *err)
      * a removal cut short, and is no change of the other side's. */
     if (a->kind == ACT_EXPUNGE_SERVER)
         add &= ~(unsigned)FLAG_DELETED;
-    if (!p->hash || (!add && !del))
+    if (!p->hash)
         return 0;
-    char *arg = xasprintf("%u %u %s", add, del, p->hash);
+    char *arg = xasprintf("%lld %u %u %s", (long long)p->id, add, del, p->hash);
     int rc = state_intent_add(r->c->st, "carry-flags", r->name, arg, NULL, err);
     free(arg);
     return rc;

@@ -108,6 +108,25 @@ def moved_on_the_server_while_flagged_locally(ctx):
     check_next_pass_idle(ctx)
 
 
+@T.test
+def flag_change_not_carried_to_one_of_two_copies(ctx):
+    ids = ctx.populate({"INBOX": 2, "Archive": 1, "Zoo": 1}, seed=55)
+    ctx.sync()
+    mid = ids["INBOX"][0]
+    before = set(ctx.snap_server()["INBOX"][mid][0][0])
+    with open(T.local_find(ctx.local, ctx.layout, "INBOX", mid)[0], "rb") as f:
+        data = f.read()
+    for folder in ("Archive", "Zoo"):                                  # copied twice ...
+        T.local_add(ctx.local, ctx.layout, folder, data, list(before))
+    T.local_delete(ctx.local, ctx.layout, "INBOX", mid)                # ... the original gone
+    ctx.server().set_flags("INBOX", mid, list(before ^ {FLAGGED}))
+    _, out, _ = ctx.sync()
+    check("gets the flag changes" not in out, out)
+    snap = ctx.assert_synced()
+    check(snap["Archive"][mid][0][0] == before and snap["Zoo"][mid][0][0] == before,
+          f"{snap['Archive'][mid]} {snap['Zoo'][mid]}")
+
+
 def kill_at_each_step(ctx, what, mids, change, verify):
     """For n = 1, 2, ...: change(n, mid) on the next message, a pass killed at its nth store
     step, a clean pass, then verify(n, mid, snapshot, change's result). Ends at the first

@@ -94,14 +94,13 @@ class Torture:
                         # A move to another folder: gone here, new there, same flags.
                         # Never into a folder that has (or gets from this side) the same
                         # message: that second copy is legitimate but the model keeps one.
-                        # An edit can leave two different texts under one Message-ID (edited
-                        # here while moved away there): two of those moved into one folder
-                        # stay two messages, which the model cannot tell apart.
+                        # Not a message that has copies in other folders (moved away on both
+                        # sides, or edited here while moved away there): which copy a flag
+                        # change belongs to cannot be told, and two of those moved into one
+                        # folder stay two messages, which the model cannot tell apart.
                         copies = sum(mid in msgs_of for msgs_of in base.values())
                         dests = [f for f in FOLDERS if f != folder and mid not in base.get(f, {})
-                                 and (f, mid, side) not in moved
-                                 and not (copies > 1 and any((f, mid, o) in moved
-                                                             for o in ("srv", "loc")))]
+                                 and (f, mid, side) not in moved and copies == 1]
                         if not dests:
                             continue
                         dest = rng.choice(dests)

@@ -508,11 +508,12 @@ static void test_migrate_v1(void **ctx)
     fixture *fx = *ctx;
     state *st = open_ok(fx->db);
     state_close(st);
-    raw_exec(fx->db, "DROP TABLE folder_marks; DROP TABLE intents; DROP TABLE held;"
-                     "ALTER TABLE pairs DROP COLUMN hash; ALTER TABLE pairs DROP COLUMN target;"
-                     "ALTER TABLE pairs DROP COLUMN stamp; ALTER TABLE pairs DROP COLUMN born;"
-                     "INSERT INTO folders (name) VALUES ('Old');"
-                     "PRAGMA user_version = 1;");
+    raw_exec(fx->db,
+             "DROP TABLE folder_marks; DROP TABLE intents; DROP TABLE held; DROP INDEX pairs_hash;"
+             "ALTER TABLE pairs DROP COLUMN hash; ALTER TABLE pairs DROP COLUMN target;"
+             "ALTER TABLE pairs DROP COLUMN stamp; ALTER TABLE pairs DROP COLUMN born;"
+             "INSERT INTO folders (name) VALUES ('Old');"
+             "PRAGMA user_version = 1;");
     st = open_ok(fx->db);
     assert_int_equal(state_schema_version(st), 5);
     ofs_error err = {0};
@@ -617,10 +618,9 @@ static void test_migrate_v3(void **ctx)
     assert_int_equal(state_pair_add(st, f.id, &p, &err), 0);
     assert_int_equal(state_intent_add(st, "create-local", "X", NULL, NULL, &err), 0);
     state_close(st);
-    raw_exec(
-        fx->db,
-        "DROP TABLE held; ALTER TABLE pairs DROP COLUMN stamp; ALTER TABLE pairs DROP COLUMN born;"
-        "DELETE FROM meta; PRAGMA user_version = 3;");
+    raw_exec(fx->db, "DROP TABLE held; DROP INDEX pairs_hash; ALTER TABLE pairs DROP COLUMN stamp; "
+                     "ALTER TABLE pairs DROP COLUMN born;"
+                     "DELETE FROM meta; PRAGMA user_version = 3;");
 
     st = open_ok(fx->db);
     assert_int_equal(state_schema_version(st), 5);
@@ -713,6 +713,13 @@ static void test_pairs_by_hash_per_generation(void **ctx)
     assert_int_equal(state_pair_by_hash(st, "aa", &p, &folder, &err), 1); /* not settled */
     assert_int_equal(state_pair_add(st, f.id, &copy, &err), 0);
     assert_int_equal(state_pair_by_hash(st, "aa", &p, &folder, &err), 0);
+    assert_int_equal(p.id, copy.id);
+    free(folder);
+    free(p.key);
+    free(p.hash);
+    state_pair again = {.uid = 4, .key = "k4", .hash = "aa"};
+    assert_int_equal(state_pair_add(st, f.id, &again, &err), 0);
+    assert_int_equal(state_pair_by_hash(st, "aa", &p, &folder, &err), 2); /* which one? */
     assert_int_equal(p.id, copy.id);
     free(folder);
     free(p.key);
