@@ -134,9 +134,9 @@ def kill_at_each_step(ctx, what, mids, change, verify):
     kills = 0
     for n, mid in enumerate(mids, 1):
         made = change(n, mid)
-        rc, _, _ = T.run(["--config", ctx.config, "sync"], expect_rc=None,
-                         env={"OFSYNC_CRASH_AT": str(n)})
-        check(rc in (0, -9), f"exit {rc}")
+        rc, out, err = T.run(["--config", ctx.config, "sync"], expect_rc=None,
+                             env={"OFSYNC_CRASH_AT": str(n)})
+        check(rc in (0, -9), f"exit {rc}: {out}{err}")
         if rc == 0:
             break
         kills += 1
@@ -150,6 +150,7 @@ def kill_at_each_step(ctx, what, mids, change, verify):
 def move_with_flag_change_survives_kills(ctx):
     ids = ctx.populate({"INBOX": 24, "Archive": 1, "Zoo": 1}, seed=54)
     ctx.sync()
+    srv = ctx.server()  # one connection: the server allows 10 per user
 
     def dest(n):
         return ("Archive", "Zoo")[n % 2]
@@ -157,7 +158,7 @@ def move_with_flag_change_survives_kills(ctx):
     def change(n, mid):
         flags = set(ctx.snap_server()["INBOX"][mid][0][0]) ^ {FLAGGED}
         T.local_move(ctx.local, ctx.layout, "INBOX", dest(n), mid)
-        ctx.server().set_flags("INBOX", mid, list(flags))
+        srv.set_flags("INBOX", mid, list(flags))
         return flags
 
     def verify(n, mid, snap, flags):
@@ -210,10 +211,11 @@ def edited_locally_while_expunged_on_the_server_is_uploaded_again(ctx):
 def edit_in_place_survives_kills(ctx):
     ids = ctx.populate({"INBOX": 24}, seed=52)
     ctx.sync()
+    srv = ctx.server()  # one connection: the server allows 10 per user
 
     def change(n, mid):
         new = T.local_edit(ctx.local, ctx.layout, "INBOX", mid, b"edit %d\n" % n)
-        ctx.server().add_flags("INBOX", mid, [ANSWERED])
+        srv.add_flags("INBOX", mid, [ANSWERED])
         return new
 
     def verify(n, mid, snap, new):
