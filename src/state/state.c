@@ -39,6 +39,7 @@ enum {
     S_PAIR_BY_HASH,
     S_META_GET,
     S_META_SET,
+    S_PAIR_MAX_ID,
     S_COUNT
 };
 
@@ -84,6 +85,7 @@ static const char *const stmt_sql[S_COUNT] = {
                        " AND pending = 0 ORDER BY p.id LIMIT 2",
     [S_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [S_META_SET] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+    [S_PAIR_MAX_ID] = "SELECT coalesce(max(id), 0) FROM pairs",
 };
 
 /* Schema steps, in order: step i takes user_version i to i + 1. Never edit a released step;
@@ -859,14 +861,34 @@ static int state_generation_load(state *st, ofs_error *err)
     return state_int_query(st, S_META_GET, "generation", &st->generation, err);
 }
 
-int state_generation_next(state *st, ofs_error *err)
+static int state_meta_set_int(state *st, const char *key, int64_t v, ofs_error *err)
 {
     sqlite3_stmt *s = state_stmt(st, S_META_SET, err);
     if (!s)
         return -1;
-    sqlite3_bind_text(s, 1, "generation", -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, st->generation + 1);
-    if (state_step_done(st, s, err, "cannot start the next pass generation") < 0)
+    sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, v);
+    return state_step_done(st, s, err, "cannot record %s", key);
+}
+
+/* Pairs were added since the generation began: the highest pair id passed the one recorded
+ * then (an id given again after deletions can hide one; that only widens the window). */
+int state_generation_dirty(state *st, bool *dirty, ofs_error *err)
+{
+    int64_t top, max;
+    if (state_int_query(st, S_META_GET, "generation_top", &top, err) < 0 ||
+        state_int_query(st, S_PAIR_MAX_ID, NULL, &max, err) < 0)
+        return -1;
+    *dirty = max > top;
+    return 0;
+}
+
+int state_generation_next(state *st, ofs_error *err)
+{
+    int64_t max;
+    if (state_int_query(st, S_PAIR_MAX_ID, NULL, &max, err) < 0 ||
+        state_meta_set_int(st, "generation", st->generation + 1, err) < 0 ||
+        state_meta_set_int(st, "generation_top", max, err) < 0)
         return -1;
     st->generation++;
     return 0;

@@ -138,6 +138,9 @@ int state_held_replace(state *st, int64_t folder_id, uint32_t uidvalidity, const
  * *folder gets its folder's name (malloc'd). 0: that one, 2: there are more (p and *folder
  * are the first, to be freed all the same), 1: none. */
 int state_pair_by_hash(state *st, const char *hash, state_pair *p, char **folder, ofs_error *err);
+/* Whether pairs were added in the current generation; only then does a complete pass start
+ * the next one (inside the caller's transaction), so a pass that added none writes nothing. */
+int state_generation_dirty(state *st, bool *dirty, ofs_error *err);
 int state_generation_next(state *st, ofs_error *err);
 
 #endif

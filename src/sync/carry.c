@@ -13,6 +13,7 @@ typedef struct removal {
     long long pair;
     unsigned add, del;
     const char *hash;
+    bool drop; /* settled without a change: dropped with the others at the end */
 } removal;
 
 static int removal_parse(const state_intent *in, removal *out)
@@ -24,7 +25,7 @@ static int removal_parse(const state_intent *in, removal *out)
     unsigned long del = e2 ? strtoul(e2, &e3, 10) : 0;
     if (!e3 || *e3 != ' ' || !e3[1])
         return -1;
-    *out = (removal){in, pair, (unsigned)add & FLAG_ALL, (unsigned)del & FLAG_ALL, e3 + 1};
+    *out = (removal){in, pair, (unsigned)add & FLAG_ALL, (unsigned)del & FLAG_ALL, e3 + 1, false};
     return 0;
 }
 
@@ -117,7 +118,7 @@ static int carry_apply(sync_ctx *c, const removal *v, size_t n, state_pair *p, c
 /* The removals of one content (the same removal may be written twice by a pass cut short).
  * Exactly one removed message and exactly one new copy: a move. More of either cannot be told
  * apart: removal wins, as when there is no copy at the end of a complete pass. */
-static int carry_group(sync_ctx *c, const removal *v, size_t n, bool complete, ofs_error *err)
+static int carry_group(sync_ctx *c, removal *v, size_t n, bool complete, ofs_error *err)
 {
     bool one_removed = true;
     for (size_t i = 1; i < n; i++)
@@ -131,7 +132,8 @@ static int carry_group(sync_ctx *c, const removal *v, size_t n, bool complete, o
     if (found == 0 && one_removed && changed(v, n))
         rc = carry_apply(c, v, n, &p, folder, err);
     else if (found != 1 || complete)
-        rc = drop_removals(c, v, n, err);
+        for (size_t i = 0; i < n; i++)
+            v[i].drop = true;
     if (found != 1) {
         free(p.key);
         free(p.msgid);
@@ -139,6 +141,32 @@ static int carry_group(sync_ctx *c, const removal *v, size_t n, bool complete, o
         free(folder);
     }
     return rc;
+}
+
+/* The removals settled without a change and, after a complete pass that added pairs, the
+ * next generation: one commit, and none at all for a pass that removed and added nothing. */
+static int carry_finish(sync_ctx *c, const removal *v, size_t n, bool complete, ofs_error *err)
+{
+    bool dirty = false, drops = false;
+    for (size_t i = 0; i < n; i++)
+        drops = drops || v[i].drop;
+    if (complete && state_generation_dirty(c->st, &dirty, err) < 0)
+        return -1;
+    if (!drops && !dirty)
+        return 0;
+    if (state_begin(c->st, err) < 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        if (v[i].drop)
+            rc = state_intent_delete(c->st, v[i].in->id, err);
+    if (rc == 0 && dirty)
+        rc = state_generation_next(c->st, err);
+    if (rc < 0) {
+        state_rollback(c->st);
+        return -1;
+    }
+    return state_commit(c->st, err);
 }
 
 int sync_carry_flags(sync_ctx *c, bool complete, ofs_error *err)
@@ -160,9 +188,9 @@ int sync_carry_flags(sync_ctx *c, bool complete, ofs_error *err)
             j++;
         rc = carry_group(c, v + i, j - i, complete, err);
     }
+    if (rc == 0)
+        rc = carry_finish(c, v, n, complete, err);
     free(v);
     state_intent_list_free(&l);
-    if (rc == 0 && complete)
-        rc = state_generation_next(c->st, err);
     return rc;
 }
