@@ -1,0 +1,474 @@
+/* copy.c: downloads and uploads in durable batches, ranged downloads of big messages, and
+ * the pairing of identical new messages on both sides instead of copying them both ways. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sync/engine_int.h"
+#include "sync/message.h"
+#include "sync/partial.h"
+#include "util/err.h"
+
+enum {
+    DOWNLOAD_BATCH = 256, /* messages made durable together: one flush, two commits */
+    UPLOAD_BATCH = 64,    /* open temp files held at once */
+};
+
+/* ---- copies ---- */
+
+typedef struct copy_item {
+    state_pair p;
+    int fd;
+    bool deduped;                  /* paired with an identical new local message, not delivered */
+    unsigned srv_flags, loc_flags; /* deduped: both copies' flags, made their union */
+} copy_item;
+
+/* New local messages about to be uploaded, by content: a download with the same bytes is the
+ * same message appended on both sides, and gets paired instead of copied both ways. */
+typedef struct dedupe_set {
+    sync_plan *plan;
+    long *act; /* the ACT_UPLOAD action of each */
+    store_msg *msgs;
+    char **hashes;
+    uint64_t *sizes;
+    char *used;
+    size_t n;
+} dedupe_set;
+
+void copy_dedupe_free(dedupe_set *d)
+{
+    if (!d)
+        return;
+    for (size_t i = 0; i < d->n; i++)
+        free(d->hashes[i]);
+    free(d->hashes);
+    free(d->sizes);
+    free(d->used);
+    free(d->msgs);
+    free(d->act);
+    free(d);
+}
+
+int copy_dedupe_build(folder_run *r, sync_plan *plan, ofs_error *err)
+{
+    if (!plan->count[ACT_DOWNLOAD] || !plan->count[ACT_UPLOAD])
+        return 0;
+    dedupe_set *d = xcalloc(1, sizeof *d);
+    size_t n = plan->count[ACT_UPLOAD];
+    d->plan = plan;
+    d->act = xmalloc(n * sizeof *d->act);
+    d->msgs = xmalloc(n * sizeof *d->msgs);
+    for (size_t i = 0; i < plan->n; i++)
+        if (plan->v[i].kind == ACT_UPLOAD) {
+            d->act[d->n] = (long)i;
+            d->msgs[d->n++] = r->loc.v[plan->v[i].loc];
+        }
+    d->hashes = xcalloc(n, sizeof *d->hashes);
+    d->sizes = xcalloc(n, sizeof *d->sizes);
+    d->used = xcalloc(n, 1);
+    r->dd = d;
+    return engine_hash_messages(r, r->c->loc, d->msgs, d->n, d->hashes, d->sizes, err);
+}
+
+static long dedupe_take(folder_run *r, const state_pair *p)
+{
+    dedupe_set *d = r->dd;
+    for (size_t i = 0; d && p->hash && i < d->n; i++) {
+        if (d->used[i] || d->sizes[i] != p->size || !d->hashes[i] || strcmp(d->hashes[i], p->hash))
+            continue;
+        d->used[i] = 1;
+        sync_action *a = &d->plan->v[d->act[i]];
+        a->kind = ACT_NONE;
+        d->plan->count[ACT_UPLOAD]--;
+        d->plan->count[ACT_NONE]++;
+        return (long)i;
+    }
+    return -1;
+}
+
+typedef struct copy_batch {
+    folder_run *r;
+    copy_item *items;
+    size_t n, cap;
+    int fd; /* the staging file being written */
+} copy_batch;
+
+static void batch_free(copy_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        free(b->items[i].p.key);
+        free(b->items[i].p.msgid);
+        free(b->items[i].p.hash);
+        if (b->items[i].fd >= 0)
+            close(b->items[i].fd);
+    }
+    if (b->fd >= 0)
+        close(b->fd);
+    free(b->items);
+    b->items = NULL;
+    b->n = b->cap = 0;
+    b->fd = -1;
+}
+
+static copy_item *batch_push(copy_batch *b)
+{
+    if (b->n == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 64;
+        b->items = xrealloc(b->items, b->cap * sizeof *b->items);
+    }
+    copy_item *it = &b->items[b->n++];
+    memset(it, 0, sizeof *it);
+    it->fd = -1;
+    return it;
+}
+
+static int sink_open(void *ctx, const store_msg *m, uint64_t size, ofs_error *err)
+{
+    (void)m;
+    (void)size;
+    copy_batch *b = ctx;
+    if (b->fd >= 0)
+        close(b->fd);
+    b->fd = engine_temp_open(b->r, err);
+    return b->fd;
+}
+
+/* Stages the message as a pair-to-be: Message-ID and size now, for re-pairing later. */
+static copy_item *stage_item(copy_batch *b, const store_msg *m, uint64_t size)
+{
+    copy_item *it = batch_push(b);
+    it->p.uid = m->uid;
+    it->p.key = m->key ? xstrdup(m->key) : NULL;
+    it->p.flags = m->flags;
+    it->p.size = size;
+    it->p.stamp = m->stamp; /* an upload: the file as it was read */
+    it->p.msgid = msg_read_msgid(b->fd);
+    it->p.hash = msg_hash_fd(b->fd);
+    return it;
+}
+
+static int download_done(void *ctx, const store_msg *m, int fd, uint64_t size, ofs_error *err)
+{
+    copy_batch *b = ctx;
+    folder_run *r = b->r;
+    copy_item *it = stage_item(b, m, size);
+    long same = dedupe_take(r, &it->p);
+    if (same >= 0) {
+        const store_msg *l = &r->dd->msgs[same];
+        free(it->p.key);
+        it->p.key = xstrdup(l->key);
+        it->p.stamp = l->stamp;
+        it->deduped = true;
+        it->srv_flags = m->flags;
+        it->loc_flags = l->flags;
+        it->p.flags = m->flags & l->flags; /* the merge from here gives their union */
+        close(b->fd);
+        b->fd = -1;
+        r->deduped++;
+        r->done++;
+        r->bytes_done += size;
+        engine_emit(r, OFS_EV_PROGRESS, NULL);
+        return 0;
+    }
+    if (lseek(fd, 0, SEEK_SET) < 0)
+        return err_errno(err, OFS_E_IO, errno, "cannot rewind a staging file");
+    store_msg out = {0};
+    int rc = r->c->loc->ops->store_message(r->c->loc, fd, size, m->flags, &out, err);
+    close(b->fd);
+    b->fd = -1;
+    if (rc < 0) {
+        b->n--;
+        free(it->p.key);
+        free(it->p.msgid);
+        free(it->p.hash);
+        return -1;
+    }
+    it->p.key = out.key;
+    it->p.stamp = out.stamp;
+    free(out.msgid);
+    r->st.bytes_down += size;
+    r->done++;
+    r->bytes_done += size;
+    engine_emit(r, OFS_EV_PROGRESS, NULL);
+    return 0;
+}
+
+static int add_intents(folder_run *r, void *arg, ofs_error *err)
+{
+    copy_batch *b = arg;
+    for (size_t i = 0; i < b->n; i++)
+        if (state_pair_add(r->c->st, r->sf.id, &b->items[i].p, err) < 0)
+            return -1;
+    return 0;
+}
+
+static int settle_items(folder_run *r, void *arg, ofs_error *err)
+{
+    copy_batch *b = arg;
+    for (size_t i = 0; i < b->n; i++) {
+        state_pair *p = &b->items[i].p;
+        if (p->pending == PENDING_UPLOAD && !p->uid)
+            continue; /* no APPENDUID: re-paired by Message-ID after the batch */
+        p->pending = PENDING_NONE;
+        if (state_pair_update(r->c->st, p, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int union_bases(folder_run *r, void *arg, ofs_error *err)
+{
+    copy_batch *b = arg;
+    for (size_t i = 0; i < b->n; i++) {
+        copy_item *it = &b->items[i];
+        if (!it->deduped || it->srv_flags == it->loc_flags)
+            continue;
+        it->p.flags = it->srv_flags | it->loc_flags;
+        if (state_pair_update(r->c->st, &it->p, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Identical copies paired with the intersection of their flags as the base: applying the
+ * union on both sides is then what the three-way merge would do, so a crash here converges. */
+static int union_dedupe_flags(folder_run *r, copy_batch *b, ofs_error *err)
+{
+    int rc = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < b->n && rc == 0; i++) {
+        copy_item *it = &b->items[i];
+        if (!it->deduped || it->srv_flags == it->loc_flags)
+            continue;
+        store_msg s = {.uid = it->p.uid}, l = {.key = it->p.key};
+        unsigned u = it->srv_flags | it->loc_flags;
+        if (u != it->srv_flags)
+            rc = r->c->srv->ops->set_flags(r->c->srv, &s, 1, u & ~it->srv_flags, 0, err);
+        if (rc == 0 && u != it->loc_flags)
+            rc = r->c->loc->ops->set_flags(r->c->loc, &l, 1, u & ~it->loc_flags, 0, err);
+        n++;
+    }
+    return rc == 0 && n ? engine_in_txn(r, union_bases, b, err) : rc;
+}
+
+/* Intents committed, files flushed into cur/ and new/, pairs settled: a crash anywhere in
+ * between leaves intents that resolve_downloads settles without copying anything twice. */
+static int commit_downloads(folder_run *r, copy_batch *b, ofs_error *err)
+{
+    if (!b->n)
+        return 0;
+    size_t deduped = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        b->items[i].p.pending = PENDING_DOWNLOAD;
+        deduped += b->items[i].deduped;
+    }
+    if (engine_in_txn(r, add_intents, b, err) < 0 || r->c->loc->ops->flush(r->c->loc, err) < 0)
+        return -1;
+    for (size_t i = 0; i < b->n; i++) {
+        b->items[i].p.pending = PENDING_NONE;
+        engine_defer_settle(r, &b->items[i].p);
+    }
+    if (union_dedupe_flags(r, b, err) < 0)
+        return -1;
+    r->st.downloaded += b->n - deduped;
+    r->c->progress++;
+    return 0;
+}
+
+/* One big message through a partial file that survives cuts and passes: every byte that
+ * arrived stays, and the next try asks only for the rest. */
+static int download_in_ranges(folder_run *r, const store_msg *m, ofs_error *err)
+{
+    partial_file pf;
+    if (partial_open(&pf, r->c->acct->local, r->name, r->si.uidvalidity, m, err) < 0) {
+        partial_close(&pf, false);
+        return -1;
+    }
+    if (pf.have) {
+        char *line = xasprintf("resuming UID %u at %llu of %llu bytes", m->uid,
+                               (unsigned long long)pf.have, (unsigned long long)m->size);
+        engine_notice(r, line);
+        free(line);
+    }
+    uint64_t before = pf.have;
+    int rc = partial_fetch(&pf, r->c->srv, m, &r->c->link_rate, err);
+    if (pf.have > before)
+        r->c->progress++;
+    if (rc != 0) {
+        partial_close(&pf, rc == 1); /* 1: gone from the server; keep the bytes otherwise */
+        return rc < 0 ? -1 : 0;
+    }
+    copy_batch b = {.r = r, .fd = pf.fd};
+    pf.fd = -1; /* download_done closes it */
+    if (lseek(b.fd, 0, SEEK_SET) < 0)
+        rc = err_errno(err, OFS_E_IO, errno, "cannot rewind %s", pf.path);
+    if (rc == 0)
+        rc = download_done(&b, m, b.fd, pf.have, err);
+    if (rc == 0)
+        rc = commit_downloads(r, &b, err);
+    batch_free(&b);
+    partial_close(&pf, rc == 0); /* the Maildir copy is durable: the partial file can go */
+    return rc;
+}
+
+int copy_exec_downloads(folder_run *r, const sync_plan *plan, ofs_error *err)
+{
+    size_t n = plan->count[ACT_DOWNLOAD];
+    if (!n)
+        return 0;
+    store_msg *msgs = xmalloc(n * sizeof *msgs);
+    size_t k = 0;
+    int rc = 0;
+    /* Big messages one by one, in resumable ranges; the rest in batches. */
+    for (size_t i = 0; i < plan->n && rc == 0; i++) {
+        if (plan->v[i].kind != ACT_DOWNLOAD)
+            continue;
+        const store_msg *m = &r->srv.v[plan->v[i].srv];
+        if (partial_wanted(r->c->srv, m))
+            rc = download_in_ranges(r, m, err);
+        else
+            msgs[k++] = *m;
+    }
+    copy_batch b = {.r = r, .fd = -1};
+    store_sink sink = {sink_open, download_done, &b};
+    for (size_t i = 0; i < k && rc == 0; i += DOWNLOAD_BATCH) {
+        size_t len = k - i < DOWNLOAD_BATCH ? k - i : DOWNLOAD_BATCH;
+        rc = r->c->srv->ops->fetch_messages(r->c->srv, msgs + i, len, &sink, err);
+        /* What arrived before a failure is kept: it is complete and staged. */
+        ofs_error e2;
+        if (commit_downloads(r, &b, rc < 0 ? &e2 : err) < 0 && rc == 0)
+            rc = -1;
+        batch_free(&b);
+    }
+    free(msgs);
+    return rc;
+}
+
+static int upload_done(void *ctx, const store_msg *m, int fd, uint64_t size, ofs_error *err)
+{
+    (void)err;
+    copy_batch *b = ctx;
+    copy_item *it = stage_item(b, m, size);
+    it->fd = fd;
+    b->fd = -1; /* now owned by the item */
+    return 0;
+}
+
+static uint32_t upload_floor(const folder_run *r)
+{
+    if (r->si.uidnext)
+        return r->si.uidnext;
+    uint32_t max = 0;
+    for (size_t i = 0; i < r->srv.n; i++)
+        if (r->srv.v[i].uid > max)
+            max = r->srv.v[i].uid;
+    return max + 1;
+}
+
+static void count_upload(folder_run *r, const copy_item *it)
+{
+    r->st.bytes_up += it->p.size;
+    r->st.uploaded++;
+    r->done++;
+    r->c->progress++;
+    r->bytes_done += it->p.size;
+    engine_emit(r, OFS_EV_PROGRESS, NULL);
+}
+
+/* The whole batch at once (pipelined APPENDs): its intents are durable already, so whatever
+ * reached the server before a cut is found again by resolve_upload_intents. */
+static int append_together(folder_run *r, copy_batch *b, ofs_error *err)
+{
+    store_upload *v = xcalloc(b->n ? b->n : 1, sizeof *v);
+    int rc = 0;
+    for (size_t i = 0; i < b->n && rc == 0; i++) {
+        const copy_item *it = &b->items[i];
+        v[i] = (store_upload){.fd = it->fd, .size = it->p.size, .flags = it->p.flags};
+        if (lseek(it->fd, 0, SEEK_SET) < 0)
+            rc = err_errno(err, OFS_E_IO, errno, "cannot rewind a staging file");
+    }
+    if (rc == 0)
+        rc = r->c->srv->ops->store_messages(r->c->srv, v, b->n, err);
+    for (size_t i = 0; i < b->n; i++) {
+        if (!v[i].ok)
+            continue; /* stays an upload intent: sent again unless found on the server */
+        b->items[i].p.uid = v[i].uid;
+        count_upload(r, &b->items[i]);
+    }
+    free(v);
+    return rc;
+}
+
+static int append_items(folder_run *r, copy_batch *b, ofs_error *err)
+{
+    store *srv = r->c->srv;
+    if (srv->ops->store_messages)
+        return append_together(r, b, err);
+    for (size_t i = 0; i < b->n; i++) {
+        copy_item *it = &b->items[i];
+        store_msg out = {0};
+        if (lseek(it->fd, 0, SEEK_SET) < 0)
+            return err_errno(err, OFS_E_IO, errno, "cannot rewind a staging file");
+        /* On failure the unsent rest stay upload intents; the next pass finds them absent
+         * from the server and sends them then. */
+        if (srv->ops->store_message(srv, it->fd, it->p.size, it->p.flags, &out, err) < 0)
+            return -1;
+        it->p.uid = out.uid;
+        free(out.key);
+        free(out.msgid);
+        count_upload(r, it);
+    }
+    return 0;
+}
+
+static int upload_batch(folder_run *r, const store_msg *msgs, size_t n, bool *unpaired,
+                        ofs_error *err)
+{
+    copy_batch b = {.r = r, .fd = -1};
+    store_sink sink = {sink_open, upload_done, &b};
+    int rc = r->c->loc->ops->fetch_messages(r->c->loc, msgs, n, &sink, err);
+    for (size_t i = 0; i < b.n; i++) {
+        b.items[i].p.pending = PENDING_UPLOAD;
+        b.items[i].p.uidnext_seen = upload_floor(r);
+    }
+    if (rc == 0)
+        rc = engine_in_txn(r, add_intents, &b, err);
+    if (rc == 0) {
+        rc = append_items(r, &b, err);
+        ofs_error e2;
+        if (engine_in_txn(r, settle_items, &b, rc < 0 ? &e2 : err) < 0)
+            rc = -1;
+        for (size_t i = 0; i < b.n; i++)
+            if (!b.items[i].p.uid)
+                *unpaired = true;
+    }
+    batch_free(&b);
+    return rc;
+}
+
+int copy_exec_uploads(folder_run *r, const sync_plan *plan, ofs_error *err)
+{
+    size_t n = plan->count[ACT_UPLOAD], k = 0;
+    if (!n)
+        return 0;
+    store_msg *msgs = xmalloc(n * sizeof *msgs);
+    for (size_t i = 0; i < plan->n; i++)
+        if (plan->v[i].kind == ACT_UPLOAD)
+            msgs[k++] = r->loc.v[plan->v[i].loc];
+    bool unpaired = false;
+    int rc = 0;
+    for (size_t i = 0; i < k && rc == 0; i += UPLOAD_BATCH)
+        rc = upload_batch(r, msgs + i, k - i < UPLOAD_BATCH ? k - i : UPLOAD_BATCH, &unpaired, err);
+    free(msgs);
+    /* Without UIDPLUS the server did not say which UIDs it gave: find them now (these are
+     * fresh uploads, not messages re-paired after a UIDVALIDITY change). */
+    size_t repaired = r->repaired;
+    r->own_appends = true; /* just sent on this connection: Message-ID and size suffice when
+                              they tell the messages apart; content is compared otherwise */
+    if (rc == 0 && unpaired && (rc = engine_reload_pairs(r, err)) == 0)
+        rc = pending_resolve(r, err);
+    r->own_appends = false;
+    r->repaired = repaired;
+    return rc;
+}

@@ -1,0 +1,106 @@
+/* engine_int.h: internal to the engine files: the state of one folder's run and the steps
+ * engine.c calls in copy.c, flagops.c, pending.c and edits.c, with the helpers they share. */
+#ifndef OFS_SYNC_ENGINE_INT_H
+#define OFS_SYNC_ENGINE_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sync/engine.h"
+#include "sync/plan.h"
+#include "util/err.h"
+
+typedef struct folder_run {
+    sync_ctx *c;
+    const char *name;
+    state_folder sf;
+    store_folder_info si, li;
+    state_pair_list pairs;
+    store_msg_list srv, loc;
+    ofs_sync_stats st;
+    uint64_t done, total;             /* messages copied / to copy */
+    uint64_t bytes_done, bytes_total; /* their bytes, as far as the listings said */
+    state_mark mark;                  /* what the last complete pass saw; has_mark: there was one */
+    bool has_mark;
+    char *local_mark;         /* the local folder's mark, taken before its scan */
+    bool srv_open;            /* the server folder is selected */
+    uint32_t old_uidvalidity; /* non-zero: the server's UIDVALIDITY changed this pass */
+    size_t repaired;          /* pairs found again by content after that change */
+    size_t deduped;           /* new on both sides, identical: paired, not copied */
+    struct dedupe_set *dd;    /* local messages about to be uploaded, by content */
+    int64_t restore_id;       /* the restore-deleted intent of this pass's expunge, or 0 */
+    size_t flagged_removed;   /* removed although the other side had changed their flags */
+    bool own_appends; /* resolving this pass's APPENDs (no UIDPLUS), not a crash's leftovers */
+    buf held;         /* the first held-back messages, for the folder's line */
+    size_t held_shown;
+    state_held_list held_base; /* held back by the last complete pass */
+    state_held_list held_now;  /* held back by this pass: recorded with the folder */
+    bool forget_mark;          /* the mark goes with the folder's next transaction */
+    state_pair_list deferred;  /* settled pairs, written with the next transaction */
+    struct local_edit *edits;  /* local files rewritten in place, found by this pass */
+    size_t n_edits;
+    struct replacement *repl; /* old server copies of edited messages, waiting to go */
+    size_t n_repl;
+    size_t edited, edited_gone; /* old copies replaced; edits uploaded as new (server expunged) */
+} folder_run;
+
+/* ---- engine.c: helpers every step uses ---- */
+
+void engine_emit(folder_run *r, enum ofs_event_type type, const char *text);
+void engine_notice(folder_run *r, const char *text);
+int engine_temp_open(folder_run *r, ofs_error *err);
+void engine_defer_settle(folder_run *r, const state_pair *p);
+/* fn inside one state transaction, after what earlier steps deferred to it. */
+int engine_in_txn(folder_run *r, int (*fn)(folder_run *, void *, ofs_error *), void *arg,
+                  ofs_error *err);
+int engine_in_lazy_txn(folder_run *r, int (*fn)(folder_run *, void *, ofs_error *), void *arg,
+                       ofs_error *err);
+int engine_hash_messages(folder_run *r, store *s, const store_msg *msgs, size_t n, char **hashes,
+                         uint64_t *sizes, ofs_error *err);
+int engine_reload_pairs(folder_run *r, ofs_error *err);
+int engine_list_server_full(folder_run *r, ofs_error *err);
+int engine_need_server(folder_run *r, ofs_error *err);
+
+int engine_cmp_u32(const void *a, const void *b);
+int engine_cmp_keyp(const void *a, const void *b);
+bool engine_local_has_key(char **sorted, size_t n, const char *key);
+
+/* A message's index in a listing by key: the key comes first so engine_cmp_keyp sorts these. */
+typedef struct key_idx {
+    const char *key;
+    long idx;
+} key_idx;
+
+key_idx *engine_index_keys(const store_msg_list *l);
+const key_idx *engine_find_key(const key_idx *v, size_t n, const char *key);
+
+/* ---- pending.c: intents left by an interrupted pass ---- */
+
+int pending_resolve(folder_run *r, ofs_error *err);
+int pending_check_uidvalidity(folder_run *r, ofs_error *err);
+
+/* ---- flagops.c: flag changes and removals ---- */
+
+int flagops_exec(folder_run *r, sync_plan *plan, ofs_error *err);
+int flagops_restore_deleted(folder_run *r, ofs_error *err);
+int flagops_add_restore_intent(folder_run *r, buf *uids, ofs_error *err);
+void flagops_deleted_after_plan(folder_run *r, const sync_plan *plan, buf *uids);
+int flagops_drop_restore_intent(folder_run *r, void *arg, ofs_error *err);
+
+/* ---- copy.c: downloads and uploads ---- */
+
+int copy_dedupe_build(folder_run *r, sync_plan *plan, ofs_error *err);
+void copy_dedupe_free(struct dedupe_set *d);
+int copy_exec_downloads(folder_run *r, const sync_plan *plan, ofs_error *err);
+int copy_exec_uploads(folder_run *r, const sync_plan *plan, ofs_error *err);
+
+/* ---- edits.c: messages edited in place ---- */
+
+int edits_find(folder_run *r, sync_plan *plan, ofs_error *err);
+int edits_exec(folder_run *r, ofs_error *err);
+int edits_load_replacements(folder_run *r, ofs_error *err);
+int edits_replace(folder_run *r, const sync_plan *plan, ofs_error *err);
+void edits_free_replacements(folder_run *r);
+
+#endif

@@ -1,0 +1,372 @@
+/* flagops.c: flag changes and removals on both sides, their intents, the restore of \Deleted
+ * an expunge cut short may have lifted, and the count of flag changes a removal overrides. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "sync/engine_int.h"
+#include "util/err.h"
+
+/* An expunge cut short may have lifted \Deleted from other messages (no UIDPLUS): put it back
+ * on those still there, unless the folder's UIDs changed meaning since. */
+static int restore_one(folder_run *r, const state_intent *in, ofs_error *err)
+{
+    const char *at = in->arg ? strrchr(in->arg, '@') : NULL;
+    if (!at || strtoul(at + 1, NULL, 10) != r->si.uidvalidity)
+        return 0;
+    store_msg *msgs = xmalloc((strlen(in->arg) / 2 + 1) * sizeof *msgs);
+    size_t n = 0;
+    for (const char *p = in->arg; p < at;) {
+        char *end;
+        unsigned long uid = strtoul(p, &end, 10);
+        if (end == p)
+            break;
+        msgs[n++] = (store_msg){.uid = (uint32_t)uid};
+        p = end + (*end == ' ');
+    }
+    int rc = n ? r->c->srv->ops->set_flags(r->c->srv, msgs, n, FLAG_DELETED, 0, err) : 0;
+    free(msgs);
+    return rc;
+}
+
+int flagops_restore_deleted(folder_run *r, ofs_error *err)
+{
+    bool restored = false;
+    state_intent_list l;
+    if (state_intents_load(r->c->st, &l, err) < 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < l.n && rc == 0; i++) {
+        const state_intent *in = &l.v[i];
+        if (strcmp(in->op, "restore-deleted") != 0 || strcmp(in->folder, r->name) != 0)
+            continue;
+        if (r->c->dry_run)
+            continue;
+        rc = restore_one(r, in, err);
+        if (rc == 0)
+            rc = state_intent_delete(r->c->st, in->id, err);
+        restored = true;
+    }
+    state_intent_list_free(&l);
+    /* The listing was taken before: read the server again, with the flags back. */
+    return rc == 0 && restored ? engine_list_server_full(r, err) : rc;
+}
+
+/* ---- flags ---- */
+
+typedef struct flag_op {
+    unsigned add, del;
+    store_msg m;
+} flag_op;
+
+static int cmp_flag_op(const void *a, const void *b)
+{
+    const flag_op *x = a, *y = b;
+    if (x->add != y->add)
+        return (x->add > y->add) - (x->add < y->add);
+    return (x->del > y->del) - (x->del < y->del);
+}
+
+/* Applies ops grouped by (add, del), so the server gets one UID STORE per flag change. */
+static int apply_flag_ops(store *s, flag_op *ops, size_t n, ofs_error *err)
+{
+    qsort(ops, n, sizeof *ops, cmp_flag_op);
+    store_msg *msgs = xmalloc((n ? n : 1) * sizeof *msgs);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0;) {
+        size_t j = i;
+        while (j < n && ops[j].add == ops[i].add && ops[j].del == ops[i].del) {
+            msgs[j - i] = ops[j].m;
+            j++;
+        }
+        rc = s->ops->set_flags(s, msgs, j - i, ops[i].add, ops[i].del, err);
+        i = j;
+    }
+    free(msgs);
+    return rc;
+}
+
+/* Write-ahead: every pair about to change flags is marked with its target first. */
+static int mark_flag_intents(folder_run *r, void *arg, ofs_error *err)
+{
+    const sync_plan *plan = arg;
+    for (size_t i = 0; i < plan->n; i++) {
+        const sync_action *a = &plan->v[i];
+        if (a->kind != ACT_FLAGS)
+            continue;
+        state_pair *p = &r->pairs.v[a->pair];
+        p->pending = PENDING_FLAGS;
+        p->target = a->flags;
+        if (state_pair_update(r->c->st, p, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void settle_flag_bases(folder_run *r, const sync_plan *plan)
+{
+    for (size_t i = 0; i < plan->n; i++) {
+        const sync_action *a = &plan->v[i];
+        if (a->kind != ACT_FLAGS)
+            continue;
+        state_pair *p = &r->pairs.v[a->pair];
+        p->flags = a->flags;
+        p->pending = PENDING_NONE;
+        p->target = 0;
+        engine_defer_settle(r, p);
+    }
+}
+
+static int exec_flags(folder_run *r, const sync_plan *plan, ofs_error *err)
+{
+    size_t n = plan->count[ACT_FLAGS];
+    if (!n)
+        return 0;
+    flag_op *to_srv = xmalloc(n * sizeof *to_srv), *to_loc = xmalloc(n * sizeof *to_loc);
+    size_t ns = 0, nl = 0;
+    for (size_t i = 0; i < plan->n; i++) {
+        const sync_action *a = &plan->v[i];
+        if (a->kind != ACT_FLAGS)
+            continue;
+        const store_msg *s = &r->srv.v[a->srv], *l = &r->loc.v[a->loc];
+        if (s->flags != a->flags)
+            to_srv[ns++] = (flag_op){a->flags & ~s->flags, s->flags & ~a->flags, *s};
+        if (l->flags != a->flags)
+            to_loc[nl++] = (flag_op){a->flags & ~l->flags, l->flags & ~a->flags, *l};
+    }
+    /* The flag intents need no fsync: a pass cut short plans such a pair again from the same
+     * base, intent or not, and the three-way merge of a half-applied change gives the same
+     * result (test_plan). They mark the pairs for people (status) and for resolve_replans. */
+    int rc = engine_in_lazy_txn(r, mark_flag_intents, (void *)plan, err);
+    if (rc == 0)
+        rc = apply_flag_ops(r->c->srv, to_srv, ns, err);
+    if (rc == 0)
+        rc = apply_flag_ops(r->c->loc, to_loc, nl, err);
+    free(to_srv);
+    free(to_loc);
+    if (rc < 0)
+        return -1;
+    r->st.flags_to_server += ns;
+    r->st.flags_to_local += nl;
+    return 0; /* settled by flagops_exec once the server has answered */
+}
+
+/* ---- expunges ---- */
+
+static int forget_pairs(folder_run *r, void *arg, ofs_error *err)
+{
+    const sync_plan *plan = arg;
+    for (size_t i = 0; i < plan->n; i++) {
+        int k = plan->v[i].kind;
+        state_pair *p = plan->v[i].pair >= 0 ? &r->pairs.v[plan->v[i].pair] : NULL;
+        if (k == ACT_EXPUNGE_SERVER || k == ACT_EXPUNGE_LOCAL || k == ACT_FORGET) {
+            if (state_pair_delete(r->c->st, p->id, err) < 0)
+                return -1;
+        } else if (k == ACT_KEEP_LOCAL || k == ACT_KEEP_SERVER) {
+            /* The policy keeps this copy: unpaired, it is neither removed nor copied back. */
+            if (k == ACT_KEEP_LOCAL)
+                p->uid = 0;
+            else {
+                free(p->key);
+                p->key = NULL;
+            }
+            p->pending = PENDING_NONE;
+            if (state_pair_update(r->c->st, p, err) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* Records the UIDs in uids ("1 2 3") as a restore-deleted intent, when there are any. */
+int flagops_add_restore_intent(folder_run *r, buf *uids, ofs_error *err)
+{
+    if (!uids->len)
+        return 0;
+    buf_printf(uids, " @%u", r->si.uidvalidity);
+    return state_intent_add(r->c->st, "restore-deleted", r->name, uids->data, &r->restore_id, err);
+}
+
+/* The UIDs that still carry \Deleted on the server once plan is carried out, as "1 2 3"
+ * (those it removes left out). */
+void flagops_deleted_after_plan(folder_run *r, const sync_plan *plan, buf *uids)
+{
+    /* The server's flags as the flag step of this plan left them, -1 for those going now. */
+    long *now = xmalloc((r->srv.n ? r->srv.n : 1) * sizeof *now);
+    for (size_t i = 0; i < r->srv.n; i++)
+        now[i] = r->srv.v[i].flags;
+    for (size_t i = 0; i < plan->n; i++) {
+        const sync_action *a = &plan->v[i];
+        if (a->kind == ACT_FLAGS)
+            now[a->srv] = a->flags;
+        else if (a->kind == ACT_EXPUNGE_SERVER)
+            now[a->srv] = -1;
+    }
+    for (size_t i = 0; i < r->srv.n; i++)
+        if (now[i] >= 0 && (now[i] & FLAG_DELETED))
+            buf_printf(uids, "%s%u", uids->len ? " " : "", r->srv.v[i].uid);
+    free(now);
+}
+
+/* A message removed on one side may have been moved (to another folder, or under another
+ * name) while the other side changed its flags: every removal is written down with the
+ * message's content and that change (none, often), and carry.c gives the change to the one
+ * copy of that content made since the last complete pass, when there is exactly one. */
+static int carry_intent(folder_run *r, const sync_action *a, ofs_error *err)
+{
+    const state_pair *p = &r->pairs.v[a->pair];
+    unsigned now = a->kind == ACT_EXPUNGE_SERVER ? r->srv.v[a->srv].flags : r->loc.v[a->loc].flags;
+    unsigned add = now & ~p->flags, del = p->flags & ~now;
+    /* A server removal starts with \Deleted: on a copy still there it may be our own, left by
+     * a removal cut short, and is no change of the other side's. */
+    if (a->kind == ACT_EXPUNGE_SERVER)
+        add &= ~(unsigned)FLAG_DELETED;
+    if (!p->hash)
+        return 0;
+    char *arg = xasprintf("%lld %u %u %s", (long long)p->id, add, del, p->hash);
+    int rc = state_intent_add(r->c->st, "carry-flags", r->name, arg, NULL, err);
+    free(arg);
+    return rc;
+}
+
+/* Write-ahead for removals: the pairs are marked, and when the server has to expunge, the
+ * UIDs other clients marked \Deleted are recorded, because without UIDPLUS the expunge lifts
+ * their flag for a moment (RFC 4315 2.1): a crash then must not lose it. */
+static int mark_expunge_intents(folder_run *r, void *arg, ofs_error *err)
+{
+    const sync_plan *plan = arg;
+    for (size_t i = 0; i < plan->n; i++) {
+        int k = plan->v[i].kind;
+        if (k != ACT_EXPUNGE_SERVER && k != ACT_EXPUNGE_LOCAL)
+            continue;
+        state_pair *p = &r->pairs.v[plan->v[i].pair];
+        p->pending = PENDING_EXPUNGE;
+        if (state_pair_update(r->c->st, p, err) < 0 || carry_intent(r, &plan->v[i], err) < 0)
+            return -1;
+    }
+    if (!plan->count[ACT_EXPUNGE_SERVER])
+        return 0;
+    buf uids;
+    buf_init(&uids);
+    flagops_deleted_after_plan(r, plan, &uids);
+    int rc = flagops_add_restore_intent(r, &uids, err);
+    buf_free(&uids);
+    return rc;
+}
+
+int flagops_drop_restore_intent(folder_run *r, void *arg, ofs_error *err)
+{
+    (void)arg;
+    int rc = r->restore_id ? state_intent_delete(r->c->st, r->restore_id, err) : 0;
+    r->restore_id = 0;
+    return rc;
+}
+
+static int remove_from(store *s, const sync_plan *plan, int kind, const store_msg_list *l,
+                       ofs_error *err)
+{
+    size_t n = plan->count[kind], k = 0;
+    if (!n)
+        return 0;
+    store_msg *msgs = xmalloc(n * sizeof *msgs);
+    for (size_t i = 0; i < plan->n; i++)
+        if (plan->v[i].kind == kind)
+            msgs[k++] = l->v[kind == ACT_EXPUNGE_SERVER ? plan->v[i].srv : plan->v[i].loc];
+    int rc = s->ops->remove_messages(s, msgs, k, err);
+    free(msgs);
+    return rc;
+}
+
+/* A mail reader renaming a file while the scan ran can hide it from readdir. Before a local
+ * absence removes mail from the server, a second scan must agree that it is gone. */
+static int confirm_local_absence(folder_run *r, sync_plan *plan, ofs_error *err)
+{
+    if (!plan->count[ACT_EXPUNGE_SERVER])
+        return 0;
+    store_msg_list again;
+    store_msg_list_init(&again);
+    store_list_opts lo = {0};
+    if (r->c->loc->ops->list_messages(r->c->loc, &lo, &again, err) < 0)
+        return -1;
+    char **keys = xmalloc((again.n ? again.n : 1) * sizeof *keys);
+    for (size_t i = 0; i < again.n; i++)
+        keys[i] = again.v[i].key;
+    qsort(keys, again.n, sizeof *keys, engine_cmp_keyp);
+    for (size_t i = 0; i < plan->n; i++) {
+        sync_action *a = &plan->v[i];
+        if (a->kind == ACT_EXPUNGE_SERVER &&
+            engine_local_has_key(keys, again.n, r->pairs.v[a->pair].key)) {
+            a->kind = ACT_NONE; /* still there: the next pass sees its true state */
+            plan->count[ACT_EXPUNGE_SERVER]--;
+        }
+    }
+    free(keys);
+    store_msg_list_free(&again);
+    return 0;
+}
+
+/* A removal wins over flag changes the other side made meanwhile (a deletion is deliberate,
+ * flags are not content); the summary counts them so the user knows. */
+static void count_flag_losses(folder_run *r, const sync_plan *plan)
+{
+    for (size_t i = 0; i < plan->n; i++) {
+        const sync_action *a = &plan->v[i];
+        const state_pair *p = a->pair >= 0 ? &r->pairs.v[a->pair] : NULL;
+        if (a->kind == ACT_EXPUNGE_SERVER && r->srv.v[a->srv].flags != p->flags)
+            r->flagged_removed++;
+        else if (a->kind == ACT_EXPUNGE_LOCAL && r->loc.v[a->loc].flags != p->flags)
+            r->flagged_removed++;
+    }
+}
+
+static bool any_expunge_step(const sync_plan *plan)
+{
+    return plan->count[ACT_EXPUNGE_SERVER] || plan->count[ACT_EXPUNGE_LOCAL] ||
+           plan->count[ACT_FORGET] || plan->count[ACT_KEEP_LOCAL] || plan->count[ACT_KEEP_SERVER];
+}
+
+static int exec_expunges(folder_run *r, sync_plan *plan, ofs_error *err)
+{
+    if (confirm_local_absence(r, plan, err) < 0)
+        return -1;
+    size_t removals = plan->count[ACT_EXPUNGE_SERVER] + plan->count[ACT_EXPUNGE_LOCAL];
+    if (!any_expunge_step(plan))
+        return 0;
+    if (removals && engine_in_txn(r, mark_expunge_intents, plan, err) < 0)
+        return -1;
+    count_flag_losses(r, plan);
+    if (remove_from(r->c->srv, plan, ACT_EXPUNGE_SERVER, &r->srv, err) < 0 ||
+        remove_from(r->c->loc, plan, ACT_EXPUNGE_LOCAL, &r->loc, err) < 0)
+        return -1;
+    r->st.expunged_server += plan->count[ACT_EXPUNGE_SERVER];
+    r->st.expunged_local += plan->count[ACT_EXPUNGE_LOCAL];
+    return 0; /* the pairs are forgotten by finish_expunges once the server has answered */
+}
+
+static int finish_expunges(folder_run *r, sync_plan *plan, ofs_error *err)
+{
+    if (!any_expunge_step(plan))
+        return 0;
+    if (engine_in_txn(r, forget_pairs, (void *)plan, err) < 0)
+        return -1;
+    return r->restore_id ? engine_in_txn(r, flagops_drop_restore_intent, NULL, err) : 0;
+}
+
+/* Flag changes and removals. The server's part (its STOREs, and \Deleted with UID EXPUNGE)
+ * leaves in one burst once every intent is in, and is settled only when the server has
+ * answered all of it: one round trip for the folder, not one per flag group and step. */
+int flagops_exec(folder_run *r, sync_plan *plan, ofs_error *err)
+{
+    store *srv = r->c->srv;
+    bool batch = r->srv_open && srv->ops->begin_batch;
+    if (batch)
+        srv->ops->begin_batch(srv);
+    int rc = exec_flags(r, plan, err);
+    if (rc == 0)
+        rc = exec_expunges(r, plan, err);
+    ofs_error ignored;
+    if (batch && srv->ops->end_batch(srv, rc < 0 ? &ignored : err) < 0)
+        rc = -1;
+    if (rc == 0 && plan->count[ACT_FLAGS])
+        settle_flag_bases(r, plan);
+    return rc == 0 ? finish_expunges(r, plan, err) : -1;
+}
