@@ -186,14 +186,10 @@ int engine_cmp_u32(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-int engine_cmp_keyp(const void *a, const void *b)
+/* By the key a key_idx starts with. */
+static int cmp_keyp(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-bool engine_local_has_key(char **sorted, size_t n, const char *key)
-{
-    return key && bsearch(&key, sorted, n, sizeof *sorted, engine_cmp_keyp) != NULL;
 }
 
 int engine_reload_pairs(folder_run *r, ofs_error *err)
@@ -207,13 +203,13 @@ key_idx *engine_index_keys(const store_msg_list *l)
     key_idx *v = xmalloc((l->n ? l->n : 1) * sizeof *v);
     for (size_t i = 0; i < l->n; i++)
         v[i] = (key_idx){l->v[i].key, (long)i};
-    qsort(v, l->n, sizeof *v, engine_cmp_keyp);
+    qsort(v, l->n, sizeof *v, cmp_keyp);
     return v;
 }
 
 const key_idx *engine_find_key(const key_idx *v, size_t n, const char *key)
 {
-    return key ? bsearch(&key, v, n, sizeof *v, engine_cmp_keyp) : NULL;
+    return key ? bsearch(&key, v, n, sizeof *v, cmp_keyp) : NULL;
 }
 
 /* ---- one folder ---- */

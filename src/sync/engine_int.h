@@ -63,10 +63,9 @@ int engine_list_server_full(folder_run *r, ofs_error *err);
 int engine_need_server(folder_run *r, ofs_error *err);
 
 int engine_cmp_u32(const void *a, const void *b);
-int engine_cmp_keyp(const void *a, const void *b);
-bool engine_local_has_key(char **sorted, size_t n, const char *key);
 
-/* A message's index in a listing by key: the key comes first so engine_cmp_keyp sorts these. */
+/* A message's index in a listing by key: engine_index_keys sorts a listing by key once,
+ * engine_find_key looks one up (NULL for a NULL key). */
 typedef struct key_idx {
     const char *key;
     long idx;

@@ -287,14 +287,11 @@ static int confirm_local_absence(folder_run *r, sync_plan *plan, ofs_error *err)
     store_list_opts lo = {0};
     if (r->c->loc->ops->list_messages(r->c->loc, &lo, &again, err) < 0)
         return -1;
-    char **keys = xmalloc((again.n ? again.n : 1) * sizeof *keys);
-    for (size_t i = 0; i < again.n; i++)
-        keys[i] = again.v[i].key;
-    qsort(keys, again.n, sizeof *keys, engine_cmp_keyp);
+    key_idx *keys = engine_index_keys(&again);
     for (size_t i = 0; i < plan->n; i++) {
         sync_action *a = &plan->v[i];
         if (a->kind == ACT_EXPUNGE_SERVER &&
-            engine_local_has_key(keys, again.n, r->pairs.v[a->pair].key)) {
+            engine_find_key(keys, again.n, r->pairs.v[a->pair].key)) {
             a->kind = ACT_NONE; /* still there: the next pass sees its true state */
             plan->count[ACT_EXPUNGE_SERVER]--;
         }

@@ -137,16 +137,13 @@ static int hash_candidates(folder_run *r, upload_cands *c, ofs_error *err)
 static int resolve_downloads(folder_run *r, void *arg, ofs_error *err)
 {
     (void)arg;
-    char **keys = xmalloc((r->loc.n ? r->loc.n : 1) * sizeof *keys);
-    for (size_t i = 0; i < r->loc.n; i++)
-        keys[i] = r->loc.v[i].key;
-    qsort(keys, r->loc.n, sizeof *keys, engine_cmp_keyp);
+    key_idx *keys = engine_index_keys(&r->loc);
     int rc = 0;
     for (size_t i = 0; i < r->pairs.n && rc == 0; i++) {
         state_pair *p = &r->pairs.v[i];
         if (p->pending != PENDING_DOWNLOAD)
             continue;
-        if (engine_local_has_key(keys, r->loc.n, p->key)) {
+        if (engine_find_key(keys, r->loc.n, p->key)) {
             p->pending = PENDING_NONE;
             rc = state_pair_update(r->c->st, p, err);
         } else {
