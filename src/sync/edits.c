@@ -179,32 +179,25 @@ static void drop_listed(store_msg_list *l, uint32_t uid)
     }
 }
 
+static int load_replacement(folder_run *r, const state_intent *in, void *arg, ofs_error *err)
+{
+    (void)arg;
+    char *uid_at = NULL, *key = NULL;
+    unsigned long uv = in->arg ? strtoul(in->arg, &uid_at, 10) : 0;
+    unsigned long uid = uid_at ? strtoul(uid_at, &key, 10) : 0;
+    if (!uid || !key || *key != ' ' || !key[1] || uv != r->si.uidvalidity)
+        return r->c->dry_run ? 0 : state_intent_delete(r->c->st, in->id, err);
+    drop_listed(&r->srv, uid);
+    r->repl = xrealloc(r->repl, (r->n_repl + 1) * sizeof *r->repl);
+    r->repl[r->n_repl++] = (replacement){in->id, (uint32_t)uid, xstrdup(key + 1)};
+    return 0;
+}
+
 /* The replacements an earlier step of this pass, or a pass cut short, left: their old copies
  * are out of the listing. One recorded under another UIDVALIDITY names nothing any more. */
 int edits_load_replacements(folder_run *r, ofs_error *err)
 {
-    state_intent_list l;
-    if (state_intents_load(r->c->st, &l, err) < 0)
-        return -1;
-    int rc = 0;
-    for (size_t i = 0; i < l.n && rc == 0; i++) {
-        const state_intent *in = &l.v[i];
-        if (strcmp(in->op, "replace-edited") != 0 || strcmp(in->folder, r->name) != 0)
-            continue;
-        char *uid_at = NULL, *key = NULL;
-        unsigned long uv = in->arg ? strtoul(in->arg, &uid_at, 10) : 0;
-        unsigned long uid = uid_at ? strtoul(uid_at, &key, 10) : 0;
-        if (!uid || !key || *key != ' ' || !key[1] || uv != r->si.uidvalidity) {
-            if (!r->c->dry_run)
-                rc = state_intent_delete(r->c->st, in->id, err);
-            continue;
-        }
-        drop_listed(&r->srv, uid);
-        r->repl = xrealloc(r->repl, (r->n_repl + 1) * sizeof *r->repl);
-        r->repl[r->n_repl++] = (replacement){in->id, (uint32_t)uid, xstrdup(key + 1)};
-    }
-    state_intent_list_free(&l);
-    return rc;
+    return engine_each_intent(r, "replace-edited", load_replacement, NULL, err);
 }
 
 /* Without UIDPLUS the removal lifts \Deleted from the others for a moment: those the plan

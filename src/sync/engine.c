@@ -192,6 +192,20 @@ static int cmp_keyp(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+int engine_each_intent(folder_run *r, const char *op, engine_intent_fn fn, void *arg,
+                       ofs_error *err)
+{
+    state_intent_list l;
+    if (state_intents_load(r->c->st, &l, err) < 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < l.n && rc == 0; i++)
+        if (strcmp(l.v[i].op, op) == 0 && strcmp(l.v[i].folder, r->name) == 0)
+            rc = fn(r, &l.v[i], arg, err);
+    state_intent_list_free(&l);
+    return rc;
+}
+
 int engine_reload_pairs(folder_run *r, ofs_error *err)
 {
     state_pair_list_free(&r->pairs);

@@ -58,6 +58,10 @@ int engine_in_lazy_txn(folder_run *r, int (*fn)(folder_run *, void *, ofs_error 
                        ofs_error *err);
 int engine_hash_messages(folder_run *r, store *s, const store_msg *msgs, size_t n, char **hashes,
                          uint64_t *sizes, ofs_error *err);
+/* Calls fn on each intent of kind op left for r's folder, in recorded order, until one fails. */
+typedef int (*engine_intent_fn)(folder_run *r, const state_intent *in, void *arg, ofs_error *err);
+int engine_each_intent(folder_run *r, const char *op, engine_intent_fn fn, void *arg,
+                       ofs_error *err);
 int engine_reload_pairs(folder_run *r, ofs_error *err);
 int engine_list_server_full(folder_run *r, ofs_error *err);
 int engine_need_server(folder_run *r, ofs_error *err);

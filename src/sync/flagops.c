@@ -28,25 +28,22 @@ static int restore_one(folder_run *r, const state_intent *in, ofs_error *err)
     return rc;
 }
 
+static int restore_intent(folder_run *r, const state_intent *in, void *arg, ofs_error *err)
+{
+    bool *restored = arg;
+    if (r->c->dry_run)
+        return 0;
+    int rc = restore_one(r, in, err);
+    if (rc == 0)
+        rc = state_intent_delete(r->c->st, in->id, err);
+    *restored = true;
+    return rc;
+}
+
 int flagops_restore_deleted(folder_run *r, ofs_error *err)
 {
     bool restored = false;
-    state_intent_list l;
-    if (state_intents_load(r->c->st, &l, err) < 0)
-        return -1;
-    int rc = 0;
-    for (size_t i = 0; i < l.n && rc == 0; i++) {
-        const state_intent *in = &l.v[i];
-        if (strcmp(in->op, "restore-deleted") != 0 || strcmp(in->folder, r->name) != 0)
-            continue;
-        if (r->c->dry_run)
-            continue;
-        rc = restore_one(r, in, err);
-        if (rc == 0)
-            rc = state_intent_delete(r->c->st, in->id, err);
-        restored = true;
-    }
-    state_intent_list_free(&l);
+    int rc = engine_each_intent(r, "restore-deleted", restore_intent, &restored, err);
     /* The listing was taken before: read the server again, with the flags back. */
     return rc == 0 && restored ? engine_list_server_full(r, err) : rc;
 }
