@@ -2037,10 +2037,11 @@ static int client_send_fd(imap_client *c, int fd, uint64_t size, bool buffered, 
     return 0;
 }
 
-int imap_append(imap_client *c, const char *mbox, int fd, uint64_t size, unsigned flags,
-                uint32_t *uidvalidity, uint32_t *uid, ofs_error *err)
+/* Starts APPEND mbox (flags) {size} and sends it up to the literal's first byte (after the
+ * go-ahead when the literal synchronizes). */
+static int client_append_head(imap_client *c, const char *mbox, unsigned flags, uint64_t size,
+                              ofs_error *err)
 {
-    *uidvalidity = *uid = 0;
     c->appenduid_validity = c->appenduid_uid = 0;
     client_begin(c, "APPEND ");
     if (client_astring(c, mbox, "APPEND", err) < 0)
@@ -2053,31 +2054,33 @@ int imap_append(imap_client *c, const char *mbox, int fd, uint64_t size, unsigne
     buf_addc(&c->out, ' ');
     if (client_literal_head(c, size, "APPEND", err) < 0)
         return -1;
-    if (client_flush(c, err) < 0 || client_send_fd(c, fd, size, false, err) < 0)
+    return client_flush(c, err);
+}
+
+/* The APPENDUID of the command just answered, or zeros. */
+static void client_appenduid(const imap_client *c, uint32_t *uidvalidity, uint32_t *uid)
+{
+    bool known = imap_has_cap(c, "UIDPLUS") && strcasecmp(c->last_code, "APPENDUID") == 0;
+    *uidvalidity = known ? c->appenduid_validity : 0;
+    *uid = known ? c->appenduid_uid : 0;
+}
+
+int imap_append(imap_client *c, const char *mbox, int fd, uint64_t size, unsigned flags,
+                uint32_t *uidvalidity, uint32_t *uid, ofs_error *err)
+{
+    *uidvalidity = *uid = 0;
+    if (client_append_head(c, mbox, flags, size, err) < 0 ||
+        client_send_fd(c, fd, size, false, err) < 0 || client_end(c, "APPEND", NULL, NULL, err) < 0)
         return -1;
-    if (client_end(c, "APPEND", NULL, NULL, err) < 0)
-        return -1;
-    if (imap_has_cap(c, "UIDPLUS") && strcasecmp(c->last_code, "APPENDUID") == 0) {
-        *uidvalidity = c->appenduid_validity;
-        *uid = c->appenduid_uid;
-    }
+    client_appenduid(c, uidvalidity, uid);
     return 0;
 }
 
-/* Adds APPEND mbox (flags) {size+} and sends the literal's bytes and the command's end. */
+/* Sends one APPEND whole: its head, the literal's bytes and the command's end. */
 static int client_append_send(imap_client *c, const char *mbox, const imap_upload *u,
                               ofs_error *err)
 {
-    client_begin(c, "APPEND ");
-    if (client_astring(c, mbox, "APPEND", err) < 0)
-        return -1;
-    if (u->flags & FLAG_ALL) {
-        buf_adds(&c->out, " (");
-        imap_flags_format(u->flags, &c->out);
-        buf_addc(&c->out, ')');
-    }
-    buf_addc(&c->out, ' ');
-    if (client_literal_head(c, u->size, "APPEND", err) < 0 || client_flush(c, err) < 0)
+    if (client_append_head(c, mbox, u->flags, u->size, err) < 0)
         return -1;
     /* Small literals join the burst; a big one is streamed, never held in memory. */
     bool buffered = c->cork && u->size <= IMAP_APPEND_WINDOW / 4;
@@ -2099,10 +2102,7 @@ static void client_append_answer(imap_client *c, unsigned tag, imap_upload *u, i
         return;
     }
     u->ok = true;
-    if (imap_has_cap(c, "UIDPLUS") && strcasecmp(c->last_code, "APPENDUID") == 0) {
-        u->uidvalidity = c->appenduid_validity;
-        u->uid = c->appenduid_uid;
-    }
+    client_appenduid(c, &u->uidvalidity, &u->uid);
 }
 
 static bool client_literal_plus(const imap_client *c, const imap_upload *v, size_t n)
