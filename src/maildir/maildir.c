@@ -244,16 +244,16 @@ static void md_scanned(maildir *md, const char *name, bool cur)
         md_second_file(md, idx, name, flags, cur);
 }
 
-static int md_scan_dir(maildir *md, bool cur, ofs_error *err)
+int maildir_walk(int dfd, const char *path, bool cur, maildir_name_fn fn, void *arg, ofs_error *err)
 {
     const char *sub = cur ? "cur" : "new";
-    int fd = openat(md->dfd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = openat(dfd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     if (!d) {
         int e = errno;
         if (fd >= 0)
             close(fd);
-        return err_errno(err, OFS_E_IO, e, "cannot read %s/%s", md->path, sub);
+        return err_errno(err, OFS_E_IO, e, "cannot read %s/%s", path, sub);
     }
     for (;;) {
         errno = 0;
@@ -262,13 +262,22 @@ static int md_scan_dir(maildir *md, bool cur, ofs_error *err)
             int e = errno;
             closedir(d);
             if (e)
-                return err_errno(err, OFS_E_IO, e, "cannot read %s/%s", md->path, sub);
+                return err_errno(err, OFS_E_IO, e, "cannot read %s/%s", path, sub);
             return 0;
         }
-        if (de->d_name[0] == '.' || de->d_type == DT_DIR)
-            continue;
-        md_scanned(md, de->d_name, cur);
+        if (de->d_name[0] != '.' && de->d_type != DT_DIR)
+            fn(de->d_name, cur, arg);
     }
+}
+
+static void md_scanned_fn(const char *name, bool cur, void *arg)
+{
+    md_scanned(arg, name, cur);
+}
+
+static int md_scan_dir(maildir *md, bool cur, ofs_error *err)
+{
+    return maildir_walk(md->dfd, md->path, cur, md_scanned_fn, md, err);
 }
 
 int maildir_scan(maildir *md, ofs_error *err)

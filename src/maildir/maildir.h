@@ -49,6 +49,12 @@ void maildir_close(maildir *md);
 
 /* Re-reads cur/ and new/ (one readdir pass each, no stat per file). */
 int maildir_scan(maildir *md, ofs_error *err);
+
+/* Calls fn on each message file name in cur/ (cur true) or new/ of the Maildir open as dfd,
+ * skipping dot files and directories; path names it in errors. Holds nothing. */
+typedef void (*maildir_name_fn)(const char *name, bool cur, void *arg);
+int maildir_walk(int dfd, const char *path, bool cur, maildir_name_fn fn, void *arg,
+                 ofs_error *err);
 /* The live entry with this key, or NULL. Pointers are valid until the next call that changes md. */
 const maildir_entry *maildir_find(const maildir *md, const char *key);
 /* The path of e, malloc'd. */

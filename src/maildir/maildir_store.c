@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -419,6 +420,52 @@ static char *ms_folder_mark(store *s, const char *name)
     return mark;
 }
 
+typedef struct ms_digest {
+    int dfd;
+    store_digest d;
+} ms_digest;
+
+/* As the scan reads a name (flags live in cur/ names only), with the stamp of the file. */
+static void ms_digest_name(const char *name, bool cur, void *arg)
+{
+    ms_digest *g = arg;
+    const char *info;
+    size_t kl = maildir_key_len(name, &info);
+    if (!kl)
+        return;
+    char rel[PATH_MAX];
+    struct stat st;
+    uint64_t stamp = 0; /* gone meanwhile: no pair has stamp 0, so no match */
+    if (snprintf(rel, sizeof rel, "%s/%s", cur ? "cur" : "new", name) < (int)sizeof rel &&
+        fstatat(g->dfd, rel, &st, 0) == 0)
+        stamp = maildir_stat_stamp(&st);
+    store_digest_add(&g->d, name, kl, cur ? maildir_info_flags(info) : 0, stamp);
+}
+
+/* The mark first, then the names: a change after the mark changes the next mark. */
+static char *ms_folder_digest(store *s, const char *name, store_digest *d)
+{
+    md_store *ms = ms_of(s);
+    char *path, *mark = NULL;
+    ofs_error e;
+    if (names_to_path(ms->root, ms->layout, name, &path, &e) != 0)
+        return NULL;
+    ms_digest g = {.dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+    if (g.dfd >= 0 && (mark = maildir_mark(path))) {
+        if (maildir_walk(g.dfd, path, false, ms_digest_name, &g, &e) == 0 &&
+            maildir_walk(g.dfd, path, true, ms_digest_name, &g, &e) == 0) {
+            *d = g.d;
+        } else {
+            free(mark);
+            mark = NULL;
+        }
+    }
+    if (g.dfd >= 0)
+        close(g.dfd);
+    free(path);
+    return mark;
+}
+
 static const store_ops ms_ops = {
     .side = "local",
     .list_folders = ms_list_folders,
@@ -434,6 +481,7 @@ static const store_ops ms_ops = {
     .remove_messages = ms_remove_messages,
     .close = ms_close,
     .folder_mark = ms_folder_mark,
+    .folder_digest = ms_folder_digest,
 };
 
 int maildir_store_open(const char *root, int layout, store **out, ofs_error *err)

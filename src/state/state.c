@@ -29,6 +29,7 @@ enum {
     S_MARK_GET,
     S_MARK_SET,
     S_MARK_CLEAR,
+    S_PAIRS_KEYS,
     S_FOLDER_RENAME,
     S_INTENT_ADD,
     S_INTENT_DELETE,
@@ -69,6 +70,7 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_MARK_SET] = "INSERT OR REPLACE INTO folder_marks (folder_id, messages, local_mark)"
                    " VALUES (?1, ?2, ?3)",
     [S_MARK_CLEAR] = "DELETE FROM folder_marks WHERE folder_id = ?1",
+    [S_PAIRS_KEYS] = "SELECT key, flags, pending, stamp FROM pairs WHERE folder_id = ?1",
     [S_FOLDER_RENAME] = "UPDATE folders SET name = ?2 || substr(name, length(?1) + 1)"
                         " WHERE name = ?1 OR substr(name, 1, length(?1) + 1) = ?1 || '/'",
     [S_INTENT_ADD] = "INSERT INTO intents (op, folder, arg) VALUES (?1, ?2, ?3)",
@@ -619,6 +621,22 @@ int state_mark_get(state *st, int64_t folder_id, state_mark *m, ofs_error *err)
     } else if (rc != SQLITE_DONE) {
         ret = state_fail(st, err, "cannot read a folder mark");
     }
+    state_stmt_done(s);
+    return ret;
+}
+
+int state_pairs_each_key(state *st, int64_t folder_id, state_key_fn fn, void *arg, ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, S_PAIRS_KEYS, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, folder_id);
+    int rc, ret = 0;
+    while (ret == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW)
+        ret = fn((const char *)sqlite3_column_text(s, 0), (unsigned)sqlite3_column_int64(s, 1),
+                 (int)sqlite3_column_int64(s, 2), (uint64_t)sqlite3_column_int64(s, 3), arg);
+    if (ret == 0 && rc != SQLITE_DONE)
+        ret = state_fail(st, err, "cannot read the pairs of a folder");
     state_stmt_done(s);
     return ret;
 }

@@ -160,6 +160,11 @@ static char *cs_folder_mark(store *s, const char *name)
     return inner(s)->ops->folder_mark(inner(s), name);
 }
 
+static char *cs_folder_digest(store *s, const char *name, store_digest *d)
+{
+    return inner(s)->ops->folder_digest(inner(s), name, d);
+}
+
 static void cs_close(store *s)
 {
     inner(s)->ops->close(inner(s));
@@ -192,6 +197,7 @@ store *crashpoint_wrap(store *s)
         .folder_status = s->ops->folder_status ? cs_folder_status : NULL,
         .open_folder_changes = s->ops->open_folder_changes ? cs_open_folder_changes : NULL,
         .folder_mark = s->ops->folder_mark ? cs_folder_mark : NULL,
+        .folder_digest = s->ops->folder_digest ? cs_folder_digest : NULL,
         .begin_batch = s->ops->begin_batch ? cs_begin_batch : NULL,
         .end_batch = s->ops->end_batch ? cs_end_batch : NULL,
     };

@@ -446,6 +446,11 @@ static int open_and_list(folder_run *r, ofs_error *err)
     int skip = what_to_skip(r, &status);
     if (skip == SKIP_ALL)
         return 1;
+    if (skip == SKIP_SERVER && !r->mark.local_mark) {
+        int proven = verify_local(r, err);
+        if (proven != 0)
+            return proven;
+    }
     if (!r->local_mark && r->c->loc->ops->folder_mark)
         r->local_mark = r->c->loc->ops->folder_mark(r->c->loc, r->name);
     if (state_pairs_load(r->c->st, r->sf.id, &r->pairs, err) < 0)
@@ -578,6 +583,7 @@ void sync_stats_add(ofs_sync_stats *to, const ofs_sync_stats *from)
     to->bytes_down += from->bytes_down;
     to->bytes_up += from->bytes_up;
     to->folders_seen += from->folders_seen;
+    to->folders_verified += from->folders_verified;
     to->folders_removed_local += from->folders_removed_local;
     to->folders_removed_server += from->folders_removed_server;
     to->folders_renamed += from->folders_renamed;

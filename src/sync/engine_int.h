@@ -78,6 +78,13 @@ typedef struct key_idx {
 key_idx *engine_index_keys(const store_msg_list *l);
 const key_idx *engine_find_key(const key_idx *v, size_t n, const char *key);
 
+/* ---- verify.c: in sync without a listing ---- */
+
+/* A folder the server did not change and the last pass wrote into (so its local mark was not
+ * recorded): 1 when its names and flags match the pairs exactly (the mark is then recorded),
+ * 0 when they do not or cannot be told now (list it), -1 on a state error. */
+int verify_local(folder_run *r, ofs_error *err);
+
 /* ---- pending.c: intents left by an interrupted pass ---- */
 
 int pending_resolve(folder_run *r, ofs_error *err);

@@ -31,3 +31,20 @@ store_msg *store_msg_list_push(store_msg_list *l)
     memset(m, 0, sizeof *m);
     return m;
 }
+
+/* FNV-1a over the key, flags and stamp folded in, then a full-avalanche finalizer (splitmix64)
+ * so that the sum of many such values does not cancel out for similar keys. */
+void store_digest_add(store_digest *d, const char *key, size_t key_len, unsigned flags,
+                      uint64_t stamp)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < key_len; i++)
+        h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;
+    h = (h ^ stamp) * 1099511628211ULL;
+    h ^= (uint64_t)flags << 32 | key_len;
+    h += 0x9e3779b97f4a7c15ULL;
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+    d->sum += h ^ (h >> 31);
+    d->count++;
+}

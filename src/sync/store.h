@@ -33,6 +33,16 @@ typedef struct store_msg {
                        (flags) keeps it, rewriting the file changes it. 0: not known */
 } store_msg;
 
+/* An order-free fingerprint of a folder's messages by key, flags and file stamp: equal digests
+ * of a folder and of the sync state mean the same files with the same flags, not rewritten,
+ * without holding either in memory. */
+typedef struct store_digest {
+    uint64_t sum, count;
+} store_digest;
+
+void store_digest_add(store_digest *d, const char *key, size_t key_len, unsigned flags,
+                      uint64_t stamp);
+
 typedef struct store_msg_list {
     store_msg *v;
     size_t n, cap;
@@ -149,6 +159,9 @@ typedef struct store_ops {
     /* A short text that changes whenever the folder's messages or their flags may have changed,
      * malloc'd; NULL when it cannot be told now (then the folder is scanned). */
     char *(*folder_mark)(store *s, const char *name);
+    /* The folder's mark (as folder_mark; NULL with *d untouched when it cannot be told now)
+     * and, read after it, the digest of its messages' keys, flags and stamps (store_digest_add). */
+    char *(*folder_digest)(store *s, const char *name, store_digest *d);
 } store_ops;
 
 struct store {

@@ -2,6 +2,7 @@
 # Incremental sync (CONDSTORE/QRESYNC, LIST-STATUS): unchanged folders are not opened, changed
 # ones report only what changed, and nothing is ever missed. Checked through a recording proxy.
 # With OFS_TEST_CAPS=plain the same changes must still arrive, by full listings.
+import json
 import os
 import re
 import shutil
@@ -297,6 +298,73 @@ def uidvalidity_change_is_seen_by_status(ctx):
     srv = ctx.assert_synced()
     check(len(srv["Archive"]) == 12, f"re-pairing lost or duplicated mail: {len(srv['Archive'])}")
     check(len(ids["Archive"]) == 12, "populate")
+
+
+def json_summary(ctx):
+    _rc, out, _err = ctx.ofsync("--json", "sync")
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return [e for e in events if e["type"] == "summary"][-1]
+
+
+@T.test
+def a_pass_after_downloads_proves_folders_by_name(ctx):
+    """The pass that downloads cannot record the folders' local marks (it wrote into them);
+    the next pass proves them in sync from their file names alone, and only where they match."""
+    ids = ctx.populate(SPEC, seed=12)
+    ctx.sync()
+    time.sleep(0.25)  # past the timestamp settle window: the marks can be trusted
+    T.local_set_flags(ctx.local, ctx.layout, "Sent", ids["Sent"][0], "FS")
+    time.sleep(0.25)
+    s = json_summary(ctx)
+    if full():
+        # every folder with mail but Sent; the empty parent "Lists" may have kept its mark
+        check(len(SPEC) - 1 <= s["folders_verified"] <= s["folders"] - 1,
+              f"every folder but Sent should be proven by name: {s}")
+        check(s["server"]["flags_changed"] == 1, f"the Sent change must still go: {s}")
+    else:  # no modseq: the server side is read anyway, nothing to prove by name
+        check(s["folders_verified"] == 0, f"{s}")
+    srv = ctx.assert_synced()
+    check(srv["Sent"][ids["Sent"][0]][0][0] == {FLAGGED, SEEN}, "local flags not pushed")
+    time.sleep(0.25)
+    s = json_summary(ctx)
+    check(s["folders_verified"] == 0, f"marks recorded: nothing left to prove: {s}")
+
+
+@T.test
+def a_change_right_after_a_pass_is_not_hidden(ctx):
+    """Local changes made the moment a pass ends (inside the timestamp tick of its own writes,
+    before any mark could be taken) still reach the server on the next pass."""
+    ids = ctx.populate(SPEC, seed=13)
+    ctx.sync()
+    T.local_set_flags(ctx.local, ctx.layout, "INBOX", ids["INBOX"][0], "FRS")
+    T.local_delete(ctx.local, ctx.layout, "Archive", ids["Archive"][0])
+    extra = T.make_message(900, 13)
+    T.local_add(ctx.local, ctx.layout, "Lists/dev", extra, "S")
+    time.sleep(0.25)
+    s = json_summary(ctx)
+    if full():
+        check(1 <= s["folders_verified"] <= s["folders"] - 3,
+              f"Sent is unchanged, the three changed folders must be read: {s}")
+    srv = ctx.assert_synced()
+    check(srv["INBOX"][ids["INBOX"][0]][0][0] == {FLAGGED, ANSWERED, SEEN}, "flags lost")
+    check(ids["Archive"][0] not in srv["Archive"], "deletion lost")
+    check(T.message_id(extra) in srv["Lists/dev"], "new local mail lost")
+
+
+@T.test
+def an_edit_right_after_a_pass_is_not_hidden(ctx):
+    """A file rewritten under its own name keeps the folder's names and flags: only its stamp
+    (size, mtime, inode) tells it apart, and that must keep the folder from being proven."""
+    ids = ctx.populate(SPEC, seed=14)
+    ctx.sync()
+    mid = ids["Sent"][0]
+    new = T.local_edit(ctx.local, ctx.layout, "Sent", mid, b"edited right after a pass\n")
+    time.sleep(0.25)
+    s = json_summary(ctx)
+    if full():
+        check(s["folders_verified"] <= s["folders"] - 1, f"Sent must be read: {s}")
+    srv = ctx.assert_synced()
+    check([h for _f, h in srv["Sent"][mid]] == [T.message_hash(new)], "the edit was not sent")
 
 
 if __name__ == "__main__":
