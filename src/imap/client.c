@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "imap/compress.h"
@@ -36,14 +37,13 @@ typedef struct body_fetch {
     uint32_t last_uid; /* the last body completed, for imap_doing() */
 } body_fetch;
 
-/* State of one UID FETCH ... BODY.PEEK[]<offset.length> command. */
-typedef struct part_fetch {
-    uint32_t uid;
-    int fd;
-    bool streamed; /* the literal went to fd */
-    bool answered; /* the FETCH response for uid arrived */
-    uint64_t got;  /* bytes of the range that arrived */
-} part_fetch;
+/* One UID FETCH ... BODY.PEEK[]<offset.length> command in flight. */
+typedef struct range_fetch {
+    imap_range r;
+    unsigned tagno;
+    bool streamed; /* the literal went to r.fd */
+    bool answered; /* the FETCH response for the range arrived */
+} range_fetch;
 
 struct imap_client {
     imap_transport *t;
@@ -76,7 +76,8 @@ struct imap_client {
     size_t ncmds, capcmds;
     bool condstore, qresync; /* ENABLEd (RFC 5161) */
     bool compressed;         /* COMPRESS=DEFLATE is active */
-    part_fetch *pf;
+    range_fetch *ranges;     /* ranged FETCHes sent and not yet waited for, oldest first */
+    size_t nranges, capranges;
     char *label;         /* the selected folder's name for people, for stall reports */
     double last_answer;  /* monotonic time the server last completed a command */
     imap_trace_fn trace; /* the protocol trace, or NULL */
@@ -322,8 +323,8 @@ void imap_doing(const imap_client *c, const char *mailbox, buf *out)
             buf_printf(out, " %s", mb);
         if (c->bf && doing_uid(c->bf))
             buf_printf(out, " UID %" PRIu32, doing_uid(c->bf));
-        else if (c->pf)
-            buf_printf(out, " UID %" PRIu32, c->pf->uid);
+        else if (c->nranges)
+            buf_printf(out, " UID %" PRIu32, c->ranges[0].r.uid);
         return;
     }
     buf_printf(out, "%s%s", c->verb[0] ? "the answer to " : "the greeting", c->verb);
@@ -387,18 +388,66 @@ static uint32_t client_hdr_uid(const buf *hdr)
     return 0;
 }
 
+/* The origin of a "BODY[]<N>" item name; false when it has none. */
+static bool client_range_origin(const char *atom, uint64_t *origin)
+{
+    if (strncasecmp(atom, "BODY[]<", 7) != 0 || atom[7] < '0' || atom[7] > '9')
+        return false;
+    char *end;
+    unsigned long long v = strtoull(atom + 7, &end, 10);
+    *origin = v;
+    return *end == '>' && end[1] == '\0';
+}
+
+/* The range in flight that an answer for uid (0: not said yet) at origin belongs to. */
+static range_fetch *client_range_find(imap_client *c, uint32_t uid, uint64_t origin)
+{
+    for (size_t i = 0; i < c->nranges; i++) {
+        range_fetch *f = &c->ranges[i];
+        if (!f->answered && f->r.offset == origin && (!uid || f->r.uid == uid))
+            return f;
+    }
+    return NULL;
+}
+
+/* A range's bytes go after exactly the bytes before it: anything else would put them at the
+ * wrong place of an append-only partial file, so the connection ends instead. */
+static int client_range_check(imap_client *c, const range_fetch *f, ofs_error *err)
+{
+    struct stat st;
+    if (fstat(f->r.fd, &st) < 0)
+        return err_errno(err, OFS_E_IO, errno, "cannot stat the file of UID %" PRIu32, f->r.uid);
+    if ((uint64_t)st.st_size == f->r.offset)
+        return 0;
+    err_set(err, OFS_E_PROTO,
+            "server %s: range at %" PRIu64 " of UID %" PRIu32 " arrived after %" PRIu64 " bytes",
+            c->host, f->r.offset, f->r.uid, (uint64_t)st.st_size);
+    return client_broken(c);
+}
+
+static int client_range_literal(imap_client *c, const char *atom, ofs_error *err)
+{
+    uint64_t origin;
+    range_fetch *f = client_range_origin(atom, &origin)
+                         ? client_range_find(c, client_hdr_uid(&c->hdr), origin)
+                         : NULL;
+    if (!f || f->streamed) {
+        err_set(err, OFS_E_PROTO, "server %s sent a range %s that was not asked for", c->host,
+                atom);
+        return -2;
+    }
+    if (client_range_check(c, f, err) < 0)
+        return -2;
+    f->streamed = true;
+    return f->r.fd;
+}
+
 static int client_literal(void *ctx, const char *atom, uint64_t size, ofs_error *err)
 {
     imap_client *c = ctx;
     body_fetch *bf = c->bf;
-    if (c->pf && strncasecmp(atom, "BODY[]<", 7) == 0) {
-        if (c->pf->streamed) {
-            err_set(err, OFS_E_PROTO, "server %s sent two ranges in one response", c->host);
-            return -2;
-        }
-        c->pf->streamed = true;
-        return c->pf->fd;
-    }
+    if (c->nranges && strncasecmp(atom, "BODY[]<", 7) == 0)
+        return client_range_literal(c, atom, err);
     if (!bf || strcasecmp(atom, "BODY[]") != 0)
         return -1;
     if (bf->open) {
@@ -462,7 +511,7 @@ static int client_next(imap_client *c, const imap_response **out, ofs_error *err
     for (;;) {
         if (c->in_pos < c->in_len) {
             size_t avail = c->in_len - c->in_pos;
-            if (c->bf && c->hdr.len < CLIENT_HDR_KEEP)
+            if ((c->bf || c->nranges) && c->hdr.len < CLIENT_HDR_KEEP)
                 buf_add(&c->hdr, c->in + c->in_pos,
                         avail < CLIENT_HDR_KEEP - c->hdr.len ? avail
                                                              : CLIENT_HDR_KEEP - c->hdr.len);
@@ -967,6 +1016,7 @@ void imap_client_free(imap_client *c)
         free(c->cmds[i].text);
     free(c->cmds);
     free(c->batch);
+    free(c->ranges);
     free(c);
 }
 
@@ -1580,7 +1630,8 @@ int imap_delete(imap_client *c, const char *mbox, ofs_error *err)
 
 /* ---- FETCH ---- */
 
-void imap_bodies_add(imap_bodies *b, uint32_t uid, unsigned flags, const char *data, size_t len)
+void imap_bodies_add(imap_bodies *b, uint32_t uid, unsigned flags, const char *data, size_t len,
+                     uint64_t size)
 {
     if (b->n == b->cap) {
         b->cap = b->cap ? b->cap * 2 : 16;
@@ -1588,7 +1639,7 @@ void imap_bodies_add(imap_bodies *b, uint32_t uid, unsigned flags, const char *d
     }
     char *copy = xmalloc(len ? len : 1);
     memcpy(copy, data, len);
-    b->v[b->n++] = (imap_body){.uid = uid, .flags = flags, .data = copy, .len = len};
+    b->v[b->n++] = (imap_body){.uid = uid, .flags = flags, .data = copy, .len = len, .size = size};
 }
 
 const imap_body *imap_bodies_find(const imap_bodies *b, uint32_t uid)
@@ -1615,6 +1666,8 @@ typedef struct fetch_items {
     uint64_t size;
     const imap_value *header; /* BODY[HEADER.FIELDS ...] value */
     const imap_value *body;   /* BODY[] value */
+    bool has_origin;          /* the body is a range: BODY[]<origin> */
+    uint64_t origin;
 } fetch_items;
 
 static int client_fetch_items(imap_client *c, const imap_response *r, fetch_items *fi,
@@ -1632,9 +1685,10 @@ static int client_fetch_items(imap_client *c, const imap_response *r, fetch_item
             fi->has_flags = true, fi->flags = imap_flags_from_list(v);
         else if (imap_value_is(k, "RFC822.SIZE"))
             fi->has_size = imap_value_u64(v, &fi->size);
-        else if (imap_value_is(k, "BODY[]") ||
-                 (k->type == IMAP_V_ATOM && strncasecmp(k->str, "BODY[]<", 7) == 0))
+        else if (imap_value_is(k, "BODY[]"))
             fi->body = v;
+        else if (k->type == IMAP_V_ATOM && strncasecmp(k->str, "BODY[]<", 7) == 0)
+            fi->body = v, fi->has_origin = client_range_origin(k->str, &fi->origin);
         else if (k->type == IMAP_V_ATOM && strncasecmp(k->str, "BODY[HEADER", 11) == 0)
             fi->header = v;
     }
@@ -1689,9 +1743,10 @@ static int client_on_meta(imap_client *c, const imap_response *r, void *ctx, ofs
     const char *h = fi.header ? imap_value_str(fi.header) : NULL;
     if (h)
         s->msgid = imap_header_msgid(h, fi.header->len);
+    /* A bigger message's first bytes are kept too: its ranged download starts after them. */
     if (m->bodies && fi.body && fi.has_size && fi.body->type == IMAP_V_STRING &&
-        fi.body->len == fi.size)
-        imap_bodies_add(m->bodies, fi.uid, fi.flags, fi.body->str, fi.body->len);
+        fi.body->len <= fi.size && fi.body->len > 0)
+        imap_bodies_add(m->bodies, fi.uid, fi.flags, fi.body->str, fi.body->len, fi.size);
     return 0;
 }
 
@@ -1852,17 +1907,20 @@ int imap_fetch_bodies(imap_client *c, const store_msg *msgs, size_t n, const sto
 
 static int client_on_part(imap_client *c, const imap_response *r, void *ctx, ofs_error *err)
 {
-    part_fetch *pf = ctx;
+    (void)ctx;
     fetch_items fi;
     if (strcmp(r->name, "FETCH") != 0)
         return 0;
     if (client_fetch_items(c, r, &fi, err) < 0)
         return client_broken(c);
-    if (!fi.body || (fi.has_uid && fi.uid != pf->uid))
-        return 0; /* a flag update, maybe of another message */
-    pf->answered = true;
+    if (!fi.body || !fi.has_origin)
+        return 0; /* a flag update */
+    range_fetch *f = client_range_find(c, fi.has_uid ? fi.uid : 0, fi.origin);
+    if (!f)
+        return 0; /* not ours: another message's, maybe, the server's own idea */
+    f->answered = true;
     if (fi.body->type == IMAP_V_STREAMED) {
-        pf->got = fi.body->size;
+        f->r.got = fi.body->size;
         return 0;
     }
     if (fi.body->type == IMAP_V_NIL)
@@ -1871,36 +1929,78 @@ static int client_on_part(imap_client *c, const imap_response *r, void *ctx, ofs
         err_set(err, OFS_E_PROTO, "server %s sent a malformed message range", c->host);
         return client_broken(c);
     }
+    if (client_range_check(c, f, err) < 0)
+        return -1;
     for (size_t off = 0; off < fi.body->len;) {
-        ssize_t w = write(pf->fd, fi.body->str + off, fi.body->len - off);
+        ssize_t w = write(f->r.fd, fi.body->str + off, fi.body->len - off);
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0) {
-            err_errno(err, OFS_E_IO, errno, "writing message UID %" PRIu32 " from %s", pf->uid,
+            err_errno(err, OFS_E_IO, errno, "writing message UID %" PRIu32 " from %s", f->r.uid,
                       c->host);
             return client_broken(c);
         }
         off += (size_t)w;
     }
-    pf->got = fi.body->len;
+    f->r.got = fi.body->len;
     return 0;
 }
 
-int imap_fetch_range(imap_client *c, uint32_t uid, uint64_t offset, uint64_t len, int fd,
-                     uint64_t *got, ofs_error *err)
+int imap_range_send(imap_client *c, const imap_range *r, ofs_error *err)
 {
-    part_fetch pf = {.uid = uid, .fd = fd};
-    client_begin(c, "UID FETCH %" PRIu32 " (UID BODY.PEEK[]<%" PRIu64 ".%" PRIu64 ">)", uid, offset,
-                 len);
-    c->pf = &pf;
-    int r = client_end(c, "UID FETCH", client_on_part, &pf, err);
-    c->pf = NULL;
-    *got = pf.got;
-    if (r == 0 && !pf.answered)
-        return 1; /* expunged meanwhile */
-    if (r < 0 && !c->dead && c->last_status == IMAP_S_NO)
-        return 1;
+    client_cork(c);
+    client_begin(c, "UID FETCH %" PRIu32 " (UID BODY.PEEK[]<%" PRIu64 ".%" PRIu64 ">)", r->uid,
+                 r->offset, r->len);
+    unsigned no = client_send(c, err);
+    if (!no)
+        return -1;
+    if (c->nranges == c->capranges) {
+        c->capranges = c->capranges ? c->capranges * 2 : 16;
+        c->ranges = xrealloc(c->ranges, c->capranges * sizeof *c->ranges);
+    }
+    c->ranges[c->nranges++] = (range_fetch){.r = *r, .tagno = no};
+    c->ranges[c->nranges - 1].r.got = 0;
+    c->ranges[c->nranges - 1].r.gone = false;
+    return 0;
+}
+
+int imap_ranges_flush(imap_client *c, ofs_error *err)
+{
+    return client_uncork(c, err);
+}
+
+size_t imap_ranges_inflight(const imap_client *c)
+{
+    return c->nranges;
+}
+
+int imap_range_wait(imap_client *c, imap_range *out, ofs_error *err)
+{
+    if (!c->nranges)
+        return err_set(err, OFS_E_STATE, "waiting for a range that was never asked for");
+    if (c->cork && client_uncork(c, err) < 0)
+        return -1;
+    int r = client_wait_tag(c, c->ranges[0].tagno, "UID FETCH", client_on_part, NULL, UNTIL_TAGGED,
+                            err);
+    range_fetch f = c->ranges[0];
+    memmove(c->ranges, c->ranges + 1, --c->nranges * sizeof *c->ranges);
+    *out = f.r;
+    /* No answer, or NO: the message was expunged meanwhile. */
+    if ((r == 0 && !f.answered) || (r < 0 && !c->dead && c->last_status == IMAP_S_NO)) {
+        out->gone = true;
+        return 0;
+    }
+    if (r < 0)
+        imap_ranges_abandon(c);
     return r;
+}
+
+void imap_ranges_abandon(imap_client *c)
+{
+    if (c->nranges)
+        client_broken(c); /* their answers would stream into files no one holds open */
+    c->nranges = 0;
+    c->cork = false;
 }
 
 /* ---- flags, append, expunge ---- */

@@ -125,12 +125,14 @@ int imap_compress(imap_client *c, ofs_error *err);
 bool imap_compressed(const imap_client *c);
 /* QRESYNC has been ENABLEd on this connection. */
 bool imap_qresync(const imap_client *c);
-/* Small messages' bytes that came with a listing (imap_select_opts.body_max). */
+/* Messages' bytes that came with a listing (imap_select_opts.body_max): small ones whole,
+ * bigger ones their first body_max bytes (len < size). */
 typedef struct imap_body {
     uint32_t uid;
     unsigned flags;
     char *data;
     size_t len;
+    uint64_t size; /* the whole message's */
 } imap_body;
 
 typedef struct imap_bodies {
@@ -138,7 +140,8 @@ typedef struct imap_bodies {
     size_t n, cap;
 } imap_bodies;
 
-void imap_bodies_add(imap_bodies *b, uint32_t uid, unsigned flags, const char *data, size_t len);
+void imap_bodies_add(imap_bodies *b, uint32_t uid, unsigned flags, const char *data, size_t len,
+                     uint64_t size);
 const imap_body *imap_bodies_find(const imap_bodies *b, uint32_t uid);
 void imap_bodies_clear(imap_bodies *b);
 /* Writes a body taken with a listing through the sink, as imap_fetch_bodies would (m: the
@@ -158,7 +161,7 @@ typedef struct imap_select_out {
     store_msg_list *changed; /* QRESYNC: messages whose flags changed since modseq (uid, flags) */
     uidset *vanished;        /* QRESYNC: UIDs expunged since */
     store_msg_list *listed;  /* list_from: the messages from that UID on, in UID order */
-    imap_bodies *bodies;     /* body_max: the listed messages that came whole */
+    imap_bodies *bodies;     /* body_max: the listed messages' bodies, or their first bytes */
 } imap_select_out;
 
 /* SELECT, and the listing of o->list_from:* sent with it in one burst. The SELECT's completion
@@ -185,11 +188,25 @@ int imap_fetch_meta(imap_client *c, uint32_t first, uint32_t last, bool want_siz
 int imap_fetch_bodies(imap_client *c, const store_msg *msgs, size_t n, const store_sink *sink,
                       ofs_error *err);
 
-/* UID FETCH uid (BODY.PEEK[]<offset.len>): appends the range's bytes to fd as they arrive
- * (so after a cut, fd holds every byte received). *got: bytes of the range received, fewer
- * than len at the message's end. Returns 1 when the message is gone from the server. */
-int imap_fetch_range(imap_client *c, uint32_t uid, uint64_t offset, uint64_t len, int fd,
-                     uint64_t *got, ofs_error *err);
+/* One range of a message, UID FETCH uid (BODY.PEEK[]<offset.len>), for the pipeline below. */
+typedef struct imap_range {
+    uint32_t uid;
+    uint64_t offset, len;
+    int fd;       /* the bytes are appended as they arrive; it must hold exactly offset bytes */
+    uint64_t got; /* out: bytes of the range received, fewer than len at the message's end */
+    bool gone;    /* out: the message is no longer on the server */
+} imap_range;
+
+/* Queues the range's FETCH; queued ones leave together at imap_ranges_flush or the next wait.
+ * After a cut, each fd holds every byte received. */
+int imap_range_send(imap_client *c, const imap_range *r, ofs_error *err);
+int imap_ranges_flush(imap_client *c, ofs_error *err);
+/* Waits for the oldest range sent and hands it back (got, gone filled). */
+int imap_range_wait(imap_client *c, imap_range *out, ofs_error *err);
+size_t imap_ranges_inflight(const imap_client *c);
+/* Ranges in flight will not be waited for: the connection is given up (their answers would
+ * arrive for files no longer held). */
+void imap_ranges_abandon(imap_client *c);
 
 /* UID STORE uids +FLAGS.SILENT (add) or -FLAGS.SILENT; uids sorted ascending. */
 int imap_store_flags(imap_client *c, const uint32_t *uids, size_t n, bool add, unsigned flags,

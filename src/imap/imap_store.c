@@ -2,9 +2,11 @@
  * Canonical names (UTF-8, '/' between levels) <-> server names (delimiter, modified UTF-7). */
 #include "imap/imap_store.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "imap/client.h"
 #include "imap/tls.h"
@@ -480,6 +482,13 @@ static int istore_list_messages(store *s, const store_list_opts *o, store_msg_li
     return 0;
 }
 
+/* The whole body of uid when it came with the listing (not just its first bytes). */
+static const imap_body *istore_whole_body(const imap_store *is, uint32_t uid)
+{
+    const imap_body *b = imap_bodies_find(&is->bodies, uid);
+    return b && b->len == b->size ? b : NULL;
+}
+
 /* Caller's order is kept: each strictly ascending run of UIDs not taken with the listing is
  * one batch; those that were are handed over from memory in their place. */
 static int istore_fetch_messages(store *s, const store_msg *msgs, size_t n, const store_sink *sink,
@@ -490,7 +499,7 @@ static int istore_fetch_messages(store *s, const store_msg *msgs, size_t n, cons
         return -1;
     size_t i = 0;
     while (i < n) {
-        const imap_body *b = imap_bodies_find(&is->bodies, msgs[i].uid);
+        const imap_body *b = istore_whole_body(is, msgs[i].uid);
         if (b) {
             if (imap_body_deliver(is->c, b, &msgs[i], sink, err) < 0)
                 return err_prefix(err, "folder %s", is->cur);
@@ -498,8 +507,7 @@ static int istore_fetch_messages(store *s, const store_msg *msgs, size_t n, cons
             continue;
         }
         size_t j = i + 1;
-        while (j < n && msgs[j].uid > msgs[j - 1].uid &&
-               !imap_bodies_find(&is->bodies, msgs[j].uid))
+        while (j < n && msgs[j].uid > msgs[j - 1].uid && !istore_whole_body(is, msgs[j].uid))
             j++;
         if (imap_fetch_bodies(is->c, msgs + i, j - i, sink, err) < 0)
             return err_prefix(err, "folder %s", is->cur);
@@ -508,15 +516,123 @@ static int istore_fetch_messages(store *s, const store_msg *msgs, size_t n, cons
     return 0;
 }
 
-static int istore_fetch_range(store *s, const store_msg *m, uint64_t offset, uint64_t len, int fd,
-                              uint64_t *got, ofs_error *err)
+/* A range asked for: pre bytes of it came from the listing's prefetched prefix; sent: the rest
+ * is on the wire (else the prefix covered it all). */
+typedef struct range_slot {
+    store_range r;
+    uint64_t pre;
+    bool sent;
+} range_slot;
+
+typedef struct range_queue {
+    range_slot v[IMAP_PIPELINE_WINDOW];
+    size_t n;
+    uint64_t bytes; /* asked for and not yet handed back */
+} range_queue;
+
+static int write_all(int fd, const char *data, size_t len, ofs_error *err)
+{
+    for (size_t off = 0; off < len;) {
+        ssize_t w = write(fd, data + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return err_errno(err, OFS_E_IO, errno, "cannot write a partial file");
+        off += (size_t)w;
+    }
+    return 0;
+}
+
+/* Asks for r: a new message's first bytes prefetched with the listing are written from memory,
+ * and only the rest goes on the wire. */
+static int istore_range_ask(imap_store *is, range_queue *q, const store_range *r, ofs_error *err)
+{
+    range_slot *sl = &q->v[q->n];
+    *sl = (range_slot){.r = *r};
+    const imap_body *b = r->offset == 0 ? imap_bodies_find(&is->bodies, r->m->uid) : NULL;
+    if (b && b->len < b->size) {
+        sl->pre = b->len < r->len ? b->len : r->len;
+        if (write_all(r->fd, b->data, sl->pre, err) < 0)
+            return -1;
+    }
+    if (sl->pre < r->len) {
+        imap_range ir = {
+            .uid = r->m->uid, .offset = r->offset + sl->pre, .len = r->len - sl->pre, .fd = r->fd};
+        if (imap_range_send(is->c, &ir, err) < 0)
+            return -1;
+        sl->sent = true;
+    }
+    q->n++;
+    q->bytes += r->len;
+    return 0;
+}
+
+/* The oldest range, answered. */
+static int istore_range_take(imap_store *is, range_queue *q, store_range *out, ofs_error *err)
+{
+    range_slot sl = q->v[0];
+    memmove(q->v, q->v + 1, --q->n * sizeof *q->v);
+    q->bytes -= sl.r.len;
+    *out = sl.r;
+    out->got = out->held = sl.pre;
+    out->gone = false;
+    if (!sl.sent)
+        return 0;
+    imap_range ir;
+    if (imap_range_wait(is->c, &ir, err) < 0)
+        return -1;
+    out->got += ir.got;
+    out->gone = ir.gone;
+    return 0;
+}
+
+/* Refills when half the window arrived, so requests leave in bursts: one round trip per
+ * burst, and the link never idles while the window holds at least one range. */
+static int istore_range_refill(imap_store *is, range_queue *q, store_range_feed *feed, bool *more,
+                               ofs_error *err)
+{
+    if (q->n && q->bytes > feed->window / 2)
+        return 0;
+    while (*more && q->n < IMAP_PIPELINE_WINDOW && (!q->n || q->bytes < feed->window)) {
+        store_range r = {0};
+        int rc = feed->next(feed->ctx, &r, err);
+        if (rc < 0)
+            return -1;
+        if (rc == 0) {
+            *more = false;
+            break;
+        }
+        if (istore_range_ask(is, q, &r, err) < 0)
+            return -1;
+    }
+    return imap_ranges_flush(is->c, err);
+}
+
+static int istore_fetch_ranges(store *s, store_range_feed *feed, ofs_error *err)
 {
     imap_store *is = istore(s);
-    *got = 0;
     if (istore_need_folder(is, "fetching a message", err) < 0 || istore_begin(is, err) < 0)
         return -1;
-    int r = imap_fetch_range(is->c, m->uid, offset, len, fd, got, err);
-    return r < 0 ? err_prefix(err, "folder %s", is->cur) : r;
+    range_queue *q = xcalloc(1, sizeof *q);
+    int rc = 0;
+    for (;;) {
+        bool more = true;
+        if (istore_range_refill(is, q, feed, &more, err) < 0) {
+            rc = -1;
+            break;
+        }
+        if (!q->n)
+            break;
+        store_range r;
+        if (istore_range_take(is, q, &r, err) < 0 || feed->done(feed->ctx, &r, err) < 0) {
+            rc = -1;
+            break;
+        }
+    }
+    if (rc < 0)
+        imap_ranges_abandon(is->c);
+    free(q);
+    return rc < 0 ? err_prefix(err, "folder %s", is->cur) : 0;
 }
 
 static int istore_store_message(store *s, int fd, uint64_t size, unsigned flags, store_msg *out,
@@ -643,7 +759,7 @@ static const store_ops imap_store_ops = {
     .open_folder = istore_open_folder,
     .list_messages = istore_list_messages,
     .fetch_messages = istore_fetch_messages,
-    .fetch_range = istore_fetch_range,
+    .fetch_ranges = istore_fetch_ranges,
     .store_message = istore_store_message,
     .store_messages = istore_store_messages,
     .flush = istore_flush,

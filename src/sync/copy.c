@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sync/engine_int.h"
@@ -14,6 +15,10 @@ enum {
     DOWNLOAD_BATCH = 256, /* messages made durable together: one flush, two commits */
     UPLOAD_BATCH = 64,    /* open temp files held at once */
 };
+
+/* Big messages made durable together hold this much twice on disk at most (partial files and
+ * their Maildir copies) until their commit. */
+#define BIG_BATCH_BYTES (32u * 1024 * 1024)
 
 /* ---- copies ---- */
 
@@ -276,39 +281,172 @@ static int commit_downloads(folder_run *r, copy_batch *b, ofs_error *err)
     return 0;
 }
 
-/* One big message through a partial file that survives cuts and passes: every byte that
- * arrived stays, and the next try asks only for the rest. */
-static int download_in_ranges(folder_run *r, const store_msg *m, ofs_error *err)
-{
+/* ---- big messages: ranges into partial files, several in flight ---- */
+
+/* One big message on its way: its partial file is open from its first range asked to its
+ * last answered. */
+typedef struct big_msg {
+    store_msg m;
     partial_file pf;
-    if (partial_open(&pf, r->c->acct->local, r->name, r->si.uidvalidity, m, err) < 0) {
-        partial_close(&pf, false);
-        return -1;
+    bool opened;
+    uint64_t asked;    /* the next range starts here */
+    unsigned inflight; /* ranges asked and not answered */
+    bool ended, gone;  /* shorter than listed; no longer on the server */
+} big_msg;
+
+typedef struct big_run {
+    folder_run *r;
+    big_msg *v;
+    size_t n, cur;      /* cur: the message whose ranges are being asked */
+    copy_batch b;       /* complete, not yet committed */
+    strlist done_paths; /* their partial files, removed once the batch is durable */
+    uint64_t batch_bytes;
+    double last_answer; /* when the last range was answered: the link's busy time starts */
+    store_range_feed feed;
+} big_run;
+
+static double copy_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Complete messages are durable together (like DOWNLOAD_BATCH small ones) before their
+ * partial files go: a kill before that finds the files complete and delivers them again,
+ * once, as the intents were not committed. */
+static int big_commit(big_run *br, ofs_error *err)
+{
+    int rc = commit_downloads(br->r, &br->b, err);
+    batch_free(&br->b);
+    for (size_t i = 0; i < br->done_paths.n && rc == 0; i++)
+        unlink(br->done_paths.v[i]);
+    strlist_free(&br->done_paths);
+    strlist_init(&br->done_paths);
+    br->batch_bytes = 0;
+    return rc;
+}
+
+static int big_finish(big_run *br, big_msg *e, ofs_error *err)
+{
+    if (e->gone) {
+        partial_close(&e->pf, true);
+        return 0;
     }
-    if (pf.have) {
-        char *line = xasprintf("resuming UID %u at %llu of %llu bytes", m->uid,
-                               (unsigned long long)pf.have, (unsigned long long)m->size);
+    br->b.fd = e->pf.fd;
+    e->pf.fd = -1; /* download_done closes it */
+    uint64_t have = e->pf.have;
+    if (lseek(br->b.fd, 0, SEEK_SET) < 0) /* batch_free closes it */
+        return err_errno(err, OFS_E_IO, errno, "cannot rewind %s", e->pf.path);
+    if (download_done(&br->b, &e->m, br->b.fd, have, err) < 0)
+        return -1;
+    strlist_add_owned(&br->done_paths, e->pf.path);
+    e->pf.path = NULL;
+    br->batch_bytes += have;
+    if (br->b.n >= DOWNLOAD_BATCH || br->batch_bytes >= BIG_BATCH_BYTES)
+        return big_commit(br, err);
+    return 0;
+}
+
+static int big_open(big_run *br, big_msg *e, ofs_error *err)
+{
+    folder_run *r = br->r;
+    e->opened = true;
+    if (partial_open(&e->pf, r->c->acct->local, r->name, r->si.uidvalidity, &e->m, err) < 0)
+        return -1;
+    if (e->pf.have) {
+        char *line = xasprintf("resuming UID %u at %llu of %llu bytes", e->m.uid,
+                               (unsigned long long)e->pf.have, (unsigned long long)e->m.size);
         engine_notice(r, line);
         free(line);
     }
-    uint64_t before = pf.have;
-    int rc = partial_fetch(&pf, r->c->srv, m, &r->c->link_rate, err);
-    if (pf.have > before)
-        r->c->progress++;
-    if (rc != 0) {
-        partial_close(&pf, rc == 1); /* 1: gone from the server; keep the bytes otherwise */
-        return rc < 0 ? -1 : 0;
+    e->asked = e->pf.have;
+    return 0;
+}
+
+static bool big_wants_more(const big_msg *e)
+{
+    return e->opened && !e->gone && !e->ended && e->asked < e->m.size;
+}
+
+static int big_next(void *ctx, store_range *out, ofs_error *err)
+{
+    big_run *br = ctx;
+    while (br->cur < br->n) {
+        big_msg *e = &br->v[br->cur];
+        if (!e->opened && big_open(br, e, err) < 0)
+            return -1;
+        if (big_wants_more(e)) {
+            uint64_t len = partial_chunk(br->r->c->link_rate), left = e->m.size - e->asked;
+            *out = (store_range){.m = &e->m,
+                                 .offset = e->asked,
+                                 .len = len < left ? len : left,
+                                 .fd = e->pf.fd,
+                                 .ctx = e,
+                                 .asked = copy_now()};
+            e->asked += out->len;
+            e->inflight++;
+            return 1;
+        }
+        br->cur++;
+        if (!e->inflight && big_finish(br, e, err) < 0) /* complete from an earlier pass */
+            return -1;
     }
-    copy_batch b = {.r = r, .fd = pf.fd};
-    pf.fd = -1; /* download_done closes it */
-    if (lseek(b.fd, 0, SEEK_SET) < 0)
-        rc = err_errno(err, OFS_E_IO, errno, "cannot rewind %s", pf.path);
-    if (rc == 0)
-        rc = download_done(&b, m, b.fd, pf.have, err);
-    if (rc == 0)
-        rc = commit_downloads(r, &b, err);
-    batch_free(&b);
-    partial_close(&pf, rc == 0); /* the Maildir copy is durable: the partial file can go */
+    return 0;
+}
+
+/* The rate is measured over the time the link was busy with this range: from its request or
+ * the previous answer, whichever came later. */
+static void big_measure(big_run *br, const store_range *rg)
+{
+    double now = copy_now(), start = rg->asked > br->last_answer ? rg->asked : br->last_answer;
+    double *rate = &br->r->c->link_rate, dt = now - start;
+    uint64_t wire = rg->got - rg->held;
+    br->last_answer = now;
+    if (wire > 0 && dt > 0)
+        *rate = *rate > 0 ? 0.5 * *rate + 0.5 * ((double)wire / dt) : (double)wire / dt;
+    br->feed.window = 2 * partial_chunk(*rate);
+}
+
+static int big_done(void *ctx, store_range *rg, ofs_error *err)
+{
+    big_run *br = ctx;
+    big_msg *e = rg->ctx;
+    e->inflight--;
+    big_measure(br, rg);
+    if (rg->got > 0)
+        br->r->c->progress++;
+    if (rg->gone)
+        e->gone = true;
+    else if (rg->got < rg->len)
+        e->ended = true; /* the message ended before its listed size */
+    /* The file's size is the truth about what arrived, whatever the answers said. */
+    if (partial_size(&e->pf, err) < 0)
+        return -1;
+    if (e->inflight || big_wants_more(e))
+        return 0;
+    return big_finish(br, e, err);
+}
+
+/* Every big message in ranges, pipelined across messages; what arrived stays in the partial
+ * files after a failure, and what is complete is committed. */
+static int download_big(folder_run *r, const store_msg *msgs, size_t n, ofs_error *err)
+{
+    big_run br = {.r = r, .n = n, .b = {.r = r, .fd = -1}};
+    br.v = xcalloc(n ? n : 1, sizeof *br.v);
+    for (size_t i = 0; i < n; i++) {
+        br.v[i].m = msgs[i];
+        br.v[i].pf.fd = -1;
+    }
+    strlist_init(&br.done_paths);
+    br.feed = (store_range_feed){big_next, big_done, &br, 2 * partial_chunk(r->c->link_rate)};
+    int rc = r->c->srv->ops->fetch_ranges(r->c->srv, &br.feed, err);
+    ofs_error e2;
+    if (big_commit(&br, rc < 0 ? &e2 : err) < 0)
+        rc = -1;
+    for (size_t i = 0; i < n; i++)
+        partial_close(&br.v[i].pf, false);
+    free(br.v);
     return rc;
 }
 
@@ -317,19 +455,22 @@ int copy_exec_downloads(folder_run *r, const sync_plan *plan, ofs_error *err)
     size_t n = plan->count[ACT_DOWNLOAD];
     if (!n)
         return 0;
-    store_msg *msgs = xmalloc(n * sizeof *msgs);
-    size_t k = 0;
+    store_msg *msgs = xmalloc(n * sizeof *msgs), *big = xmalloc(n * sizeof *big);
+    size_t k = 0, nbig = 0;
     int rc = 0;
-    /* Big messages one by one, in resumable ranges; the rest in batches. */
-    for (size_t i = 0; i < plan->n && rc == 0; i++) {
+    /* Big messages first, in resumable ranges; the rest in batches. */
+    for (size_t i = 0; i < plan->n; i++) {
         if (plan->v[i].kind != ACT_DOWNLOAD)
             continue;
         const store_msg *m = &r->srv.v[plan->v[i].srv];
         if (partial_wanted(r->c->srv, m))
-            rc = download_in_ranges(r, m, err);
+            big[nbig++] = *m;
         else
             msgs[k++] = *m;
     }
+    if (nbig)
+        rc = download_big(r, big, nbig, err);
+    free(big);
     copy_batch b = {.r = r, .fd = -1};
     store_sink sink = {sink_open, download_done, &b};
     for (size_t i = 0; i < k && rc == 0; i += DOWNLOAD_BATCH) {

@@ -82,6 +82,12 @@ static int cs_fetch_messages(store *s, const store_msg *msgs, size_t n, const st
     return inner(s)->ops->fetch_messages(inner(s), msgs, n, sink, err);
 }
 
+/* Reads only: the kills that matter are in the local store_message and flush it leads to. */
+static int cs_fetch_ranges(store *s, store_range_feed *feed, ofs_error *err)
+{
+    return inner(s)->ops->fetch_ranges(inner(s), feed, err);
+}
+
 static int cs_store_message(store *s, int fd, uint64_t size, unsigned flags, store_msg *out,
                             ofs_error *err)
 {
@@ -187,6 +193,7 @@ store *crashpoint_wrap(store *s)
         .open_folder = cs_open_folder,
         .list_messages = cs_list_messages,
         .fetch_messages = cs_fetch_messages,
+        .fetch_ranges = s->ops->fetch_ranges ? cs_fetch_ranges : NULL,
         .store_message = cs_store_message,
         .store_messages = s->ops->store_messages ? cs_store_messages : NULL,
         .flush = cs_flush,

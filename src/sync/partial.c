@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "util/err.h"
@@ -20,7 +19,7 @@
 
 bool partial_wanted(const store *srv, const store_msg *m)
 {
-    return srv->ops->fetch_range && m->size > PARTIAL_THRESHOLD;
+    return srv->ops->fetch_ranges && m->size > PARTIAL_THRESHOLD;
 }
 
 uint64_t partial_chunk(double rate)
@@ -76,40 +75,12 @@ int partial_open(partial_file *pf, const char *root, const char *folder, uint32_
     return 0;
 }
 
-static double partial_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* The file's size is the truth about what arrived, whatever the range's answer said. */
-static int partial_size(partial_file *pf, ofs_error *err)
+int partial_size(partial_file *pf, ofs_error *err)
 {
     struct stat st;
     if (fstat(pf->fd, &st) < 0)
         return err_errno(err, OFS_E_IO, errno, "cannot stat %s", pf->path);
     pf->have = (uint64_t)st.st_size;
-    return 0;
-}
-
-int partial_fetch(partial_file *pf, store *srv, const store_msg *m, double *rate, ofs_error *err)
-{
-    while (pf->have < m->size) {
-        uint64_t len = partial_chunk(*rate), got = 0;
-        double t0 = partial_now();
-        int rc = srv->ops->fetch_range(srv, m, pf->have, len, pf->fd, &got, err);
-        ofs_error e2;
-        if (partial_size(pf, rc < 0 ? &e2 : err) < 0 && rc == 0)
-            return -1;
-        if (rc != 0)
-            return rc;
-        double dt = partial_now() - t0;
-        if (got > 0 && dt > 0)
-            *rate = *rate > 0 ? 0.5 * *rate + 0.5 * ((double)got / dt) : (double)got / dt;
-        if (got < len)
-            break; /* the message ended before its listed size */
-    }
     return 0;
 }
 

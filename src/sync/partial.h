@@ -24,10 +24,8 @@ bool partial_wanted(const store *srv, const store_msg *m);
 int partial_open(partial_file *pf, const char *root, const char *folder, uint32_t uidvalidity,
                  const store_msg *m, ofs_error *err);
 
-/* Fetches the rest of m in ranges sized to the link: *rate (bytes/s, 0 unknown) is read and
- * updated. 0: complete (pf->have bytes), 1: gone from the server, -1: error (the bytes that
- * arrived are in the file). */
-int partial_fetch(partial_file *pf, store *srv, const store_msg *m, double *rate, ofs_error *err);
+/* Sets pf->have from the file's size: the truth about what arrived, whatever answers said. */
+int partial_size(partial_file *pf, ofs_error *err);
 
 /* Closes; remove: also deletes the file. */
 void partial_close(partial_file *pf, bool remove);

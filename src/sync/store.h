@@ -97,6 +97,29 @@ typedef struct store_upload {
     uint32_t uid; /* out: server: its UID, 0 when the server did not say */
 } store_upload;
 
+/* One range of a big message for fetch_ranges. */
+typedef struct store_range {
+    const store_msg *m;
+    uint64_t offset, len;
+    int fd;        /* holds exactly offset bytes of m when the range's bytes come */
+    void *ctx;     /* the caller's */
+    double asked;  /* the caller's: when next() handed it out */
+    uint64_t got;  /* out: bytes of the range received, fewer than len at the message's end */
+    uint64_t held; /* out: of those, bytes the store held already (no time on the link) */
+    bool gone;     /* out: the message is no longer there */
+} store_range;
+
+/* The caller's side of fetch_ranges. */
+typedef struct store_range_feed {
+    /* 1: *r filled with the next range to ask for; 0: none for now (asked again after the
+     * next done, and the fetch ends when none is in flight); -1: error. */
+    int (*next)(void *ctx, store_range *r, ofs_error *err);
+    /* Range r was answered (got, gone); -1 ends the fetch. */
+    int (*done)(void *ctx, store_range *r, ofs_error *err);
+    void *ctx;
+    uint64_t window; /* bytes asked for and not yet answered, at most (read at each refill) */
+} store_range_feed;
+
 typedef struct store store;
 
 typedef struct store_ops {
@@ -116,11 +139,10 @@ typedef struct store_ops {
      * meanwhile is skipped (sink not called) rather than failing the batch. */
     int (*fetch_messages)(store *s, const store_msg *msgs, size_t n, const store_sink *sink,
                           ofs_error *err);
-    /* Server only (NULL on the local side): appends bytes offset..offset+len of message m to
-     * fd as they arrive, so that after a cut fd holds every byte received. *got: the range's
-     * bytes received (fewer than len at the message's end). 1: the message is gone. */
-    int (*fetch_range)(store *s, const store_msg *m, uint64_t offset, uint64_t len, int fd,
-                       uint64_t *got, ofs_error *err);
+    /* Server only (NULL on the local side): fetches the ranges feed->next hands out, several
+     * in flight (feed->window), each appended to its fd as it arrives, so that after a cut
+     * every fd holds every byte received; feed->done sees each answered, in the order asked. */
+    int (*fetch_ranges)(store *s, store_range_feed *feed, ofs_error *err);
     /* Stores size bytes read from fd (positioned at 0) as a new message in the current folder.
      * Fills out->uid (server, 0 when the server does not say: no UIDPLUS) or out->key (local).
      * The local side makes it visible and durable only at flush(). */

@@ -1397,6 +1397,32 @@ class Ctx:
     def sync(self, *args, expect_rc=0, timeout=120):
         return self.ofsync("sync", *args, expect_rc=expect_rc, timeout=timeout)
 
+    def sync_killed_at(self, step):
+        """A pass SIGKILLed at its step-th store step (OFSYNC_CRASH_AT): True when it was
+        killed, False when it ended before reaching that step."""
+        rc, out, err = run(["--config", self.config, "sync"], expect_rc=None,
+                           env={"OFSYNC_CRASH_AT": str(step)})
+        if rc not in (0, -9):
+            raise AssertionError(f"exit {rc}: {out}{err}")
+        return rc == -9
+
+    def spied_sync(self, spy, extra=""):
+        """One pass through a recording proxy (tests/tools/imapspy.py), uncompressed so that
+        it can read the commands; returns the client's command lines. extra: more config
+        lines for this pass only."""
+        with open(self.config) as f:
+            text = f.read()
+        with open(self.config, "w") as f:
+            f.write(re.sub(r"(?m)^port = \d+$", f"port = {spy.port}", text)
+                    + "compress = no\n" + extra)
+        spy.reset()
+        try:
+            self.sync()
+        finally:
+            with open(self.config, "w") as f:
+                f.write(text)
+        return list(spy.lines)
+
     def snap_server(self, keywords=False):
         return snapshot_server(self.dovecot, self.user, keywords)
 
