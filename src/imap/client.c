@@ -78,9 +78,11 @@ struct imap_client {
     bool compressed;         /* COMPRESS=DEFLATE is active */
     range_fetch *ranges;     /* ranged FETCHes sent and not yet waited for, oldest first */
     size_t nranges, capranges;
-    char *label;         /* the selected folder's name for people, for stall reports */
-    double last_answer;  /* monotonic time the server last completed a command */
-    imap_trace_fn trace; /* the protocol trace, or NULL */
+    bool ranges_lost;     /* the connection died with answered ranges still to hand back */
+    ofs_error ranges_err; /* why */
+    char *label;          /* the selected folder's name for people, for stall reports */
+    double last_answer;   /* monotonic time the server last completed a command */
+    imap_trace_fn trace;  /* the protocol trace, or NULL */
     void *trace_ctx;
     bool secret;             /* the command being sent carries a secret: trace only its start */
     size_t secret_reveal;    /* bytes of the next flush the trace may show */
@@ -1946,8 +1948,17 @@ static int client_on_part(imap_client *c, const imap_response *r, void *ctx, ofs
     return 0;
 }
 
+/* Once the link is lost, every step of the pipeline says why, not that it is unusable now. */
+static int client_ranges_lost(imap_client *c, ofs_error *err)
+{
+    *err = c->ranges_err;
+    return -1;
+}
+
 int imap_range_send(imap_client *c, const imap_range *r, ofs_error *err)
 {
+    if (c->ranges_lost)
+        return client_ranges_lost(c, err);
     client_cork(c);
     client_begin(c, "UID FETCH %" PRIu32 " (UID BODY.PEEK[]<%" PRIu64 ".%" PRIu64 ">)", r->uid,
                  r->offset, r->len);
@@ -1966,6 +1977,8 @@ int imap_range_send(imap_client *c, const imap_range *r, ofs_error *err)
 
 int imap_ranges_flush(imap_client *c, ofs_error *err)
 {
+    if (c->ranges_lost)
+        return client_ranges_lost(c, err);
     return client_uncork(c, err);
 }
 
@@ -1978,9 +1991,11 @@ int imap_range_wait(imap_client *c, imap_range *out, ofs_error *err)
 {
     if (!c->nranges)
         return err_set(err, OFS_E_STATE, "waiting for a range that was never asked for");
-    if (c->cork && client_uncork(c, err) < 0)
-        return -1;
-    int r = client_wait_tag(c, c->ranges[0].tagno, "UID FETCH", client_on_part, NULL, UNTIL_TAGGED,
+    int r = -1;
+    if (c->ranges_lost)
+        client_ranges_lost(c, err);
+    else if (!c->cork || client_uncork(c, err) == 0)
+        r = client_wait_tag(c, c->ranges[0].tagno, "UID FETCH", client_on_part, NULL, UNTIL_TAGGED,
                             err);
     range_fetch f = c->ranges[0];
     memmove(c->ranges, c->ranges + 1, --c->nranges * sizeof *c->ranges);
@@ -1988,6 +2003,14 @@ int imap_range_wait(imap_client *c, imap_range *out, ofs_error *err)
     /* No answer, or NO: the message was expunged meanwhile. */
     if ((r == 0 && !f.answered) || (r < 0 && !c->dead && c->last_status == IMAP_S_NO)) {
         out->gone = true;
+        return 0;
+    }
+    /* Cut after the range's whole answer came (its completion may trail other answers): its
+     * bytes are all there. The ranges after it get the same error, or their answers too. */
+    if (r < 0 && c->dead && f.answered) {
+        if (!c->ranges_lost)
+            c->ranges_err = *err;
+        c->ranges_lost = true;
         return 0;
     }
     if (r < 0)
@@ -2001,6 +2024,7 @@ void imap_ranges_abandon(imap_client *c)
         client_broken(c); /* their answers would stream into files no one holds open */
     c->nranges = 0;
     c->cork = false;
+    c->ranges_lost = false;
 }
 
 /* ---- flags, append, expunge ---- */

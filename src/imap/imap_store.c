@@ -615,16 +615,16 @@ static int istore_fetch_ranges(store *s, store_range_feed *feed, ofs_error *err)
         return -1;
     range_queue *q = xcalloc(1, sizeof *q);
     int rc = 0;
+    ofs_error later;
     for (;;) {
         bool more = true;
-        if (istore_range_refill(is, q, feed, &more, err) < 0) {
-            rc = -1;
-            break;
-        }
+        if (rc == 0 && istore_range_refill(is, q, feed, &more, err) < 0)
+            rc = -1; /* what was asked for and has arrived is still handed back */
         if (!q->n)
             break;
         store_range r;
-        if (istore_range_take(is, q, &r, err) < 0 || feed->done(feed->ctx, &r, err) < 0) {
+        ofs_error *e = rc < 0 ? &later : err;
+        if (istore_range_take(is, q, &r, e) < 0 || feed->done(feed->ctx, &r, e) < 0) {
             rc = -1;
             break;
         }
