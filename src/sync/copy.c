@@ -292,6 +292,7 @@ typedef struct big_msg {
     uint64_t asked;    /* the next range starts here */
     unsigned inflight; /* ranges asked and not answered */
     bool ended, gone;  /* shorter than listed; no longer on the server */
+    bool finished;     /* delivered (or dropped when gone) */
 } big_msg;
 
 typedef struct big_run {
@@ -329,6 +330,9 @@ static int big_commit(big_run *br, ofs_error *err)
 
 static int big_finish(big_run *br, big_msg *e, ofs_error *err)
 {
+    if (e->finished)
+        return 0;
+    e->finished = true;
     if (e->gone) {
         partial_close(&e->pf, true);
         return 0;
