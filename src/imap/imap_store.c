@@ -615,7 +615,7 @@ static int istore_fetch_ranges(store *s, store_range_feed *feed, ofs_error *err)
         return -1;
     range_queue *q = xcalloc(1, sizeof *q);
     int rc = 0;
-    ofs_error later;
+    ofs_error later = {0};
     for (;;) {
         bool more = true;
         if (rc == 0 && istore_range_refill(is, q, feed, &more, err) < 0)
