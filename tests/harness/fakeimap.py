@@ -51,6 +51,12 @@ class Folder:
         return m
 
 
+def range_item(data, origin, n, label):
+    """BODY[]<label> holding n bytes of data from origin (label differs only in lies)."""
+    part = data[origin:origin + n]
+    return b"BODY[]<%d> {%d}\r\n" % (label, len(part)) + part
+
+
 def _uid_set(spec, maxuid):
     """UIDs matched by a set like 1:5,9,12:* (with * as maxuid), as a predicate."""
     ranges = []
@@ -349,7 +355,11 @@ class Session:
             hm = re.search(rb"(?im)^message-id:[^\r\n]*\r?\n", m.data)
             h = (hm.group(0) if hm else b"") + CRLF
             out.append(b"BODY[HEADER.FIELDS (MESSAGE-ID)] {%d}\r\n" % len(h) + h)
-        if b"BODY.PEEK[]" in items:
+        rng = re.search(rb"BODY\.PEEK\[\]<(\d+)\.(\d+)>", items)
+        if rng:
+            origin, n = int(rng.group(1)), int(rng.group(2))
+            out.append(range_item(m.data, origin, n, origin))
+        elif b"BODY.PEEK[]" in items:
             out.append(b"BODY[] {%d}\r\n" % len(m.data) + m.data)
         return b"* %d FETCH (" % seq + b" ".join(out) + b")" + CRLF
 

@@ -254,6 +254,23 @@ def literal_huge_streaming(srv):
     srv.on("LIST", fn)
 
 
+@hostile({6}, needle=r"range at 65536 of UID \d+ arrived after 0 bytes")
+def ranges_answered_out_of_order(srv):
+    """Two ranges of a big message answered each with the other's bytes, in order of the
+    request: appended as they come, the message would be delivered with its halves swapped."""
+    big = srv.folder("INBOX").add(T.make_message(90, SEED, size=200000, attachment=False))
+
+    def fn(s, tag, a):
+        m = re.search(rb"^(\d+) .*BODY\.PEEK\[\]<(\d+)\.65536>", a[0])
+        if not m or int(m.group(1)) != big.uid or int(m.group(2)) > 65536:
+            return s.cmd_UID_FETCH(tag, a)
+        swapped = 65536 - int(m.group(2))
+        part = F.range_item(big.data, swapped, 65536, swapped)
+        s.send(b"* 1 FETCH (UID %d " % big.uid + part + b")" + CRLF)
+        s.ok(tag)
+    srv.on("UID FETCH", fn)
+
+
 @hostile({0, 6}, needle=None)
 def numbers_negative_and_overflowing(srv):
     def select(s, tag, a):
