@@ -1982,11 +1982,6 @@ int imap_ranges_flush(imap_client *c, ofs_error *err)
     return client_uncork(c, err);
 }
 
-size_t imap_ranges_inflight(const imap_client *c)
-{
-    return c->nranges;
-}
-
 int imap_range_wait(imap_client *c, imap_range *out, ofs_error *err)
 {
     if (!c->nranges)

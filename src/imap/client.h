@@ -203,7 +203,6 @@ int imap_range_send(imap_client *c, const imap_range *r, ofs_error *err);
 int imap_ranges_flush(imap_client *c, ofs_error *err);
 /* Waits for the oldest range sent and hands it back (got, gone filled). */
 int imap_range_wait(imap_client *c, imap_range *out, ofs_error *err);
-size_t imap_ranges_inflight(const imap_client *c);
 /* Ranges in flight will not be waited for: the connection is given up (their answers would
  * arrive for files no longer held). */
 void imap_ranges_abandon(imap_client *c);
