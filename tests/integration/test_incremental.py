@@ -246,7 +246,9 @@ def recording_folders_syncs_next_to_nothing(ctx):
     ctx.sync()
     time.sleep(0.25)  # the local folders' timestamps settle, so this pass records marks
     n = fsyncs_of_a_pass(ctx)
-    check(n <= 4, f"{n} fsync-family calls in a pass that only records {len(spec)} folders")
+    # 4 when quiet (WAL commit + its directory, checkpoint at close); SQLite's WAL bookkeeping
+    # adds one now and then under heavy I/O. A record per folder would be 12 more.
+    check(n <= 6, f"{n} fsync-family calls in a pass that only records {len(spec)} folders")
     ctx.assert_synced()
 
 
