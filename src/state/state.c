@@ -22,6 +22,9 @@ enum {
     S_FOLDER_DELETE,
     S_FOLDER_NAMES,
     S_PAIRS_LOAD,
+    S_PAIRS_LEAN,
+    S_PAIRS_SIZE,
+    S_PAIR_STRINGS,
     S_PAIR_ADD,
     S_PAIR_UPDATE,
     S_PAIR_DELETE,
@@ -58,11 +61,20 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_FOLDER_NAMES] = "SELECT name FROM folders ORDER BY name",
     [S_PAIRS_LOAD] = "SELECT id, uid, key, flags, size, msgid, pending, uidnext_seen, hash,"
                      " target, stamp FROM pairs WHERE folder_id = ?1 ORDER BY uid, id",
+    /* Message-ID and hash only where an intent is being resolved: the plan needs neither. */
+    [S_PAIRS_LEAN] = "SELECT id, uid, key, flags, size, CASE WHEN pending THEN msgid END, pending,"
+                     " uidnext_seen, CASE WHEN pending THEN hash END, target, stamp FROM pairs"
+                     " WHERE folder_id = ?1 ORDER BY uid, id",
+    [S_PAIRS_SIZE] = "SELECT count(*), coalesce(sum(length(CAST(key AS BLOB)) + 1), 0) FROM pairs"
+                     " WHERE folder_id = ?1",
+    [S_PAIR_STRINGS] = "SELECT msgid, hash FROM pairs WHERE id = ?1",
     [S_PAIR_ADD] = "INSERT INTO pairs (folder_id, uid, key, flags, size, msgid, pending,"
                    " uidnext_seen, hash, target, stamp, born)"
                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    [S_PAIR_UPDATE] = "UPDATE pairs SET uid = ?2, key = ?3, flags = ?4, size = ?5, msgid = ?6,"
-                      " pending = ?7, uidnext_seen = ?8, hash = ?9, target = ?10, stamp = ?11"
+    /* A lean pair's NULL Message-ID and hash mean "not loaded": what is recorded stays. */
+    [S_PAIR_UPDATE] = "UPDATE pairs SET uid = ?2, key = ?3, flags = ?4, size = ?5,"
+                      " msgid = coalesce(?6, msgid), pending = ?7, uidnext_seen = ?8,"
+                      " hash = coalesce(?9, hash), target = ?10, stamp = ?11"
                       " WHERE id = ?1",
     [S_PAIR_DELETE] = "DELETE FROM pairs WHERE id = ?1",
     [S_PAIRS_CLEAR] = "DELETE FROM pairs WHERE folder_id = ?1",
@@ -379,14 +391,42 @@ void state_folder_free(state_folder *f)
     memset(f, 0, sizeof *f);
 }
 
+/* One block of a lean list's keys; a second one only if rows came after the count. */
+struct state_arena {
+    struct state_arena *next;
+    size_t used, cap;
+    char data[];
+};
+
+static char *arena_strdup(struct state_arena **a, const char *s, size_t len)
+{
+    if (!*a || (*a)->cap - (*a)->used < len + 1) {
+        size_t cap = len + 1 > 4096 ? len + 1 : 4096;
+        struct state_arena *b = xmalloc(sizeof *b + cap);
+        *b = (struct state_arena){.next = *a, .cap = cap};
+        *a = b;
+    }
+    char *d = (*a)->data + (*a)->used;
+    memcpy(d, s, len);
+    d[len] = 0;
+    (*a)->used += len + 1;
+    return d;
+}
+
 void state_pair_list_free(state_pair_list *l)
 {
     if (!l)
         return;
     for (size_t i = 0; i < l->n; i++) {
-        free(l->v[i].key);
+        if (!l->arena)
+            free(l->v[i].key);
         free(l->v[i].msgid);
         free(l->v[i].hash);
+    }
+    while (l->arena) {
+        struct state_arena *next = l->arena->next;
+        free(l->arena);
+        l->arena = next;
     }
     free(l->v);
     memset(l, 0, sizeof *l);
@@ -489,12 +529,12 @@ int state_folder_names(state *st, strlist *out, ofs_error *err)
     return ret;
 }
 
-static void state_pair_read(sqlite3_stmt *s, state_pair *p)
+/* Every column but the key, which the caller places. */
+static void state_pair_read_fields(sqlite3_stmt *s, state_pair *p)
 {
     p->id = sqlite3_column_int64(s, 0);
     /* NULL reads as 0, which is what an unknown uid is outside the database. */
     p->uid = (uint32_t)sqlite3_column_int64(s, 1);
-    p->key = state_column_text(s, 2);
     p->flags = (unsigned)sqlite3_column_int64(s, 3);
     p->size = (uint64_t)sqlite3_column_int64(s, 4);
     p->msgid = state_column_text(s, 5);
@@ -505,27 +545,109 @@ static void state_pair_read(sqlite3_stmt *s, state_pair *p)
     p->stamp = (uint64_t)sqlite3_column_int64(s, 10);
 }
 
-int state_pairs_load(state *st, int64_t folder_id, state_pair_list *out, ofs_error *err)
+static void state_pair_read(sqlite3_stmt *s, state_pair *p)
 {
-    memset(out, 0, sizeof *out);
-    sqlite3_stmt *s = state_stmt(st, S_PAIRS_LOAD, err);
+    state_pair_read_fields(s, p);
+    p->key = state_column_text(s, 2);
+}
+
+/* How many pairs a folder has and their keys' bytes, so a lean list is allocated once. */
+static int pairs_size(state *st, int64_t folder_id, size_t *n, size_t *bytes, ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, S_PAIRS_SIZE, err);
     if (!s)
         return -1;
     sqlite3_bind_int64(s, 1, folder_id);
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (out->n == out->cap) {
-            out->cap = out->cap ? out->cap * 2 : 64;
-            out->v = xrealloc(out->v, out->cap * sizeof *out->v);
-        }
-        state_pair *p = &out->v[out->n++];
-        memset(p, 0, sizeof *p);
-        state_pair_read(s, p);
+    int rc = sqlite3_step(s), ret = 0;
+    *n = rc == SQLITE_ROW ? (size_t)sqlite3_column_int64(s, 0) : 0;
+    *bytes = rc == SQLITE_ROW ? (size_t)sqlite3_column_int64(s, 1) : 0;
+    if (rc != SQLITE_ROW)
+        ret = state_fail(st, err, "cannot count message pairs");
+    state_stmt_done(s);
+    return ret;
+}
+
+static state_pair *pair_push(state_pair_list *out)
+{
+    if (out->n == out->cap) { /* a lean list: only if pairs came after the count */
+        out->cap += out->arena ? out->cap / 8 + 16 : out->cap ? out->cap : 64;
+        out->v = xrealloc(out->v, out->cap * sizeof *out->v);
     }
+    state_pair *p = &out->v[out->n++];
+    memset(p, 0, sizeof *p);
+    return p;
+}
+
+static void full_push(state_pair_list *out, sqlite3_stmt *s)
+{
+    state_pair_read(s, pair_push(out));
+}
+
+static void lean_push(state_pair_list *out, sqlite3_stmt *s)
+{
+    state_pair *p = pair_push(out);
+    state_pair_read_fields(s, p);
+    const char *key = (const char *)sqlite3_column_text(s, 2);
+    p->key = key ? arena_strdup(&out->arena, key, (size_t)sqlite3_column_bytes(s, 2)) : NULL;
+}
+
+/* A folder's pairs, each row added to out by push. */
+static int pairs_query(state *st, int which, int64_t folder_id, state_pair_list *out,
+                       void (*push)(state_pair_list *, sqlite3_stmt *), ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, which, err);
+    if (!s) {
+        state_pair_list_free(out);
+        return -1;
+    }
+    sqlite3_bind_int64(s, 1, folder_id);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        push(out, s);
     int ret = 0;
     if (rc != SQLITE_DONE) {
         ret = state_fail(st, err, "cannot load message pairs");
         state_pair_list_free(out);
+    }
+    state_stmt_done(s);
+    return ret;
+}
+
+int state_pairs_load(state *st, int64_t folder_id, state_pair_list *out, ofs_error *err)
+{
+    memset(out, 0, sizeof *out);
+    return pairs_query(st, S_PAIRS_LOAD, folder_id, out, full_push, err);
+}
+
+int state_pairs_load_lean(state *st, int64_t folder_id, state_pair_list *out, ofs_error *err)
+{
+    memset(out, 0, sizeof *out);
+    size_t n, bytes;
+    if (pairs_size(st, folder_id, &n, &bytes, err) < 0)
+        return -1;
+    out->cap = n;
+    out->v = xmalloc((n ? n : 1) * sizeof *out->v);
+    if (bytes) {
+        out->arena = xmalloc(sizeof *out->arena + bytes);
+        *out->arena = (struct state_arena){.cap = bytes};
+    }
+    return pairs_query(st, S_PAIRS_LEAN, folder_id, out, lean_push, err);
+}
+
+int state_pair_load_strings(state *st, state_pair *p, ofs_error *err)
+{
+    if (p->msgid || p->hash)
+        return 0;
+    sqlite3_stmt *s = state_stmt(st, S_PAIR_STRINGS, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, p->id);
+    int rc = sqlite3_step(s), ret = 0;
+    if (rc == SQLITE_ROW) {
+        p->msgid = state_column_text(s, 0);
+        p->hash = state_column_text(s, 1);
+    } else if (rc != SQLITE_DONE) {
+        ret = state_fail(st, err, "cannot read a message pair's Message-ID and hash");
     }
     state_stmt_done(s);
     return ret;

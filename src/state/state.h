@@ -32,13 +32,13 @@ enum state_pending {
 typedef struct state_pair {
     int64_t id;
     uint32_t uid;   /* 0 = not known (pending upload) */
-    char *key;      /* NULL = not known */
     unsigned flags; /* FLAG_* as last synced: the base of the merge */
+    char *key;      /* NULL = not known */
     uint64_t size;
     char *msgid;
+    char *hash;            /* SHA-256 (hex) of the message as IMAP sends it; NULL: not known */
     int pending;           /* enum state_pending */
     uint32_t uidnext_seen; /* PENDING_UPLOAD: the folder's UIDNEXT before the APPEND */
-    char *hash;            /* SHA-256 (hex) of the message as IMAP sends it; NULL: not known */
     unsigned target;       /* PENDING_FLAGS: the merged flags being applied */
     uint64_t stamp;        /* store_msg.stamp of the local file when it matched hash; 0 unknown */
 } state_pair;
@@ -46,6 +46,7 @@ typedef struct state_pair {
 typedef struct state_pair_list {
     state_pair *v;
     size_t n, cap;
+    struct state_arena *arena; /* a lean list's keys (never freed one by one); NULL: malloc'd */
 } state_pair_list;
 
 void state_pair_list_free(state_pair_list *l);
@@ -73,8 +74,14 @@ int state_folder_names(state *st, strlist *out, ofs_error *err);
 
 /* Pairs of one folder. */
 int state_pairs_load(state *st, int64_t folder_id, state_pair_list *out, ofs_error *err);
+/* The same pairs as the plan needs them, in one allocation each for the pairs and their keys:
+ * Message-ID and hash only for pending pairs (NULL elsewhere, which state_pair_update reads as
+ * "unchanged"); state_pair_load_strings fetches them for one pair where a step needs them. */
+int state_pairs_load_lean(state *st, int64_t folder_id, state_pair_list *out, ofs_error *err);
+int state_pair_load_strings(state *st, state_pair *p, ofs_error *err);
 int state_pair_add(state *st, int64_t folder_id, state_pair *p, ofs_error *err); /* sets p->id */
-int state_pair_update(state *st, const state_pair *p, ofs_error *err);           /* by p->id */
+/* By p->id. A NULL msgid or hash keeps the recorded one: no step ever forgets either. */
+int state_pair_update(state *st, const state_pair *p, ofs_error *err);
 int state_pair_delete(state *st, int64_t pair_id, ofs_error *err);
 /* Drops every pair of a folder (UIDVALIDITY change). */
 int state_pairs_clear(state *st, int64_t folder_id, ofs_error *err);

@@ -76,9 +76,11 @@ static int judge_stamps(folder_run *r, sync_plan *plan, const long *cand, const 
     uint64_t *sizes = xcalloc(n ? n : 1, sizeof *sizes);
     int rc = engine_hash_messages(r, r->c->loc, msgs, n, hashes, sizes, err);
     for (size_t j = 0; j < n && rc == 0; j++) {
-        const state_pair *p = &r->pairs.v[cand[j]];
+        state_pair *p = &r->pairs.v[cand[j]];
         if (!hashes[j])
             continue; /* gone meanwhile: the next pass sees what became of it */
+        if ((rc = state_pair_load_strings(r->c->st, p, err)) < 0)
+            break;
         if (p->hash ? strcmp(p->hash, hashes[j]) == 0 : sizes[j] == p->size)
             stamps[cand[j]] = msgs[j].stamp;
         else

@@ -209,7 +209,7 @@ int engine_each_intent(folder_run *r, const char *op, engine_intent_fn fn, void 
 int engine_reload_pairs(folder_run *r, ofs_error *err)
 {
     state_pair_list_free(&r->pairs);
-    return state_pairs_load(r->c->st, r->sf.id, &r->pairs, err);
+    return state_pairs_load_lean(r->c->st, r->sf.id, &r->pairs, err);
 }
 
 key_idx *engine_index_keys(const store_msg_list *l)
@@ -453,7 +453,7 @@ static int open_and_list(folder_run *r, ofs_error *err)
     }
     if (!r->local_mark && r->c->loc->ops->folder_mark)
         r->local_mark = r->c->loc->ops->folder_mark(r->c->loc, r->name);
-    if (state_pairs_load(r->c->st, r->sf.id, &r->pairs, err) < 0)
+    if (state_pairs_load_lean(r->c->st, r->sf.id, &r->pairs, err) < 0)
         return -1;
     bool pending = any_pending(r);
     if (skip == SKIP_SERVER && !pending) {

@@ -162,10 +162,8 @@ static int forget_pairs(folder_run *r, void *arg, ofs_error *err)
             /* The policy keeps this copy: unpaired, it is neither removed nor copied back. */
             if (k == ACT_KEEP_LOCAL)
                 p->uid = 0;
-            else {
-                free(p->key);
-                p->key = NULL;
-            }
+            else
+                p->key = NULL; /* it lives in the list's arena */
             p->pending = PENDING_NONE;
             if (state_pair_update(r->c->st, p, err) < 0)
                 return -1;
@@ -210,7 +208,9 @@ void flagops_deleted_after_plan(folder_run *r, const sync_plan *plan, buf *uids)
  * copy of that content made since the last complete pass, when there is exactly one. */
 static int carry_intent(folder_run *r, const sync_action *a, ofs_error *err)
 {
-    const state_pair *p = &r->pairs.v[a->pair];
+    state_pair *p = &r->pairs.v[a->pair];
+    if (state_pair_load_strings(r->c->st, p, err) < 0)
+        return -1;
     unsigned now = a->kind == ACT_EXPUNGE_SERVER ? r->srv.v[a->srv].flags : r->loc.v[a->loc].flags;
     unsigned add = now & ~p->flags, del = p->flags & ~now;
     /* A server removal starts with \Deleted: on a copy still there it may be our own, left by

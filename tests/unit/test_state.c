@@ -337,6 +337,63 @@ static void test_pairs(void **ctx)
     state_close(st);
 }
 
+/* The plan's pairs: one block each for pairs and keys, no Message-ID or hash but where an
+ * intent needs them, and updating such a pair keeps what it did not load. */
+static void test_pairs_lean(void **ctx)
+{
+    fixture *fx = *ctx;
+    state *st = open_ok(fx->db);
+    ofs_error err = {0};
+    state_folder f;
+    assert_int_equal(state_folder_add(st, "INBOX", &f, &err), 0);
+    state_pair settled = {
+        .uid = 5, .key = "1700.s.host", .flags = 1, .msgid = "<s@x>", .hash = "aa"};
+    state_pair upload = {
+        .key = "1700.u.host", .msgid = "<u@x>", .hash = "bb", .pending = PENDING_UPLOAD};
+    state_pair kept = {.uid = 9, .msgid = "<k@x>", .hash = "cc"};
+    assert_int_equal(state_pair_add(st, f.id, &settled, &err), 0);
+    assert_int_equal(state_pair_add(st, f.id, &upload, &err), 0);
+    assert_int_equal(state_pair_add(st, f.id, &kept, &err), 0);
+
+    state_pair_list l;
+    assert_int_equal(state_pairs_load_lean(st, f.id, &l, &err), 0);
+    assert_int_equal(l.n, 3);
+    assert_int_equal(l.cap, 3);
+    assert_non_null(l.arena);
+    assert_int_equal(l.v[0].uid, 0);
+    assert_string_equal(l.v[0].key, "1700.u.host");
+    assert_string_equal(l.v[0].msgid, "<u@x>");
+    assert_string_equal(l.v[0].hash, "bb");
+    assert_int_equal(l.v[1].uid, 5);
+    assert_string_equal(l.v[1].key, "1700.s.host");
+    assert_null(l.v[1].msgid);
+    assert_null(l.v[1].hash);
+    assert_int_equal(l.v[2].uid, 9);
+    assert_null(l.v[2].key);
+    assert_null(l.v[2].hash);
+
+    l.v[1].flags = 3;
+    assert_int_equal(state_pair_update(st, &l.v[1], &err), 0);
+    assert_int_equal(state_pair_load_strings(st, &l.v[2], &err), 0);
+    assert_string_equal(l.v[2].msgid, "<k@x>");
+    assert_string_equal(l.v[2].hash, "cc");
+    state_pair_list_free(&l);
+
+    assert_int_equal(state_pairs_load(st, f.id, &l, &err), 0);
+    assert_int_equal(l.v[1].flags, 3);
+    assert_string_equal(l.v[1].msgid, "<s@x>");
+    assert_string_equal(l.v[1].hash, "aa");
+    state_pair_list_free(&l);
+
+    assert_int_equal(state_pairs_clear(st, f.id, &err), 0);
+    assert_int_equal(state_pairs_load_lean(st, f.id, &l, &err), 0);
+    assert_int_equal(l.n, 0);
+    assert_null(l.arena);
+    state_pair_list_free(&l);
+    state_folder_free(&f);
+    state_close(st);
+}
+
 static void test_unique_violations(void **ctx)
 {
     fixture *fx = *ctx;
@@ -737,6 +794,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_garbage_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_folders, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pairs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pairs_lean, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unique_violations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_pairs, setup, teardown),
