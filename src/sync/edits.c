@@ -26,14 +26,34 @@ typedef struct replacement {
     char *key;    /* the edited file */
 } replacement;
 
+/* Pairs whose file's stamp changed, with that file and stamp: few on most passes, so kept
+ * as a list that grows, never an array per pair of the folder. */
+typedef struct stamp_at {
+    long pair, loc;
+    uint64_t stamp;
+} stamp_at;
+
+typedef struct stamp_list {
+    stamp_at *v;
+    size_t n, cap;
+} stamp_list;
+
+static void stamp_push(stamp_list *l, long pair, long loc, uint64_t stamp)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 16;
+        l->v = xrealloc(l->v, l->cap * sizeof *l->v);
+    }
+    l->v[l->n++] = (stamp_at){pair, loc, stamp};
+}
+
 static int record_stamps(folder_run *r, void *arg, ofs_error *err)
 {
-    const uint64_t *stamps = arg;
-    for (size_t i = 0; i < r->pairs.n; i++) {
-        if (!stamps[i])
-            continue;
-        r->pairs.v[i].stamp = stamps[i];
-        if (state_pair_update(r->c->st, &r->pairs.v[i], err) < 0)
+    const stamp_list *l = arg;
+    for (size_t i = 0; i < l->n; i++) {
+        state_pair *p = &r->pairs.v[l->v[i].pair];
+        p->stamp = l->v[i].stamp;
+        if (state_pair_update(r->c->st, p, err) < 0)
             return -1;
     }
     return 0;
@@ -66,25 +86,26 @@ static void plan_edit(folder_run *r, sync_plan *plan, long pair, long loc)
 /* Judges the files whose stamp changed: same content, the new stamp is recorded; new
  * content, an edit. A pair without a stamp yet (a state from before stamps, a download cut
  * short) takes the file's as it is. */
-static int judge_stamps(folder_run *r, sync_plan *plan, const long *cand, const long *cand_loc,
-                        size_t n, uint64_t *stamps, ofs_error *err)
+static int judge_stamps(folder_run *r, sync_plan *plan, const stamp_list *cand, stamp_list *found,
+                        ofs_error *err)
 {
+    size_t n = cand->n;
     store_msg *msgs = xmalloc((n ? n : 1) * sizeof *msgs);
     for (size_t j = 0; j < n; j++)
-        msgs[j] = r->loc.v[cand_loc[j]];
+        msgs[j] = r->loc.v[cand->v[j].loc];
     char **hashes = xcalloc(n ? n : 1, sizeof *hashes);
     uint64_t *sizes = xcalloc(n ? n : 1, sizeof *sizes);
     int rc = engine_hash_messages(r, r->c->loc, msgs, n, hashes, sizes, err);
     for (size_t j = 0; j < n && rc == 0; j++) {
-        state_pair *p = &r->pairs.v[cand[j]];
+        const stamp_at *c = &cand->v[j];
+        state_pair *p = &r->pairs.v[c->pair];
         if (!hashes[j])
             continue; /* gone meanwhile: the next pass sees what became of it */
-        if ((rc = state_pair_load_strings(r->c->st, p, err)) < 0)
-            break;
-        if (p->hash ? strcmp(p->hash, hashes[j]) == 0 : sizes[j] == p->size)
-            stamps[cand[j]] = msgs[j].stamp;
-        else
-            plan_edit(r, plan, cand[j], cand_loc[j]);
+        rc = state_pair_load_strings(r->c->st, p, err);
+        if (rc == 0 && (p->hash ? strcmp(p->hash, hashes[j]) == 0 : sizes[j] == p->size))
+            stamp_push(found, c->pair, c->loc, c->stamp);
+        else if (rc == 0)
+            plan_edit(r, plan, c->pair, c->loc);
     }
     for (size_t j = 0; j < n; j++)
         free(hashes[j]);
@@ -94,36 +115,34 @@ static int judge_stamps(folder_run *r, sync_plan *plan, const long *cand, const 
     return rc;
 }
 
+static bool any_stamp(const store_msg_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i].stamp)
+            return true;
+    return false;
+}
+
 int edits_find(folder_run *r, sync_plan *plan, ofs_error *err)
 {
+    if (!any_stamp(&r->loc))
+        return 0; /* the folder's directories did not change: no file was rewritten */
     key_idx *by_key = engine_index_keys(&r->loc);
-    size_t np = r->pairs.n ? r->pairs.n : 1, n = 0;
-    uint64_t *stamps = xcalloc(np, sizeof *stamps);
-    long *cand = xmalloc(np * sizeof *cand), *cand_loc = xmalloc(np * sizeof *cand_loc);
-    bool record = false;
+    stamp_list cand = {0}, found = {0};
     for (size_t i = 0; i < r->pairs.n; i++) {
         const state_pair *p = &r->pairs.v[i];
         const key_idx *k = p->uid && !p->pending ? engine_find_key(by_key, r->loc.n, p->key) : NULL;
         const store_msg *m = k ? &r->loc.v[k->idx] : NULL;
         if (!m || !m->stamp || m->stamp == p->stamp)
             continue;
-        if (!p->stamp) {
-            stamps[i] = m->stamp;
-            record = true;
-            continue;
-        }
-        cand[n] = (long)i;
-        cand_loc[n++] = k->idx;
+        stamp_push(p->stamp ? &cand : &found, (long)i, k->idx, m->stamp);
     }
-    int rc = n ? judge_stamps(r, plan, cand, cand_loc, n, stamps, err) : 0;
-    for (size_t i = 0; i < r->pairs.n && !record; i++)
-        record = stamps[i] != 0;
-    if (rc == 0 && record && !r->c->dry_run)
-        rc = engine_in_txn(r, record_stamps, stamps, err);
-    free(cand);
-    free(cand_loc);
-    free(stamps);
     free(by_key);
+    int rc = cand.n ? judge_stamps(r, plan, &cand, &found, err) : 0;
+    if (rc == 0 && found.n && !r->c->dry_run)
+        rc = engine_in_txn(r, record_stamps, &found, err);
+    free(cand.v);
+    free(found.v);
     return rc;
 }
 
