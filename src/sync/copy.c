@@ -508,6 +508,9 @@ static uint32_t upload_floor(const folder_run *r)
     for (size_t i = 0; i < r->srv.n; i++)
         if (r->srv.v[i].uid > max)
             max = r->srv.v[i].uid;
+    for (size_t i = 0; i < r->pairs.n; i++) /* the base stands for some (srv_view) */
+        if (r->pairs.v[i].uid > max)
+            max = r->pairs.v[i].uid;
     return max + 1;
 }
 

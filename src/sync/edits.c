@@ -209,6 +209,7 @@ static int load_replacement(folder_run *r, const state_intent *in, void *arg, of
     if (!uid || !key || *key != ' ' || !key[1] || uv != r->si.uidvalidity)
         return r->c->dry_run ? 0 : state_intent_delete(r->c->st, in->id, err);
     drop_listed(&r->srv, uid);
+    uidset_add(&r->srv_gone, (uint32_t)uid, (uint32_t)uid); /* nor does the base stand for it */
     r->repl = xrealloc(r->repl, (r->n_repl + 1) * sizeof *r->repl);
     r->repl[r->n_repl++] = (replacement){in->id, (uint32_t)uid, xstrdup(key + 1)};
     return 0;
@@ -236,7 +237,8 @@ static int mark_replace_intents(folder_run *r, void *arg, ofs_error *err)
     for (size_t i = 0; i < r->pairs.n; i++) {
         const state_pair *p = &r->pairs.v[i];
         if (p->uid && (p->flags & FLAG_DELETED) &&
-            !bsearch(&p->uid, listed, r->srv.n, sizeof *listed, engine_cmp_u32))
+            !bsearch(&p->uid, listed, r->srv.n, sizeof *listed, engine_cmp_u32) &&
+            !engine_srv_in_base(r, p->uid))
             buf_printf(&uids, "%s%u", uids.len ? " " : "", p->uid);
     }
     free(listed);

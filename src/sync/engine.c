@@ -258,10 +258,19 @@ static int list_local(folder_run *r, ofs_error *err)
     return loc->ops->list_messages(loc, &lo, &r->loc, err);
 }
 
+/* The listing stops leaning on the base: it is, or is about to be, the whole folder. */
+static void srv_drop_base(folder_run *r)
+{
+    r->srv_view.below = 0;
+    uidset_free(&r->srv_gone);
+    uidset_init(&r->srv_gone);
+}
+
 int engine_list_server_full(folder_run *r, ofs_error *err)
 {
     store_list_opts so = {.want_size = true};
     store_msg_list_free(&r->srv);
+    srv_drop_base(r);
     return r->c->srv->ops->list_messages(r->c->srv, &so, &r->srv, err);
 }
 
@@ -271,58 +280,85 @@ static int cmp_msg_uid(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The server listing rebuilt from the base: the server said what changed since the last
- * complete pass (changed, vanished), so every other settled pair below `below` still has its
- * base flags there. UIDs from `below` on are listed by the server itself. The caller checks
- * that the result adds up to the server's message count before trusting it. */
-static void base_push(folder_run *r, uint32_t uid, unsigned flags, uint64_t size, uint32_t below,
-                      const store_msg_list *changed, uidset *vanished)
+/* Room for `more` entries in the server listing, exactly. */
+static void srv_reserve(folder_run *r, size_t more)
 {
-    if (!uid || uid >= below || (vanished && uidset_has(vanished, uid)))
+    if (r->srv.cap - r->srv.n >= more)
         return;
-    store_msg key = {.uid = uid};
-    const store_msg *ch =
-        changed->n ? bsearch(&key, changed->v, changed->n, sizeof key, cmp_msg_uid) : NULL;
-    store_msg *m = store_msg_list_push(&r->srv);
-    m->uid = uid;
-    m->flags = ch ? ch->flags : flags;
-    m->size = size;
+    r->srv.cap = r->srv.n + more;
+    r->srv.v = xrealloc(r->srv.v, (r->srv.cap ? r->srv.cap : 1) * sizeof *r->srv.v);
 }
 
-static void srv_from_base(folder_run *r, uint32_t below, store_msg_list *changed, uidset *vanished)
+static store_msg *srv_find(const folder_run *r, uint32_t uid)
 {
-    if (changed->n > 1)
-        qsort(changed->v, changed->n, sizeof *changed->v, cmp_msg_uid);
+    store_msg key = {.uid = uid};
+    return r->srv.n ? bsearch(&key, r->srv.v, r->srv.n, sizeof key, cmp_msg_uid) : NULL;
+}
+
+static void srv_sort(folder_run *r)
+{
+    if (r->srv.n > 1)
+        qsort(r->srv.v, r->srv.n, sizeof *r->srv.v, cmp_msg_uid);
+}
+
+bool engine_srv_in_base(folder_run *r, uint32_t uid)
+{
+    return srv_view_covers(&r->srv_view, uid) && !srv_find(r, uid);
+}
+
+store_msg engine_srv_msg(folder_run *r, const sync_action *a)
+{
+    if (a->srv >= 0)
+        return r->srv.v[a->srv];
+    const state_pair *p = &r->pairs.v[a->pair];
+    return (store_msg){.uid = a->uid, .flags = p->flags, .size = p->size};
+}
+
+/* The server side from the base: the server said what changed since the last complete pass
+ * (changed, vanished, taken over), so every other settled pair below `below` still has its
+ * base flags there and needs no entry (srv_view). Listed are the changed messages and those
+ * held back, sorted by UID; UIDs from `below` on the caller adds as the server lists them.
+ * Returns how many messages the base stands for, for the caller to check that the whole adds
+ * up to the server's message count before trusting it. */
+static size_t srv_from_base(folder_run *r, uint32_t below, store_msg_list *changed,
+                            uidset *vanished)
+{
     store_msg_list_free(&r->srv);
-    /* Pairs and held-back messages merged in UID order; their flags do not matter to the plan,
-     * their sizes keep them held back. */
+    srv_drop_base(r);
+    if (vanished) {
+        r->srv_gone = *vanished;
+        uidset_init(vanished);
+    }
+    r->srv_view = (srv_view){.listed = &r->srv, .below = below, .gone = &r->srv_gone};
     const state_held_list *h = &r->held_base;
-    size_t j = 0;
-    for (size_t i = 0; i < r->pairs.n || j < h->n;) {
-        const state_pair *p = i < r->pairs.n ? &r->pairs.v[i] : NULL;
-        if (j < h->n && (!p || (p->uid && h->v[j].uid < p->uid))) {
-            base_push(r, h->v[j].uid, 0, h->v[j].size, below, changed, vanished);
-            j++;
+    srv_reserve(r, changed->n + h->n);
+    for (size_t i = 0; i < changed->n; i++)
+        if (srv_view_covers(&r->srv_view, changed->v[i].uid))
+            *store_msg_list_push(&r->srv) =
+                (store_msg){.uid = changed->v[i].uid, .flags = changed->v[i].flags};
+    srv_sort(r);
+    /* Held-back messages keep their sizes, so they stay held back; one paired since is what
+     * its pair says. Pairs and held-back messages are both in UID order. */
+    size_t n_changed = r->srv.n, i = 0;
+    for (size_t j = 0; j < h->n; j++) {
+        while (i < r->pairs.n && r->pairs.v[i].uid <= h->v[j].uid)
+            i++;
+        if ((i && r->pairs.v[i - 1].uid == h->v[j].uid) ||
+            !srv_view_covers(&r->srv_view, h->v[j].uid))
             continue;
-        }
-        if (j < h->n && h->v[j].uid == p->uid)
-            j++; /* paired since: the pair is what the server has */
-        base_push(r, p->uid, p->flags, p->size, below, changed, vanished);
-        i++;
+        store_msg key = {.uid = h->v[j].uid};
+        store_msg *m =
+            n_changed ? bsearch(&key, r->srv.v, n_changed, sizeof key, cmp_msg_uid) : NULL;
+        if (!m) /* unchanged: flags do not matter to the plan, the size does */
+            m = store_msg_list_push(&r->srv);
+        m->uid = h->v[j].uid;
+        m->size = h->v[j].size;
     }
-    /* Changed messages below `below` that no pair knows: listed so that they are copied.
-     * The pairs come in UID order, so the listing so far is sorted. */
-    size_t paired = r->srv.n;
-    for (size_t i = 0; i < changed->n; i++) {
-        const store_msg *ch = &changed->v[i];
-        if (ch->uid >= below || (vanished && uidset_has(vanished, ch->uid)))
-            continue;
-        if (!paired || !bsearch(ch, r->srv.v, paired, sizeof *ch, cmp_msg_uid)) {
-            store_msg *m = store_msg_list_push(&r->srv);
-            m->uid = ch->uid;
-            m->flags = ch->flags;
-        }
-    }
+    srv_sort(r);
+    size_t base = 0;
+    for (i = 0; i < r->pairs.n; i++)
+        base += engine_srv_in_base(r, r->pairs.v[i].uid);
+    return base;
 }
 
 /* Opens the server folder and lists it in one burst; with QRESYNC and a complete earlier pass,
@@ -349,17 +385,20 @@ static int open_server(folder_run *r, bool pending, uint32_t expect_new, ofs_err
     if (rc >= 0)
         r->srv_open = true;
     if (rc == 0) {
-        srv_from_base(r, below, &ch.changed, &ch.vanished);
+        size_t base = srv_from_base(r, below, &ch.changed, &ch.vanished);
+        srv_reserve(r, ch.listed.n);
         for (size_t i = 0; i < ch.listed.n; i++) {
             *store_msg_list_push(&r->srv) = ch.listed.v[i]; /* moved: the listing gives it up */
             ch.listed.v[i] = (store_msg){0};
         }
-        if (r->srv.n != r->si.exists)
+        srv_sort(r);
+        if (r->srv.n + base != r->si.exists)
             rc = 1; /* does not add up (e.g. mail arrived meanwhile): list in full */
         else
             store_msg_list_free(&ch.listed);
     } else if (rc == 1) {
         store_msg_list_free(&r->srv);
+        srv_drop_base(r);
         r->srv = ch.listed; /* the whole folder */
         store_msg_list_init(&ch.listed);
         rc = 2;
@@ -458,8 +497,8 @@ static int open_and_list(folder_run *r, ofs_error *err)
     bool pending = any_pending(r);
     if (skip == SKIP_SERVER && !pending) {
         r->si = status;
-        srv_from_base(r, status.uidnext, &(store_msg_list){0}, NULL);
-        if (r->srv.n != status.exists)
+        size_t base = srv_from_base(r, status.uidnext, &(store_msg_list){0}, NULL);
+        if (r->srv.n + base != status.exists)
             skip = SKIP_NONE;
     }
     uint32_t expect_new = skip == SKIP_NONE && r->has_mark && status.uidnext > r->sf.uidnext
@@ -687,7 +726,7 @@ static int run_folder(folder_run *r, ofs_error *err)
     if (edits_load_replacements(r, err) < 0)
         return -1;
     sync_plan plan;
-    sync_plan_folder(&r->pairs, &r->srv, &r->loc, &plan);
+    sync_plan_folder_view(&r->pairs, &r->srv_view, &r->loc, &plan);
     sync_plan_expunge_policy(&plan, r->c->acct->expunge);
     hold_back(r, &plan);
     if (edits_find(r, &plan, err) < 0) {
@@ -774,6 +813,8 @@ int sync_folder(sync_ctx *c, const char *name, ofs_error *err)
     folder_run r = {.c = c, .name = name};
     store_msg_list_init(&r.srv);
     store_msg_list_init(&r.loc);
+    r.srv_view.listed = &r.srv;
+    uidset_init(&r.srv_gone);
     c->run = &r;
     int rc = run_folder(&r, err);
     c->run = NULL;
@@ -785,6 +826,7 @@ int sync_folder(sync_ctx *c, const char *name, ofs_error *err)
     free(r.local_mark);
     state_pair_list_free(&r.pairs);
     store_msg_list_free(&r.srv);
+    uidset_free(&r.srv_gone);
     store_msg_list_free(&r.loc);
     state_pair_list_free(&r.deferred);
     buf_free(&r.held);

@@ -18,6 +18,8 @@ typedef struct folder_run {
     store_folder_info si, li;
     state_pair_list pairs;
     store_msg_list srv, loc;
+    srv_view srv_view; /* the plan's server side: srv, or srv and the base (srv_from_base) */
+    uidset srv_gone;   /* expunged on the server since the last complete pass, when it said */
     ofs_sync_stats st;
     uint64_t done, total;             /* messages copied / to copy */
     uint64_t bytes_done, bytes_total; /* their bytes, as far as the listings said */
@@ -64,6 +66,11 @@ int engine_each_intent(folder_run *r, const char *op, engine_intent_fn fn, void 
                        ofs_error *err);
 int engine_reload_pairs(folder_run *r, ofs_error *err);
 int engine_list_server_full(folder_run *r, ofs_error *err);
+/* Whether the server has uid unchanged since the last complete pass without a listing entry
+ * (a pair's uid; see srv_view). */
+bool engine_srv_in_base(folder_run *r, uint32_t uid);
+/* The server's copy action a concerns (srv not -1): its listing entry, or from the base. */
+store_msg engine_srv_msg(folder_run *r, const sync_action *a);
 int engine_need_server(folder_run *r, ofs_error *err);
 
 int engine_cmp_u32(const void *a, const void *b);

@@ -124,9 +124,9 @@ static int exec_flags(folder_run *r, const sync_plan *plan, ofs_error *err)
         const sync_action *a = &plan->v[i];
         if (a->kind != ACT_FLAGS)
             continue;
-        const store_msg *s = &r->srv.v[a->srv], *l = &r->loc.v[a->loc];
-        if (s->flags != a->flags)
-            to_srv[ns++] = (flag_op){a->flags & ~s->flags, s->flags & ~a->flags, *s};
+        const store_msg s = engine_srv_msg(r, a), *l = &r->loc.v[a->loc];
+        if (s.flags != a->flags)
+            to_srv[ns++] = (flag_op){a->flags & ~s.flags, s.flags & ~a->flags, s};
         if (l->flags != a->flags)
             to_loc[nl++] = (flag_op){a->flags & ~l->flags, l->flags & ~a->flags, *l};
     }
@@ -181,25 +181,67 @@ int flagops_add_restore_intent(folder_run *r, buf *uids, ofs_error *err)
     return state_intent_add(r->c->st, "restore-deleted", r->name, uids->data, &r->restore_id, err);
 }
 
+/* A server message's flags once the plan's flag step is done, -1 when the plan removes it. */
+typedef struct uid_flags {
+    uint32_t uid;
+    long flags;
+} uid_flags;
+
+static int cmp_uid_flags(const void *a, const void *b)
+{
+    uint32_t x = ((const uid_flags *)a)->uid, y = ((const uid_flags *)b)->uid;
+    return (x > y) - (x < y);
+}
+
+static long flags_after(const sync_action *a)
+{
+    return a->kind == ACT_EXPUNGE_SERVER ? -1 : (long)a->flags;
+}
+
+/* The server messages the base stands for (srv_view) that carry \Deleted after the plan:
+ * their pairs' flags, or what the plan does to them. */
+static void base_deleted_after_plan(folder_run *r, const sync_plan *plan, buf *uids)
+{
+    uid_flags *acted = xmalloc((plan->n ? plan->n : 1) * sizeof *acted);
+    size_t n = 0;
+    for (size_t i = 0; i < plan->n; i++) {
+        const sync_action *a = &plan->v[i];
+        if ((a->kind == ACT_FLAGS || a->kind == ACT_EXPUNGE_SERVER) && a->srv == SRV_BASE)
+            acted[n++] = (uid_flags){a->uid, flags_after(a)};
+    }
+    qsort(acted, n, sizeof *acted, cmp_uid_flags);
+    for (size_t i = 0; i < r->pairs.n; i++) {
+        const state_pair *p = &r->pairs.v[i];
+        if (!engine_srv_in_base(r, p->uid))
+            continue;
+        uid_flags key = {p->uid, 0};
+        const uid_flags *f = n ? bsearch(&key, acted, n, sizeof key, cmp_uid_flags) : NULL;
+        long now = f ? f->flags : (long)p->flags;
+        if (now >= 0 && (now & FLAG_DELETED))
+            buf_printf(uids, "%s%u", uids->len ? " " : "", p->uid);
+    }
+    free(acted);
+}
+
 /* The UIDs that still carry \Deleted on the server once plan is carried out, as "1 2 3"
  * (those it removes left out). */
 void flagops_deleted_after_plan(folder_run *r, const sync_plan *plan, buf *uids)
 {
-    /* The server's flags as the flag step of this plan left them, -1 for those going now. */
+    /* The listed messages' flags as the flag step of this plan left them, -1 for those going
+     * now. */
     long *now = xmalloc((r->srv.n ? r->srv.n : 1) * sizeof *now);
     for (size_t i = 0; i < r->srv.n; i++)
         now[i] = r->srv.v[i].flags;
     for (size_t i = 0; i < plan->n; i++) {
         const sync_action *a = &plan->v[i];
-        if (a->kind == ACT_FLAGS)
-            now[a->srv] = a->flags;
-        else if (a->kind == ACT_EXPUNGE_SERVER)
-            now[a->srv] = -1;
+        if ((a->kind == ACT_FLAGS || a->kind == ACT_EXPUNGE_SERVER) && a->srv >= 0)
+            now[a->srv] = flags_after(a);
     }
     for (size_t i = 0; i < r->srv.n; i++)
         if (now[i] >= 0 && (now[i] & FLAG_DELETED))
             buf_printf(uids, "%s%u", uids->len ? " " : "", r->srv.v[i].uid);
     free(now);
+    base_deleted_after_plan(r, plan, uids);
 }
 
 /* A message removed on one side may have been moved (to another folder, or under another
@@ -211,7 +253,8 @@ static int carry_intent(folder_run *r, const sync_action *a, ofs_error *err)
     state_pair *p = &r->pairs.v[a->pair];
     if (state_pair_load_strings(r->c->st, p, err) < 0)
         return -1;
-    unsigned now = a->kind == ACT_EXPUNGE_SERVER ? r->srv.v[a->srv].flags : r->loc.v[a->loc].flags;
+    unsigned now =
+        a->kind == ACT_EXPUNGE_SERVER ? engine_srv_msg(r, a).flags : r->loc.v[a->loc].flags;
     unsigned add = now & ~p->flags, del = p->flags & ~now;
     /* A server removal starts with \Deleted: on a copy still there it may be our own, left by
      * a removal cut short, and is no change of the other side's. */
@@ -258,16 +301,17 @@ int flagops_drop_restore_intent(folder_run *r, void *arg, ofs_error *err)
     return rc;
 }
 
-static int remove_from(store *s, const sync_plan *plan, int kind, const store_msg_list *l,
-                       ofs_error *err)
+static int remove_from(folder_run *r, const sync_plan *plan, int kind, ofs_error *err)
 {
     size_t n = plan->count[kind], k = 0;
     if (!n)
         return 0;
+    bool server = kind == ACT_EXPUNGE_SERVER;
     store_msg *msgs = xmalloc(n * sizeof *msgs);
     for (size_t i = 0; i < plan->n; i++)
         if (plan->v[i].kind == kind)
-            msgs[k++] = l->v[kind == ACT_EXPUNGE_SERVER ? plan->v[i].srv : plan->v[i].loc];
+            msgs[k++] = server ? engine_srv_msg(r, &plan->v[i]) : r->loc.v[plan->v[i].loc];
+    store *s = server ? r->c->srv : r->c->loc;
     int rc = s->ops->remove_messages(s, msgs, k, err);
     free(msgs);
     return rc;
@@ -305,7 +349,7 @@ static void count_flag_losses(folder_run *r, const sync_plan *plan)
     for (size_t i = 0; i < plan->n; i++) {
         const sync_action *a = &plan->v[i];
         const state_pair *p = a->pair >= 0 ? &r->pairs.v[a->pair] : NULL;
-        if (a->kind == ACT_EXPUNGE_SERVER && r->srv.v[a->srv].flags != p->flags)
+        if (a->kind == ACT_EXPUNGE_SERVER && engine_srv_msg(r, a).flags != p->flags)
             r->flagged_removed++;
         else if (a->kind == ACT_EXPUNGE_LOCAL && r->loc.v[a->loc].flags != p->flags)
             r->flagged_removed++;
@@ -328,8 +372,8 @@ static int exec_expunges(folder_run *r, sync_plan *plan, ofs_error *err)
     if (removals && engine_in_txn(r, mark_expunge_intents, plan, err) < 0)
         return -1;
     count_flag_losses(r, plan);
-    if (remove_from(r->c->srv, plan, ACT_EXPUNGE_SERVER, &r->srv, err) < 0 ||
-        remove_from(r->c->loc, plan, ACT_EXPUNGE_LOCAL, &r->loc, err) < 0)
+    if (remove_from(r, plan, ACT_EXPUNGE_SERVER, err) < 0 ||
+        remove_from(r, plan, ACT_EXPUNGE_LOCAL, err) < 0)
         return -1;
     r->st.expunged_server += plan->count[ACT_EXPUNGE_SERVER];
     r->st.expunged_local += plan->count[ACT_EXPUNGE_LOCAL];

@@ -19,19 +19,21 @@ void sync_plan_free(sync_plan *p)
     memset(p, 0, sizeof *p);
 }
 
-static void plan_add(sync_plan *p, int kind, long pair, long srv, long loc, unsigned flags)
+static void plan_add(sync_plan *p, int kind, long pair, long srv, long loc, unsigned flags,
+                     uint32_t uid)
 {
     if (p->n == p->cap) {
         p->cap = p->cap ? p->cap * 2 : 64;
         p->v = xrealloc(p->v, p->cap * sizeof *p->v);
     }
-    p->v[p->n++] = (sync_action){kind, pair, srv, loc, flags};
+    p->v[p->n++] = (sync_action){
+        .kind = kind, .flags = flags, .pair = pair, .srv = srv, .loc = loc, .uid = uid};
     p->count[kind]++;
 }
 
 void sync_plan_add(sync_plan *p, int kind, long pair, long srv, long loc, unsigned flags)
 {
-    plan_add(p, kind, pair, srv, loc, flags);
+    plan_add(p, kind, pair, srv, loc, flags, 0);
 }
 
 /* Sorted views of the two listings, for binary search by uid and by key. */
@@ -97,34 +99,56 @@ static long view_find_key(const index_view *v, const char *key)
     return -1;
 }
 
-static void plan_pair(sync_plan *out, long i, const state_pair *p, const store_msg_list *srv,
-                      long s, const store_msg_list *loc, long l)
+/* The server side of one pair: its listing entry (s), SRV_BASE, or -1 (absent); sflags its
+ * flags there. */
+typedef struct srv_side {
+    long s;
+    unsigned sflags;
+} srv_side;
+
+static void plan_pair(sync_plan *out, long i, const state_pair *p, srv_side sv,
+                      const store_msg_list *loc, long l)
 {
+    long s = sv.s;
+    uint32_t uid = s != -1 ? p->uid : 0;
     if (!p->uid || !p->key) { /* one copy kept by policy: nothing to carry over */
-        if (s < 0 && l < 0)
-            plan_add(out, ACT_FORGET, i, -1, -1, 0);
+        if (s == -1 && l < 0)
+            plan_add(out, ACT_FORGET, i, -1, -1, 0, 0);
         return;
     }
-    if (s >= 0 && l >= 0) {
-        unsigned sf = srv->v[s].flags, lf = loc->v[l].flags;
+    if (s != -1 && l >= 0) {
+        unsigned sf = sv.sflags, lf = loc->v[l].flags;
         unsigned merged = sync_merge_flags(p->flags, sf, lf);
         if (merged != sf || merged != lf || merged != p->flags) {
-            plan_add(out, ACT_FLAGS, i, s, l, merged);
+            plan_add(out, ACT_FLAGS, i, s, l, merged, uid);
             out->to_server_flags += merged != sf;
             out->to_local_flags += merged != lf;
         }
-    } else if (s >= 0) {
-        plan_add(out, ACT_EXPUNGE_SERVER, i, s, -1, 0);
+    } else if (s != -1) {
+        plan_add(out, ACT_EXPUNGE_SERVER, i, s, -1, 0, uid);
     } else if (l >= 0) {
-        plan_add(out, ACT_EXPUNGE_LOCAL, i, -1, l, 0);
+        plan_add(out, ACT_EXPUNGE_LOCAL, i, -1, l, 0, 0);
     } else {
-        plan_add(out, ACT_FORGET, i, -1, -1, 0);
+        plan_add(out, ACT_FORGET, i, -1, -1, 0, 0);
     }
+}
+
+bool srv_view_covers(const srv_view *v, uint32_t uid)
+{
+    return uid && uid < v->below && !(v->gone && uidset_has(v->gone, uid));
 }
 
 void sync_plan_folder(const state_pair_list *pairs, const store_msg_list *srv,
                       const store_msg_list *loc, sync_plan *out)
 {
+    srv_view v = {.listed = srv};
+    sync_plan_folder_view(pairs, &v, loc, out);
+}
+
+void sync_plan_folder_view(const state_pair_list *pairs, const srv_view *view,
+                           const store_msg_list *loc, sync_plan *out)
+{
+    const store_msg_list *srv = view->listed;
     memset(out, 0, sizeof *out);
     index_view sv, lv;
     view_build(&sv, srv, cmp_uid);
@@ -136,20 +160,24 @@ void sync_plan_folder(const state_pair_list *pairs, const store_msg_list *srv,
         const state_pair *p = &pairs->v[i];
         long s = p->uid ? view_find_uid(&sv, p->uid) : -1;
         long l = p->key ? view_find_key(&lv, p->key) : -1;
+        srv_side side = {s, s >= 0 ? srv->v[s].flags : p->flags};
         if (s >= 0)
             srv_paired[s] = 1;
+        else if (srv_view_covers(view, p->uid))
+            side.s = SRV_BASE;
         if (l >= 0)
             loc_paired[l] = 1;
-        plan_pair(out, (long)i, p, srv, s, loc, l);
+        plan_pair(out, (long)i, p, side, loc, l);
     }
     /* In uid order, so downloads arrive oldest first. */
     for (size_t j = 0; j < sv.n; j++)
         if (!srv_paired[sv.idx[j]])
-            plan_add(out, ACT_DOWNLOAD, -1, sv.idx[j], -1, srv->v[sv.idx[j]].flags);
+            plan_add(out, ACT_DOWNLOAD, -1, sv.idx[j], -1, srv->v[sv.idx[j]].flags,
+                     srv->v[sv.idx[j]].uid);
     /* In key order: Maildir keys start with the delivery time. */
     for (size_t j = 0; j < lv.n; j++)
         if (!loc_paired[lv.idx[j]])
-            plan_add(out, ACT_UPLOAD, -1, -1, lv.idx[j], loc->v[lv.idx[j]].flags);
+            plan_add(out, ACT_UPLOAD, -1, -1, lv.idx[j], loc->v[lv.idx[j]].flags, 0);
 
     free(srv_paired);
     free(loc_paired);

@@ -3,7 +3,9 @@
 #ifndef OFS_SYNC_PLAN_H
 #define OFS_SYNC_PLAN_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "state/state.h"
 #include "sync/store.h"
@@ -24,12 +26,17 @@ enum sync_action_kind {
     ACT_NONE,           /* dropped from the plan during execution */
 };
 
+/* sync_action.srv of a message the server has unchanged since the last complete pass: the
+ * listing has no entry for it, its pair's uid and base flags are what the server has. */
+enum { SRV_BASE = -2 };
+
 typedef struct sync_action {
     int kind;       /* enum sync_action_kind */
-    long pair;      /* index into the state pairs, or -1 */
-    long srv;       /* index into the server list, or -1 */
-    long loc;       /* index into the local list, or -1 */
     unsigned flags; /* ACT_FLAGS: the merged flags */
+    long pair;      /* index into the state pairs, or -1 */
+    long srv;       /* index into the server list, SRV_BASE, or -1 */
+    long loc;       /* index into the local list, or -1 */
+    uint32_t uid;   /* the server's UID of the message (srv not -1), else 0 */
 } sync_action;
 
 typedef struct sync_plan {
@@ -47,6 +54,21 @@ void sync_plan_free(sync_plan *p);
  * the stores' current listings. Lists are not modified; the plan refers to them by index. */
 void sync_plan_folder(const state_pair_list *pairs, const store_msg_list *srv,
                       const store_msg_list *loc, sync_plan *out);
+
+/* The server side of a plan: a listing of the whole folder (below 0), or, when the server only
+ * said what changed since the last complete pass, a listing of that and of what is new, and
+ * every pair whose uid is under `below`, not in `gone` and not listed is still there with its
+ * base flags, without an entry of its own (a folder's worth of entries saved). */
+typedef struct srv_view {
+    const store_msg_list *listed;
+    uint32_t below;
+    uidset *gone; /* expunged since (NULL: none) */
+} srv_view;
+
+/* Whether the view's base stands for uid when the listing does not name it. */
+bool srv_view_covers(const srv_view *v, uint32_t uid);
+void sync_plan_folder_view(const state_pair_list *pairs, const srv_view *srv,
+                           const store_msg_list *loc, sync_plan *out);
 
 /* Appends one action (the engine adds the uploads of messages edited in place). */
 void sync_plan_add(sync_plan *p, int kind, long pair, long srv, long loc, unsigned flags);

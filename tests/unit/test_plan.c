@@ -292,6 +292,64 @@ static void test_unpaired_copy_is_left_alone(void **st)
     assert_int_equal(f->plan.v[0].pair, 2);
 }
 
+/* A server that said only what changed since the last complete pass: the base stands in for
+ * every other pair under the old UIDNEXT, and the plan is the one a full listing gives. */
+static void test_view_from_base_plans_as_full_listing(void **st)
+{
+    fixture *f = *st;
+    const unsigned base[] = {S, S, 0, R, S, F, 0, S | T};
+    char key[8];
+    for (uint32_t uid = 1; uid <= 8; uid++) {
+        snprintf(key, sizeof key, "k%u", uid);
+        pair(f, uid, key, base[uid - 1]);
+    }
+    pair(f, 9, NULL, S);  /* kept on the server only, by policy */
+    pair(f, 0, "k10", 0); /* kept locally only */
+    const uint32_t unchanged[] = {1, 4, 5, 6, 7, 8};
+    for (size_t i = 0; i < sizeof unchanged / sizeof *unchanged; i++)
+        srv(f, unchanged[i], base[unchanged[i] - 1]);
+    srv(f, 9, S);
+    srv(f, 2, F);  /* changed */
+    srv(f, 11, D); /* arrived before the last pass ended, not paired */
+    srv(f, 20, 0); /* new */
+    /* 3 expunged on the server; 4 removed locally; 5 and 8 changed locally */
+    loc(f, "k1", S), loc(f, "k2", S), loc(f, "k3", 0), loc(f, "k5", S | F);
+    loc(f, "k6", F), loc(f, "k7", 0), loc(f, "k8", S), loc(f, "k10", 0), loc(f, "k30", 0);
+    plan(f);
+    sync_plan full = f->plan;
+
+    store_msg_list listed;
+    store_msg_list_init(&listed);
+    const store_msg told[] = {{.uid = 20}, {.uid = 2, .flags = F}, {.uid = 11, .flags = D}};
+    for (size_t i = 0; i < 3; i++)
+        *store_msg_list_push(&listed) = told[i];
+    uidset gone;
+    uidset_init(&gone);
+    uidset_add(&gone, 3, 3);
+    srv_view v = {.listed = &listed, .below = 12, .gone = &gone};
+    sync_plan_folder_view(&f->pairs, &v, &f->loc, &f->plan);
+
+    assert_int_equal(f->plan.n, full.n);
+    size_t from_base = 0;
+    for (size_t i = 0; i < full.n; i++) {
+        const sync_action *a = &full.v[i], *b = &f->plan.v[i];
+        assert_int_equal(b->kind, a->kind);
+        assert_int_equal(b->pair, a->pair);
+        assert_int_equal(b->loc, a->loc);
+        assert_int_equal(b->flags, a->flags);
+        assert_int_equal(b->uid, a->uid);
+        assert_true((a->srv < 0) == (b->srv == -1));
+        if (b->srv >= 0)
+            assert_int_equal(listed.v[b->srv].uid, a->uid);
+        from_base += b->srv == SRV_BASE;
+    }
+    assert_true(from_base >= 3); /* 4 removed locally, 5 and 8 changed locally */
+    assert_int_equal(f->plan.count[ACT_EXPUNGE_LOCAL], 1);
+    sync_plan_free(&full);
+    store_msg_list_free(&listed);
+    uidset_free(&gone);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -313,6 +371,7 @@ int main(void)
         cmocka_unit_test(test_flag_merge_resumes_to_same_result),
         cmocka_unit_test_setup_teardown(test_expunge_policy_keeps_the_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unpaired_copy_is_left_alone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_view_from_base_plans_as_full_listing, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
