@@ -212,12 +212,18 @@ int engine_reload_pairs(folder_run *r, ofs_error *err)
     return state_pairs_load_lean(r->c->st, r->sf.id, &r->pairs, err);
 }
 
+void engine_sort_keys(key_idx *v, size_t n)
+{
+    if (n > 1)
+        qsort(v, n, sizeof *v, cmp_keyp);
+}
+
 key_idx *engine_index_keys(const store_msg_list *l)
 {
     key_idx *v = xmalloc((l->n ? l->n : 1) * sizeof *v);
     for (size_t i = 0; i < l->n; i++)
         v[i] = (key_idx){l->v[i].key, (long)i};
-    qsort(v, l->n, sizeof *v, cmp_keyp);
+    engine_sort_keys(v, l->n);
     return v;
 }
 

@@ -83,6 +83,7 @@ typedef struct key_idx {
 } key_idx;
 
 key_idx *engine_index_keys(const store_msg_list *l);
+void engine_sort_keys(key_idx *v, size_t n);
 const key_idx *engine_find_key(const key_idx *v, size_t n, const char *key);
 
 /* ---- verify.c: in sync without a listing ---- */

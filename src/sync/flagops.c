@@ -328,16 +328,22 @@ static int confirm_local_absence(folder_run *r, sync_plan *plan, ofs_error *err)
     store_list_opts lo = {0};
     if (r->c->loc->ops->list_messages(r->c->loc, &lo, &again, err) < 0)
         return -1;
-    key_idx *keys = engine_index_keys(&again);
-    for (size_t i = 0; i < plan->n; i++) {
-        sync_action *a = &plan->v[i];
-        if (a->kind == ACT_EXPUNGE_SERVER &&
-            engine_find_key(keys, again.n, r->pairs.v[a->pair].key)) {
+    /* The few removals sorted by key, looked up from the listing: no index of the folder. */
+    key_idx *gone = xmalloc(plan->count[ACT_EXPUNGE_SERVER] * sizeof *gone);
+    size_t n = 0;
+    for (size_t i = 0; i < plan->n; i++)
+        if (plan->v[i].kind == ACT_EXPUNGE_SERVER)
+            gone[n++] = (key_idx){r->pairs.v[plan->v[i].pair].key, (long)i};
+    engine_sort_keys(gone, n);
+    for (size_t i = 0; i < again.n; i++) {
+        const key_idx *k = engine_find_key(gone, n, again.v[i].key);
+        sync_action *a = k ? &plan->v[k->idx] : NULL;
+        if (a && a->kind == ACT_EXPUNGE_SERVER) {
             a->kind = ACT_NONE; /* still there: the next pass sees its true state */
             plan->count[ACT_EXPUNGE_SERVER]--;
         }
     }
-    free(keys);
+    free(gone);
     store_msg_list_free(&again);
     return 0;
 }
