@@ -25,6 +25,7 @@ enum {
     S_PAIRS_LEAN,
     S_PAIRS_SIZE,
     S_PAIR_STRINGS,
+    S_PAIRS_PENDING,
     S_PAIR_ADD,
     S_PAIR_UPDATE,
     S_PAIR_DELETE,
@@ -68,6 +69,7 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_PAIRS_SIZE] = "SELECT count(*), coalesce(sum(length(CAST(key AS BLOB)) + 1), 0) FROM pairs"
                      " WHERE folder_id = ?1",
     [S_PAIR_STRINGS] = "SELECT msgid, hash FROM pairs WHERE id = ?1",
+    [S_PAIRS_PENDING] = "SELECT EXISTS (SELECT 1 FROM pairs WHERE folder_id = ?1 AND pending != 0)",
     [S_PAIR_ADD] = "INSERT INTO pairs (folder_id, uid, key, flags, size, msgid, pending,"
                    " uidnext_seen, hash, target, stamp, born)"
                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
@@ -632,6 +634,82 @@ int state_pairs_load_lean(state *st, int64_t folder_id, state_pair_list *out, of
         *out->arena = (struct state_arena){.cap = bytes};
     }
     return pairs_query(st, S_PAIRS_LEAN, folder_id, out, lean_push, err);
+}
+
+/* A window handed on: its pairs go; its keys' blocks become one, as large as they were, for
+ * the next window. */
+static void window_reset(state_pair_list *w)
+{
+    for (size_t i = 0; i < w->n; i++) {
+        free(w->v[i].msgid);
+        free(w->v[i].hash);
+    }
+    w->n = 0;
+    if (!w->arena || !w->arena->next) {
+        if (w->arena)
+            w->arena->used = 0;
+        return;
+    }
+    size_t bytes = 0;
+    while (w->arena) {
+        struct state_arena *next = w->arena->next;
+        bytes += w->arena->used;
+        free(w->arena);
+        w->arena = next;
+    }
+    w->arena = xmalloc(sizeof *w->arena + bytes + bytes / 4);
+    *w->arena = (struct state_arena){.cap = bytes + bytes / 4};
+}
+
+int state_pairs_walk(state *st, int64_t folder_id, size_t window, state_window_fn fn, void *arg,
+                     ofs_error *err)
+{
+    state_pair_list w = {.cap = window ? window : 1};
+    w.v = xmalloc(w.cap * sizeof *w.v);
+    sqlite3_stmt *s = state_stmt(st, S_PAIRS_LEAN, err);
+    if (!s) {
+        state_pair_list_free(&w);
+        return -1;
+    }
+    sqlite3_bind_int64(s, 1, folder_id);
+    int rc, ret = 0;
+    while (ret == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        lean_push(&w, s);
+        if (w.n == w.cap) {
+            ret = fn(&w, arg, err);
+            window_reset(&w);
+        }
+    }
+    if (ret == 0 && rc != SQLITE_DONE)
+        ret = state_fail(st, err, "cannot load message pairs");
+    else if (ret == 0 && w.n)
+        ret = fn(&w, arg, err);
+    state_stmt_done(s);
+    state_pair_list_free(&w);
+    return ret;
+}
+
+void state_pair_list_add_copy(state_pair_list *l, const state_pair *p)
+{
+    state_pair *d = pair_push(l);
+    *d = *p;
+    d->key = p->key ? arena_strdup(&l->arena, p->key, strlen(p->key)) : NULL;
+    d->msgid = p->msgid ? xstrdup(p->msgid) : NULL;
+    d->hash = p->hash ? xstrdup(p->hash) : NULL;
+}
+
+int state_pairs_any_pending(state *st, int64_t folder_id, bool *any, ofs_error *err)
+{
+    sqlite3_stmt *s = state_stmt(st, S_PAIRS_PENDING, err);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, folder_id);
+    int rc = sqlite3_step(s), ret = 0;
+    *any = rc == SQLITE_ROW && sqlite3_column_int(s, 0);
+    if (rc != SQLITE_ROW)
+        ret = state_fail(st, err, "cannot read the pairs of a folder");
+    state_stmt_done(s);
+    return ret;
 }
 
 int state_pair_load_strings(state *st, state_pair *p, ofs_error *err)

@@ -79,6 +79,15 @@ int state_pairs_load(state *st, int64_t folder_id, state_pair_list *out, ofs_err
  * "unchanged"); state_pair_load_strings fetches them for one pair where a step needs them. */
 int state_pairs_load_lean(state *st, int64_t folder_id, state_pair_list *out, ofs_error *err);
 int state_pair_load_strings(state *st, state_pair *p, ofs_error *err);
+/* The same pairs in the same order, `window` at a time, through one statement: fn gets each
+ * window (its pairs valid until it returns) and must not write to the state meanwhile. A
+ * folder is planned so without holding all its pairs. Stops at fn's first non-zero return. */
+typedef int (*state_window_fn)(const state_pair_list *w, void *arg, ofs_error *err);
+int state_pairs_walk(state *st, int64_t folder_id, size_t window, state_window_fn fn, void *arg,
+                     ofs_error *err);
+/* Appends a copy of p (its key in l's arena: l must be a lean list or empty). */
+void state_pair_list_add_copy(state_pair_list *l, const state_pair *p);
+int state_pairs_any_pending(state *st, int64_t folder_id, bool *any, ofs_error *err);
 int state_pair_add(state *st, int64_t folder_id, state_pair *p, ofs_error *err); /* sets p->id */
 /* By p->id. A NULL msgid or hash keeps the recorded one: no step ever forgets either. */
 int state_pair_update(state *st, const state_pair *p, ofs_error *err);

@@ -209,7 +209,15 @@ int engine_each_intent(folder_run *r, const char *op, engine_intent_fn fn, void 
 int engine_reload_pairs(folder_run *r, ofs_error *err)
 {
     state_pair_list_free(&r->pairs);
+    r->pairs_whole = true;
     return state_pairs_load_lean(r->c->st, r->sf.id, &r->pairs, err);
+}
+
+int engine_each_pair_window(folder_run *r, state_window_fn fn, void *arg, ofs_error *err)
+{
+    if (r->pairs_whole)
+        return fn(&r->pairs, arg, err);
+    return r->sf.id ? state_pairs_walk(r->c->st, r->sf.id, PAIR_WINDOW, fn, arg, err) : 0;
 }
 
 void engine_sort_keys(key_idx *v, size_t n)
@@ -320,37 +328,38 @@ store_msg engine_srv_msg(folder_run *r, const sync_action *a)
     return (store_msg){.uid = a->uid, .flags = p->flags, .size = p->size};
 }
 
-/* The server side from the base: the server said what changed since the last complete pass
- * (changed, vanished, taken over), so every other settled pair below `below` still has its
- * base flags there and needs no entry (srv_view). Listed are the changed messages and those
- * held back, sorted by UID; UIDs from `below` on the caller adds as the server lists them.
- * Returns how many messages the base stands for, for the caller to check that the whole adds
- * up to the server's message count before trusting it. */
-static size_t srv_from_base(folder_run *r, uint32_t below, store_msg_list *changed,
-                            uidset *vanished)
+/* Counts the pairs the base stands for and marks the held-back messages paired since; pairs
+ * and held-back messages both come in UID order. The listing holds the changed ones only. */
+typedef struct base_count {
+    folder_run *r;
+    size_t held_at, base;
+    char *held_paired;
+} base_count;
+
+static int count_window(const state_pair_list *w, void *arg, ofs_error *err)
 {
-    store_msg_list_free(&r->srv);
-    srv_drop_base(r);
-    if (vanished) {
-        r->srv_gone = *vanished;
-        uidset_init(vanished);
+    (void)err;
+    base_count *b = arg;
+    const state_held_list *h = &b->r->held_base;
+    for (size_t i = 0; i < w->n; i++) {
+        uint32_t uid = w->v[i].uid;
+        while (b->held_at < h->n && h->v[b->held_at].uid < uid)
+            b->held_at++;
+        if (b->held_at < h->n && h->v[b->held_at].uid == uid)
+            b->held_paired[b->held_at] = 1;
+        b->base += engine_srv_in_base(b->r, uid);
     }
-    r->srv_view = (srv_view){.listed = &r->srv, .below = below, .gone = &r->srv_gone};
+    return 0;
+}
+
+/* Held-back messages keep their sizes, so they stay held back; one paired since is what its
+ * pair says. */
+static void list_held(folder_run *r, const char *paired)
+{
     const state_held_list *h = &r->held_base;
-    srv_reserve(r, changed->n + h->n);
-    for (size_t i = 0; i < changed->n; i++)
-        if (srv_view_covers(&r->srv_view, changed->v[i].uid))
-            *store_msg_list_push(&r->srv) =
-                (store_msg){.uid = changed->v[i].uid, .flags = changed->v[i].flags};
-    srv_sort(r);
-    /* Held-back messages keep their sizes, so they stay held back; one paired since is what
-     * its pair says. Pairs and held-back messages are both in UID order. */
-    size_t n_changed = r->srv.n, i = 0;
+    size_t n_changed = r->srv.n;
     for (size_t j = 0; j < h->n; j++) {
-        while (i < r->pairs.n && r->pairs.v[i].uid <= h->v[j].uid)
-            i++;
-        if ((i && r->pairs.v[i - 1].uid == h->v[j].uid) ||
-            !srv_view_covers(&r->srv_view, h->v[j].uid))
+        if (paired[j] || !srv_view_covers(&r->srv_view, h->v[j].uid))
             continue;
         store_msg key = {.uid = h->v[j].uid};
         store_msg *m =
@@ -361,10 +370,37 @@ static size_t srv_from_base(folder_run *r, uint32_t below, store_msg_list *chang
         m->size = h->v[j].size;
     }
     srv_sort(r);
-    size_t base = 0;
-    for (i = 0; i < r->pairs.n; i++)
-        base += engine_srv_in_base(r, r->pairs.v[i].uid);
-    return base;
+}
+
+/* The server side from the base: the server said what changed since the last complete pass
+ * (changed, vanished, taken over), so every other settled pair below `below` still has its
+ * base flags there and needs no entry (srv_view). Listed are the changed messages and those
+ * held back, sorted by UID; UIDs from `below` on the caller adds as the server lists them.
+ * *base: how many messages the base stands for, for the caller to check that the whole adds
+ * up to the server's message count before trusting it. */
+static int srv_from_base(folder_run *r, uint32_t below, store_msg_list *changed, uidset *vanished,
+                         size_t *base, ofs_error *err)
+{
+    store_msg_list_free(&r->srv);
+    srv_drop_base(r);
+    if (vanished) {
+        r->srv_gone = *vanished;
+        uidset_init(vanished);
+    }
+    r->srv_view = (srv_view){.listed = &r->srv, .below = below, .gone = &r->srv_gone};
+    srv_reserve(r, changed->n + r->held_base.n);
+    for (size_t i = 0; i < changed->n; i++)
+        if (srv_view_covers(&r->srv_view, changed->v[i].uid))
+            *store_msg_list_push(&r->srv) =
+                (store_msg){.uid = changed->v[i].uid, .flags = changed->v[i].flags};
+    srv_sort(r);
+    base_count b = {.r = r, .held_paired = xcalloc(r->held_base.n + 1, 1)};
+    int rc = engine_each_pair_window(r, count_window, &b, err);
+    if (rc == 0)
+        list_held(r, b.held_paired);
+    free(b.held_paired);
+    *base = b.base;
+    return rc;
 }
 
 /* Opens the server folder and lists it in one burst; with QRESYNC and a complete earlier pass,
@@ -390,8 +426,10 @@ static int open_server(folder_run *r, bool pending, uint32_t expect_new, ofs_err
     int rc = srv->ops->open_folder_changes(srv, r->name, &ch, &r->si, err);
     if (rc >= 0)
         r->srv_open = true;
+    size_t base = 0;
+    if (rc == 0 && srv_from_base(r, below, &ch.changed, &ch.vanished, &base, err) < 0)
+        rc = -1;
     if (rc == 0) {
-        size_t base = srv_from_base(r, below, &ch.changed, &ch.vanished);
         srv_reserve(r, ch.listed.n);
         for (size_t i = 0; i < ch.listed.n; i++) {
             *store_msg_list_push(&r->srv) = ch.listed.v[i]; /* moved: the listing gives it up */
@@ -498,12 +536,17 @@ static int open_and_list(folder_run *r, ofs_error *err)
     }
     if (!r->local_mark && r->c->loc->ops->folder_mark)
         r->local_mark = r->c->loc->ops->folder_mark(r->c->loc, r->name);
-    if (state_pairs_load_lean(r->c->st, r->sf.id, &r->pairs, err) < 0)
+    /* An interrupted pass's intents are resolved with the folder's pairs at hand; otherwise
+     * they are read window by window where needed, never all at once. */
+    bool pending;
+    if (state_pairs_any_pending(r->c->st, r->sf.id, &pending, err) < 0 ||
+        (pending && engine_reload_pairs(r, err) < 0))
         return -1;
-    bool pending = any_pending(r);
     if (skip == SKIP_SERVER && !pending) {
         r->si = status;
-        size_t base = srv_from_base(r, status.uidnext, &(store_msg_list){0}, NULL);
+        size_t base;
+        if (srv_from_base(r, status.uidnext, &(store_msg_list){0}, NULL, &base, err) < 0)
+            return -1;
         if (r->srv.n + base != status.exists)
             skip = SKIP_NONE;
     }
@@ -717,6 +760,41 @@ static void report_plan(folder_run *r, const sync_plan *p)
     buf_free(&line);
 }
 
+/* Pairs the steps after the plan look at although no action concerns them: those whose file's
+ * stamp changed (edits_find), and those flagged \Deleted on the server (what stays so). */
+static bool keep_pair(const state_pair *p, const store_msg *local, void *arg)
+{
+    (void)arg;
+    if (p->uid && (p->flags & FLAG_DELETED))
+        return true;
+    return p->uid && !p->pending && local && local->stamp && local->stamp != p->stamp;
+}
+
+static int plan_window(const state_pair_list *w, void *arg, ofs_error *err)
+{
+    (void)err;
+    sync_plan_window(arg, w);
+    return 0;
+}
+
+/* Plans the folder window by window; r->pairs become the pairs the plan and the steps after it
+ * need (keep_pair), which the actions index. */
+static int plan_folder(folder_run *r, sync_plan *plan, ofs_error *err)
+{
+    state_pair_list kept = {0};
+    sync_plan_walk w = {
+        .out = plan, .srv = &r->srv_view, .loc = &r->loc, .kept = &kept, .keep = keep_pair};
+    sync_plan_begin(&w);
+    int rc = engine_each_pair_window(r, plan_window, &w, err);
+    sync_plan_end(&w);
+    state_pair_list_free(&r->pairs);
+    r->pairs = kept;
+    r->pairs_whole = false;
+    if (rc < 0)
+        sync_plan_free(plan);
+    return rc;
+}
+
 static int run_folder(folder_run *r, ofs_error *err)
 {
     engine_emit(r, OFS_EV_FOLDER_START, NULL);
@@ -732,7 +810,8 @@ static int run_folder(folder_run *r, ofs_error *err)
     if (edits_load_replacements(r, err) < 0)
         return -1;
     sync_plan plan;
-    sync_plan_folder_view(&r->pairs, &r->srv_view, &r->loc, &plan);
+    if (plan_folder(r, &plan, err) < 0)
+        return -1;
     sync_plan_expunge_policy(&plan, r->c->acct->expunge);
     hold_back(r, &plan);
     if (edits_find(r, &plan, err) < 0) {

@@ -16,7 +16,8 @@ typedef struct folder_run {
     const char *name;
     state_folder sf;
     store_folder_info si, li;
-    state_pair_list pairs;
+    state_pair_list pairs; /* all the folder's (pairs_whole), or those the plan needs */
+    bool pairs_whole;
     store_msg_list srv, loc;
     srv_view srv_view; /* the plan's server side: srv, or srv and the base (srv_from_base) */
     uidset srv_gone;   /* expunged on the server since the last complete pass, when it said */
@@ -65,6 +66,9 @@ typedef int (*engine_intent_fn)(folder_run *r, const state_intent *in, void *arg
 int engine_each_intent(folder_run *r, const char *op, engine_intent_fn fn, void *arg,
                        ofs_error *err);
 int engine_reload_pairs(folder_run *r, ofs_error *err);
+/* fn on the folder's pairs: r->pairs when whole, else from the state, PAIR_WINDOW at a time. */
+enum { PAIR_WINDOW = 2048 };
+int engine_each_pair_window(folder_run *r, state_window_fn fn, void *arg, ofs_error *err);
 int engine_list_server_full(folder_run *r, ofs_error *err);
 /* Whether the server has uid unchanged since the last complete pass without a listing entry
  * (a pair's uid; see srv_view). */

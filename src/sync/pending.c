@@ -283,6 +283,8 @@ int pending_check_uidvalidity(folder_run *r, ofs_error *err)
         r->sf.uidvalidity = r->si.uidvalidity;
         return 0;
     }
+    if (!r->pairs_whole && engine_reload_pairs(r, err) < 0)
+        return -1;
     if (engine_in_txn(r, void_uids, NULL, err) < 0)
         return -1;
     return engine_reload_pairs(r, err);

@@ -145,44 +145,75 @@ void sync_plan_folder(const state_pair_list *pairs, const store_msg_list *srv,
     sync_plan_folder_view(pairs, &v, loc, out);
 }
 
+struct plan_index {
+    index_view sv, lv;
+    char *srv_paired, *loc_paired;
+};
+
+void sync_plan_begin(sync_plan_walk *w)
+{
+    memset(w->out, 0, sizeof *w->out);
+    struct plan_index *x = xmalloc(sizeof *x);
+    const store_msg_list *srv = w->srv->listed;
+    view_build(&x->sv, srv, cmp_uid);
+    view_build(&x->lv, w->loc, cmp_key);
+    x->srv_paired = xcalloc(srv->n ? srv->n : 1, 1);
+    x->loc_paired = xcalloc(w->loc->n ? w->loc->n : 1, 1);
+    w->idx = x;
+    w->seen = 0;
+}
+
+void sync_plan_window(sync_plan_walk *w, const state_pair_list *pairs)
+{
+    struct plan_index *x = w->idx;
+    const store_msg_list *srv = w->srv->listed;
+    for (size_t i = 0; i < pairs->n; i++, w->seen++) {
+        const state_pair *p = &pairs->v[i];
+        long s = p->uid ? view_find_uid(&x->sv, p->uid) : -1;
+        long l = p->key ? view_find_key(&x->lv, p->key) : -1;
+        srv_side side = {s, s >= 0 ? srv->v[s].flags : p->flags};
+        if (s >= 0)
+            x->srv_paired[s] = 1;
+        else if (srv_view_covers(w->srv, p->uid))
+            side.s = SRV_BASE;
+        if (l >= 0)
+            x->loc_paired[l] = 1;
+        size_t before = w->out->n;
+        plan_pair(w->out, w->kept ? (long)w->kept->n : w->seen, p, side, w->loc, l);
+        if (w->kept && (w->out->n > before ||
+                        (w->keep && w->keep(p, l >= 0 ? &w->loc->v[l] : NULL, w->keep_arg))))
+            state_pair_list_add_copy(w->kept, p);
+    }
+}
+
+void sync_plan_end(sync_plan_walk *w)
+{
+    struct plan_index *x = w->idx;
+    const store_msg_list *srv = w->srv->listed, *loc = w->loc;
+    /* In uid order, so downloads arrive oldest first. */
+    for (size_t j = 0; j < x->sv.n; j++)
+        if (!x->srv_paired[x->sv.idx[j]])
+            plan_add(w->out, ACT_DOWNLOAD, -1, x->sv.idx[j], -1, srv->v[x->sv.idx[j]].flags,
+                     srv->v[x->sv.idx[j]].uid);
+    /* In key order: Maildir keys start with the delivery time. */
+    for (size_t j = 0; j < x->lv.n; j++)
+        if (!x->loc_paired[x->lv.idx[j]])
+            plan_add(w->out, ACT_UPLOAD, -1, -1, x->lv.idx[j], loc->v[x->lv.idx[j]].flags, 0);
+    free(x->srv_paired);
+    free(x->loc_paired);
+    free(x->sv.idx);
+    free(x->lv.idx);
+    free(x);
+    w->idx = NULL;
+}
+
 void sync_plan_folder_view(const state_pair_list *pairs, const srv_view *view,
                            const store_msg_list *loc, sync_plan *out)
 {
-    const store_msg_list *srv = view->listed;
-    memset(out, 0, sizeof *out);
-    index_view sv, lv;
-    view_build(&sv, srv, cmp_uid);
-    view_build(&lv, loc, cmp_key);
-    char *srv_paired = xcalloc(srv->n ? srv->n : 1, 1);
-    char *loc_paired = xcalloc(loc->n ? loc->n : 1, 1);
-
-    for (size_t i = 0; i < pairs->n; i++) {
-        const state_pair *p = &pairs->v[i];
-        long s = p->uid ? view_find_uid(&sv, p->uid) : -1;
-        long l = p->key ? view_find_key(&lv, p->key) : -1;
-        srv_side side = {s, s >= 0 ? srv->v[s].flags : p->flags};
-        if (s >= 0)
-            srv_paired[s] = 1;
-        else if (srv_view_covers(view, p->uid))
-            side.s = SRV_BASE;
-        if (l >= 0)
-            loc_paired[l] = 1;
-        plan_pair(out, (long)i, p, side, loc, l);
-    }
-    /* In uid order, so downloads arrive oldest first. */
-    for (size_t j = 0; j < sv.n; j++)
-        if (!srv_paired[sv.idx[j]])
-            plan_add(out, ACT_DOWNLOAD, -1, sv.idx[j], -1, srv->v[sv.idx[j]].flags,
-                     srv->v[sv.idx[j]].uid);
-    /* In key order: Maildir keys start with the delivery time. */
-    for (size_t j = 0; j < lv.n; j++)
-        if (!loc_paired[lv.idx[j]])
-            plan_add(out, ACT_UPLOAD, -1, -1, lv.idx[j], loc->v[lv.idx[j]].flags, 0);
-
-    free(srv_paired);
-    free(loc_paired);
-    free(sv.idx);
-    free(lv.idx);
+    sync_plan_walk w = {.out = out, .srv = view, .loc = loc};
+    sync_plan_begin(&w);
+    sync_plan_window(&w, pairs);
+    sync_plan_end(&w);
 }
 
 void sync_plan_expunge_policy(sync_plan *p, int policy)

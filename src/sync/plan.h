@@ -59,11 +59,34 @@ void sync_plan_folder(const state_pair_list *pairs, const store_msg_list *srv,
  * said what changed since the last complete pass, a listing of that and of what is new, and
  * every pair whose uid is under `below`, not in `gone` and not listed is still there with its
  * base flags, without an entry of its own (a folder's worth of entries saved). */
-typedef struct srv_view {
+typedef struct srv_view srv_view;
+struct srv_view {
     const store_msg_list *listed;
     uint32_t below;
     uidset *gone; /* expunged since (NULL: none) */
-} srv_view;
+};
+
+/* Planning window by window (state_pairs_walk), never holding a folder's pairs: begin, one
+ * call per window of pairs in state order, end (downloads, uploads). With `kept`, each pair an
+ * action concerns, and each one keep() asks for, is copied there (given its local copy or
+ * NULL) and the actions index that list; without, they index the pairs as given, counting
+ * across windows. */
+typedef bool (*sync_keep_fn)(const state_pair *p, const store_msg *local, void *arg);
+
+typedef struct sync_plan_walk {
+    sync_plan *out;
+    const struct srv_view *srv;
+    const store_msg_list *loc;
+    state_pair_list *kept;
+    sync_keep_fn keep;
+    void *keep_arg;
+    struct plan_index *idx; /* the listings' indexes, between begin and end */
+    long seen;              /* pairs planned so far */
+} sync_plan_walk;
+
+void sync_plan_begin(sync_plan_walk *w);
+void sync_plan_window(sync_plan_walk *w, const state_pair_list *pairs);
+void sync_plan_end(sync_plan_walk *w);
 
 /* Whether the view's base stands for uid when the listing does not name it. */
 bool srv_view_covers(const srv_view *v, uint32_t uid);

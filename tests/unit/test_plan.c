@@ -350,6 +350,67 @@ static void test_view_from_base_plans_as_full_listing(void **st)
     uidset_free(&gone);
 }
 
+static bool keep_flagged(const state_pair *p, const store_msg *local, void *arg)
+{
+    (void)local;
+    (void)arg;
+    return (p->flags & F) != 0;
+}
+
+/* A folder planned in windows smaller than it gives the plan of the whole, with the pairs
+ * the actions concern (and those asked for) copied out for the steps after it. */
+static void test_windows_plan_as_whole(void **st)
+{
+    fixture *f = *st;
+    char key[8];
+    for (uint32_t uid = 1; uid <= 9; uid++) {
+        snprintf(key, sizeof key, "k%u", uid);
+        pair(f, uid, key, uid == 3 ? F : S);
+        if (uid != 4)
+            srv(f, uid, uid == 6 ? S | R : S); /* 4 expunged; 6 answered on the server */
+        if (uid != 7)
+            loc(f, key, S); /* 7 removed locally */
+    }
+    pair(f, 0, "k20", 0); /* kept locally only, by policy */
+    loc(f, "k20", 0);
+    srv(f, 30, 0);    /* new on the server */
+    loc(f, "k31", 0); /* new locally */
+    plan(f);
+    sync_plan whole = f->plan;
+
+    srv_view v = {.listed = &f->srv};
+    state_pair_list kept = {0};
+    sync_plan_walk w = {
+        .out = &f->plan, .srv = &v, .loc = &f->loc, .kept = &kept, .keep = keep_flagged};
+    sync_plan_begin(&w);
+    for (size_t at = 0; at < f->pairs.n; at += 4) {
+        state_pair_list win = {.v = f->pairs.v + at,
+                               .n = f->pairs.n - at < 4 ? f->pairs.n - at : 4};
+        sync_plan_window(&w, &win);
+    }
+    sync_plan_end(&w);
+
+    assert_int_equal(f->plan.n, whole.n);
+    for (size_t i = 0; i < whole.n; i++) {
+        const sync_action *a = &whole.v[i], *b = &f->plan.v[i];
+        assert_int_equal(b->kind, a->kind);
+        assert_int_equal(b->srv, a->srv);
+        assert_int_equal(b->loc, a->loc);
+        assert_int_equal(b->flags, a->flags);
+        assert_int_equal(a->pair < 0, b->pair < 0);
+        if (a->pair >= 0) {
+            assert_int_equal(kept.v[b->pair].uid, f->pairs.v[a->pair].uid);
+            assert_string_equal(kept.v[b->pair].key, f->pairs.v[a->pair].key);
+        }
+    }
+    assert_int_equal(f->plan.count[ACT_DOWNLOAD], 1);
+    assert_int_equal(f->plan.count[ACT_UPLOAD], 1);
+    /* 4, 6, 7 have actions; 3 was asked for; the others stay in the state. */
+    assert_int_equal(kept.n, 4);
+    sync_plan_free(&whole);
+    state_pair_list_free(&kept);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -372,6 +433,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expunge_policy_keeps_the_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unpaired_copy_is_left_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_view_from_base_plans_as_full_listing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_windows_plan_as_whole, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -394,6 +394,78 @@ static void test_pairs_lean(void **ctx)
     state_close(st);
 }
 
+typedef struct walked {
+    int64_t ids[64];
+    size_t n, windows, largest;
+    bool strings_only_pending;
+} walked;
+
+static int walk_window(const state_pair_list *w, void *arg, ofs_error *err)
+{
+    (void)err;
+    walked *k = arg;
+    k->windows++;
+    k->largest = w->n > k->largest ? w->n : k->largest;
+    for (size_t i = 0; i < w->n; i++) {
+        k->ids[k->n++] = w->v[i].id;
+        if ((w->v[i].msgid != NULL) != (w->v[i].pending != PENDING_NONE))
+            k->strings_only_pending = false;
+    }
+    return 0;
+}
+
+/* The batched walk: every pair once, in the lean load's order, across window edges, with the
+ * pairs whose uid or key is not known. */
+static void test_pairs_walk_in_windows(void **ctx)
+{
+    fixture *fx = *ctx;
+    state *st = open_ok(fx->db);
+    ofs_error err = {0};
+    state_folder f, other;
+    assert_int_equal(state_folder_add(st, "INBOX", &f, &err), 0);
+    assert_int_equal(state_folder_add(st, "Other", &other, &err), 0);
+    char key[32], id[32];
+    for (uint32_t i = 0; i < 11; i++) {
+        snprintf(key, sizeof key, "17%02u.host", i);
+        snprintf(id, sizeof id, "<%u@x>", i);
+        state_pair p = {.uid = i % 4 == 0 ? 0 : 100 - i, .key = i == 5 ? NULL : key, .msgid = id};
+        p.pending = p.uid ? PENDING_NONE : PENDING_UPLOAD;
+        assert_int_equal(state_pair_add(st, f.id, &p, &err), 0);
+    }
+    state_pair elsewhere = {.uid = 1, .key = "x"};
+    assert_int_equal(state_pair_add(st, other.id, &elsewhere, &err), 0);
+
+    state_pair_list all;
+    assert_int_equal(state_pairs_load_lean(st, f.id, &all, &err), 0);
+    assert_int_equal(all.n, 11);
+    walked k = {.strings_only_pending = true};
+    assert_int_equal(state_pairs_walk(st, f.id, 3, walk_window, &k, &err), 0);
+    assert_int_equal(k.n, 11);
+    assert_int_equal(k.windows, 4);
+    assert_int_equal(k.largest, 3);
+    assert_true(k.strings_only_pending);
+    for (size_t i = 0; i < all.n; i++)
+        assert_int_equal(k.ids[i], all.v[i].id);
+
+    /* A copy keeps its key in the copying list's own block. */
+    state_pair_list kept = {0};
+    state_pair_list_add_copy(&kept, &all.v[all.n - 1]);
+    state_pair_list_free(&all);
+    assert_int_equal(kept.n, 1);
+    assert_non_null(kept.arena);
+    assert_string_equal(kept.v[0].key, "1701.host");
+    state_pair_list_free(&kept);
+
+    bool pending = false;
+    assert_int_equal(state_pairs_any_pending(st, f.id, &pending, &err), 0);
+    assert_true(pending);
+    assert_int_equal(state_pairs_any_pending(st, other.id, &pending, &err), 0);
+    assert_false(pending);
+    state_folder_free(&f);
+    state_folder_free(&other);
+    state_close(st);
+}
+
 static void test_unique_violations(void **ctx)
 {
     fixture *fx = *ctx;
@@ -795,6 +867,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_folders, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pairs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pairs_lean, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pairs_walk_in_windows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unique_violations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_pairs, setup, teardown),
