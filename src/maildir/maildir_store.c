@@ -466,6 +466,33 @@ static char *ms_folder_digest(store *s, const char *name, store_digest *d)
     return mark;
 }
 
+typedef struct ms_key_walk {
+    void (*fn)(const char *key, size_t len, void *arg);
+    void *arg;
+} ms_key_walk;
+
+static void ms_key_of_name(const char *name, bool cur, void *arg)
+{
+    (void)cur;
+    const ms_key_walk *w = arg;
+    size_t kl = maildir_key_len(name, NULL);
+    if (kl)
+        w->fn(name, kl, w->arg);
+}
+
+/* new/ first, as the scan: a file moved to cur/ in between is seen twice, not missed. */
+static int ms_each_key(store *s, void (*fn)(const char *key, size_t len, void *arg), void *arg,
+                       ofs_error *err)
+{
+    md_store *ms = ms_of(s);
+    ms_key_walk w = {fn, arg};
+    if (ms_need_folder(ms, "read message names", err) != 0)
+        return -1;
+    if (maildir_walk(ms->md->dfd, ms->md->path, false, ms_key_of_name, &w, err) != 0)
+        return -1;
+    return maildir_walk(ms->md->dfd, ms->md->path, true, ms_key_of_name, &w, err);
+}
+
 static const store_ops ms_ops = {
     .side = "local",
     .list_folders = ms_list_folders,
@@ -474,6 +501,7 @@ static const store_ops ms_ops = {
     .delete_folder = ms_delete_folder,
     .open_folder = ms_open_folder,
     .list_messages = ms_list_messages,
+    .each_key = ms_each_key,
     .fetch_messages = ms_fetch_messages,
     .store_message = ms_store_message,
     .flush = ms_flush,

@@ -166,6 +166,12 @@ static char *cs_folder_mark(store *s, const char *name)
     return inner(s)->ops->folder_mark(inner(s), name);
 }
 
+static int cs_each_key(store *s, void (*fn)(const char *key, size_t len, void *arg), void *arg,
+                       ofs_error *err)
+{
+    return inner(s)->ops->each_key(inner(s), fn, arg, err);
+}
+
 static char *cs_folder_digest(store *s, const char *name, store_digest *d)
 {
     return inner(s)->ops->folder_digest(inner(s), name, d);
@@ -192,6 +198,7 @@ store *crashpoint_wrap(store *s)
         .delete_folder = cs_delete_folder,
         .open_folder = cs_open_folder,
         .list_messages = cs_list_messages,
+        .each_key = s->ops->each_key ? cs_each_key : NULL,
         .fetch_messages = cs_fetch_messages,
         .fetch_ranges = s->ops->fetch_ranges ? cs_fetch_ranges : NULL,
         .store_message = cs_store_message,

@@ -1,5 +1,6 @@
 /* flagops.c: flag changes and removals on both sides, their intents, the restore of \Deleted
  * an expunge cut short may have lifted, and the count of flag changes a removal overrides. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -319,33 +320,64 @@ static int remove_from(folder_run *r, const sync_plan *plan, int kind, ofs_error
 
 /* A mail reader renaming a file while the scan ran can hide it from readdir. Before a local
  * absence removes mail from the server, a second scan must agree that it is gone. */
+typedef struct absence_check {
+    key_idx *gone; /* the removals, sorted by key */
+    size_t n;
+    sync_plan *plan;
+} absence_check;
+
+static void still_there(absence_check *ac, const char *key)
+{
+    const key_idx *k = engine_find_key(ac->gone, ac->n, key);
+    sync_action *a = k ? &ac->plan->v[k->idx] : NULL;
+    if (a && a->kind == ACT_EXPUNGE_SERVER) {
+        a->kind = ACT_NONE; /* still there: the next pass sees its true state */
+        ac->plan->count[ACT_EXPUNGE_SERVER]--;
+    }
+}
+
+/* A key is part of a file name, so it fits NAME_MAX. */
+static void check_key(const char *key, size_t len, void *arg)
+{
+    char k[NAME_MAX + 1];
+    if (len > NAME_MAX)
+        return;
+    memcpy(k, key, len);
+    k[len] = '\0';
+    still_there(arg, k);
+}
+
+static void check_listed(absence_check *ac, const store_msg_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        still_there(ac, l->v[i].key);
+}
+
 static int confirm_local_absence(folder_run *r, sync_plan *plan, ofs_error *err)
 {
     if (!plan->count[ACT_EXPUNGE_SERVER])
         return 0;
-    store_msg_list again;
-    store_msg_list_init(&again);
-    store_list_opts lo = {0};
-    if (r->c->loc->ops->list_messages(r->c->loc, &lo, &again, err) < 0)
-        return -1;
-    /* The few removals sorted by key, looked up from the listing: no index of the folder. */
-    key_idx *gone = xmalloc(plan->count[ACT_EXPUNGE_SERVER] * sizeof *gone);
-    size_t n = 0;
+    /* The few removals sorted by key, looked up from the second look: no index of the folder. */
+    absence_check ac = {xmalloc(plan->count[ACT_EXPUNGE_SERVER] * sizeof *ac.gone), 0, plan};
     for (size_t i = 0; i < plan->n; i++)
         if (plan->v[i].kind == ACT_EXPUNGE_SERVER)
-            gone[n++] = (key_idx){r->pairs.v[plan->v[i].pair].key, (long)i};
-    engine_sort_keys(gone, n);
-    for (size_t i = 0; i < again.n; i++) {
-        const key_idx *k = engine_find_key(gone, n, again.v[i].key);
-        sync_action *a = k ? &plan->v[k->idx] : NULL;
-        if (a && a->kind == ACT_EXPUNGE_SERVER) {
-            a->kind = ACT_NONE; /* still there: the next pass sees its true state */
-            plan->count[ACT_EXPUNGE_SERVER]--;
-        }
+            ac.gone[ac.n++] = (key_idx){r->pairs.v[plan->v[i].pair].key, (long)i};
+    engine_sort_keys(ac.gone, ac.n);
+    store *loc = r->c->loc;
+    int rc = 0;
+    if (loc->ops->each_key) { /* names streamed: no second listing of the folder */
+        rc = loc->ops->each_key(loc, check_key, &ac, err);
+    } else {
+        store_msg_list again;
+        store_msg_list_init(&again);
+        store_list_opts lo = {0};
+        rc = loc->ops->list_messages(loc, &lo, &again, err);
+        if (rc == 0)
+            check_listed(&ac, &again);
+        store_msg_list_free(&again);
     }
-    free(gone);
-    store_msg_list_free(&again);
-    return 0;
+    free(ac.gone);
+    return rc < 0 ? -1 : 0;
 }
 
 /* A removal wins over flag changes the other side made meanwhile (a deletion is deliberate,
