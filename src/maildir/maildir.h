@@ -8,15 +8,20 @@
 #include <stdint.h>
 
 #include "ofsync.h"
+#include "util/arena.h"
 
-/* One message file. Its key (the stable part of the name, before ":2,") is name[0..key_len). */
+/* One message file, its name kept in the folder's arena as two strings: the key (the stable
+ * part, before ":2,"), a NUL, then the rest of the name (":2,FS", "!2,S", or "" in new/). */
 typedef struct maildir_entry {
-    char *name;     /* base name inside cur/ or new/ */
-    size_t key_len; /* length of the key prefix of name */
-    unsigned flags; /* FLAG_* from the info letters (always 0 in new/) */
-    bool in_cur;    /* false: the file is in new/ */
-    bool gone;      /* we removed it; the slot stays until the next scan */
+    char *key;        /* NUL-terminated, in md->names: a listing may borrow it */
+    uint32_t key_len; /* strlen(key) */
+    uint8_t flags;    /* FLAG_* from the info letters (always 0 in new/) */
+    bool in_cur;      /* false: the file is in new/ */
+    bool gone;        /* we removed it; the slot stays until the next scan */
 } maildir_entry;
+
+/* The rest of e's file name after its key: e's name is key followed by this. */
+const char *maildir_entry_rest(const maildir_entry *e);
 
 /* A message written to tmp/ and waiting for maildir_flush() to become visible. */
 typedef struct maildir_pending {
@@ -26,8 +31,9 @@ typedef struct maildir_pending {
 } maildir_pending;
 
 typedef struct maildir {
-    char *path; /* the folder directory (holding cur/ new/ tmp/) */
-    int dfd;    /* open on path: every file operation is relative to it */
+    char *path;       /* the folder directory (holding cur/ new/ tmp/) */
+    int dfd;          /* open on path: every file operation is relative to it */
+    ofs_arena *names; /* every entry's name; a rename or rescan adds, a rescan starts anew */
     maildir_entry *v;
     size_t n, cap, live;
     uint32_t *slots; /* open-addressing table of entry index + 1 (0: empty), by key */

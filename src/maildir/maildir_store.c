@@ -240,12 +240,16 @@ static int ms_list_messages(store *s, const store_list_opts *o, store_msg_list *
         return -1;
     ms->fresh = false;
     const maildir *md = ms->md;
+    /* The keys are the scan's own, held by the listing: no copy per message. */
+    if (md->names)
+        store_msg_list_borrow_keys(out, md->names);
+    store_msg_list_reserve(out, md->live);
     for (size_t i = 0; i < md->n; i++) {
         const maildir_entry *e = &md->v[i];
         if (e->gone)
             continue;
         store_msg *m = store_msg_list_push(out);
-        m->key = xstrndup(e->name, e->key_len);
+        m->key = out->keys_from == md->names ? e->key : store_msg_list_key(out, e->key, e->key_len);
         m->flags = e->flags;
         if (o && o->want_size)
             m->size = maildir_entry_size(md, e);

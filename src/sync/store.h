@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "ofsync.h"
+#include "util/arena.h"
 #include "util/mem.h"
 #include "util/uidset.h"
 
@@ -25,8 +26,8 @@ enum {
  * "INBOX" for the inbox. Each store maps them to its own form and refuses unsafe ones. */
 typedef struct store_msg {
     uint32_t uid;   /* server: UID; local: 0 */
-    char *key;      /* local: Maildir base name (stable across flag renames); server: NULL */
     unsigned flags; /* FLAG_* */
+    char *key;      /* local: Maildir base name (stable across flag renames); server: NULL */
     uint64_t size;  /* bytes, or 0 when the store did not need to look (Maildir scan) */
     char *msgid;    /* Message-ID header value, only when asked for (store_list_opts) */
     uint64_t stamp; /* local: the file's size, mtime and inode mixed, when asked for; a rename
@@ -43,15 +44,24 @@ typedef struct store_digest {
 void store_digest_add(store_digest *d, const char *key, size_t key_len, unsigned flags,
                       uint64_t stamp);
 
+/* A list owns its keys one by one (keys_from NULL), or every key lives in the arena keys_from,
+ * which the list holds: a Maildir listing borrows the scan's names instead of copying them. */
 typedef struct store_msg_list {
     store_msg *v;
     size_t n, cap;
+    ofs_arena *keys_from;
 } store_msg_list;
 
 void store_msg_list_init(store_msg_list *l);
 void store_msg_list_free(store_msg_list *l);
 /* Appends a zeroed message and returns it. */
 store_msg *store_msg_list_push(store_msg_list *l);
+/* Room for n more messages without growing. */
+void store_msg_list_reserve(store_msg_list *l, size_t n);
+/* From now on l's keys live in a (l holds it); only while l is empty. */
+void store_msg_list_borrow_keys(store_msg_list *l, ofs_arena *a);
+/* A key for a message of l: s[0..n) copied where l keeps its keys. */
+char *store_msg_list_key(store_msg_list *l, const char *s, size_t n);
 
 typedef struct store_folder_info {
     uint32_t uidvalidity; /* server: UIDVALIDITY; local: 0 */

@@ -26,6 +26,7 @@
 #include "maildir/names.h"
 #include "sync/config.h"
 #include "sync/store.h"
+#include "util/arena.h"
 #include "util/mem.h"
 
 /* ---- helpers ---- */
@@ -270,12 +271,47 @@ static void test_scan_many(void **state)
     assert_int_equal(maildir_open(dir, &md, &err), 0);
     assert_int_equal(md->live, 3000);
     assert_int_equal(md->dupes, 0);
+    size_t name_bytes = 0;
     for (int i = 0; i < 3000; i++) {
         char key[64];
         snprintf(key, sizeof key, "%d.M1P1.h", i);
         const maildir_entry *e = maildir_find(md, key);
         assert_non_null(e);
         assert_int_equal(e->flags, i % 2 ? FLAG_SEEN : 0);
+        assert_string_equal(e->key, key);
+        assert_string_equal(maildir_entry_rest(e), i % 2 ? ":2,S" : ":2,");
+        name_bytes += strlen(key) + strlen(maildir_entry_rest(e)) + 2;
+    }
+    /* Compact: the names in one arena (a block's tail of slack), the entries without the slack
+     * of growth, the key table at most 3/4 full and at most 3/8 empty. */
+    assert_true(arena_footprint(md->names) <= name_bytes + 64 * 1024 + 64);
+    assert_true(md->cap <= md->n + md->n / 8);
+    assert_true(md->nslots * 3 >= md->n * 4 && md->nslots * 3 < md->n * 8);
+    maildir_close(md);
+    rm_rf(dir);
+}
+
+/* A scan gives the table's slack back; the deliveries after it must still find room. */
+static void test_deliver_after_small_scan(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    make_maildir(dir);
+    put_file(dir, "cur/1.M1P1.h:2,S", "x");
+    maildir *md;
+    ofs_error err;
+    assert_int_equal(maildir_open(dir, &md, &err), 0);
+    char *keys[3];
+    for (int i = 0; i < 3; i++) {
+        int fd = memfd_with("From: a@example.org\r\n\r\nbody\r\n");
+        assert_int_equal(maildir_deliver(md, fd, 0, FLAG_SEEN, &keys[i], NULL, &err), 0);
+        close(fd);
+    }
+    assert_int_equal(maildir_flush(md, &err), 0);
+    assert_int_equal(md->live, 4);
+    for (int i = 0; i < 3; i++) {
+        assert_non_null(maildir_find(md, keys[i]));
+        free(keys[i]);
     }
     maildir_close(md);
     rm_rf(dir);
@@ -948,6 +984,57 @@ static void test_store_size_from_name(void **state)
     rm_rf(root);
 }
 
+/* The listing's keys are the scan's own, and stay valid (the listing holds them) while the
+ * store renames, rescans and moves on to another folder. */
+static void test_store_listing_borrows_keys(void **state)
+{
+    (void)state;
+    char *root = make_tmpdir();
+    make_maildir(root);
+    enum { N = 500 };
+    for (int i = 0; i < N; i++) {
+        char rel[64];
+        snprintf(rel, sizeof rel, "%s/%d.M1P1.h:2,%s", i % 5 ? "cur" : "new", i, i % 2 ? "S" : "");
+        put_file(root, rel, "x");
+    }
+    store *s;
+    ofs_error err;
+    assert_int_equal(maildir_store_open(root, CFG_LAYOUT_MAILDIRPP, &s, &err), 0);
+    assert_int_equal(s->ops->create_folder(s, "Other", &err), 0);
+    assert_int_equal(s->ops->open_folder(s, "INBOX", NULL, &err), 0);
+    store_msg_list l;
+    store_msg_list_init(&l);
+    assert_int_equal(s->ops->list_messages(s, NULL, &l, &err), 0);
+    assert_int_equal(l.n, N);
+    assert_non_null(l.keys_from); /* borrowed, not one malloc'd copy per message */
+    assert_int_equal(l.cap, l.n); /* sized once */
+
+    /* A rename, a rescan (a second listing), a removal and a vanished key, another folder. */
+    store_msg_list again;
+    store_msg_list_init(&again);
+    assert_int_equal(s->ops->set_flags(s, &l.v[1], 1, FLAG_FLAGGED, 0, &err), 0);
+    assert_int_equal(s->ops->list_messages(s, NULL, &again, &err), 0);
+    assert_int_equal(s->ops->remove_messages(s, &l.v[2], 1, &err), 0);
+    store_msg gone = {.key = "no-such-key"};
+    assert_int_equal(s->ops->set_flags(s, &gone, 1, FLAG_SEEN, 0, &err), 0);
+    assert_int_equal(s->ops->open_folder(s, "Other", NULL, &err), 0);
+    store_msg_list_free(&again);
+
+    size_t seen = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        int num;
+        char host[8];
+        assert_int_equal(sscanf(l.v[i].key, "%d.M1P1.%7s", &num, host), 2);
+        assert_string_equal(host, "h");
+        assert_true(num >= 0 && num < N);
+        seen++;
+    }
+    assert_int_equal(seen, N);
+    store_msg_list_free(&l);
+    s->ops->close(s);
+    rm_rf(root);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -955,6 +1042,7 @@ int main(void)
         cmocka_unit_test(test_new_key),
         cmocka_unit_test(test_scan),
         cmocka_unit_test(test_scan_many),
+        cmocka_unit_test(test_deliver_after_small_scan),
         cmocka_unit_test(test_open_creates_subdirs),
         cmocka_unit_test(test_deliver_flush),
         cmocka_unit_test(test_deliver_big_batch),
@@ -971,6 +1059,7 @@ int main(void)
         cmocka_unit_test(test_folders_verbatim),
         cmocka_unit_test(test_store_round_trip),
         cmocka_unit_test(test_store_size_from_name),
+        cmocka_unit_test(test_store_listing_borrows_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
