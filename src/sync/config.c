@@ -32,6 +32,7 @@ enum cfg_key {
     K_REMOVE_FOLDERS,
     K_FOLDERS,
     K_CONNECTIONS,
+    K_PARALLEL_BUDGET,
     K_COMPRESS,
     K_MAX_SIZE,
     K_RECONNECT_ATTEMPTS,
@@ -59,6 +60,7 @@ static const char *const cfg_key_names[K_COUNT] = {
     [K_REMOVE_FOLDERS] = "remove-folders",
     [K_FOLDERS] = "folders",
     [K_CONNECTIONS] = "connections",
+    [K_PARALLEL_BUDGET] = "parallel-budget",
     [K_COMPRESS] = "compress",
     [K_MAX_SIZE] = "max-size",
     [K_RECONNECT_ATTEMPTS] = "reconnect-attempts",
@@ -271,6 +273,9 @@ static int cfg_set(cfg_parser *p, int key, char *v)
         return 0;
     case K_CONNECTIONS:
         ret = cfg_number(p, "connections", v, 1, 32, "", &a->connections);
+        break;
+    case K_PARALLEL_BUDGET:
+        ret = cfg_number(p, "parallel-budget", v, 0, 100000000, " messages", &a->parallel_budget);
         break;
     case K_COMPRESS:
         ret = cfg_bool(p, "compress", v, &a->compress);

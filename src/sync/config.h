@@ -29,6 +29,7 @@ typedef struct cfg_account {
     bool remove_folders; /* propagate folder deletions (default no) */
     char *folders;       /* include/exclude patterns, e.g. "* !Trash !Spam" (default "*") */
     int connections;     /* parallel server connections (default 4) */
+    int parallel_budget; /* messages of folders synced at once, at most; 0: automatic */
     bool compress;       /* COMPRESS=DEFLATE when offered (default yes) */
     uint64_t max_size;   /* larger messages stay on the server; 0 = no limit (default) */
     int reconnect_attempts; /* after a dropped link, per pass (default 5) */

@@ -1,5 +1,6 @@
 /* parallel.c: one pass's folders over several connections: a shared queue, largest first, one
- * thread per extra connection with its own login, SQLite handle and Maildir handle. */
+ * thread per extra connection with its own login, SQLite handle and Maildir handle, and a
+ * budget of messages in progress at once so that memory does not grow with the connections. */
 #include "sync/parallel.h"
 
 #include <pthread.h>
@@ -9,10 +10,14 @@
 #include "sync/retry.h"
 #include "util/err.h"
 
+/* The automatic budget's least: below it, memory is no concern (a few MiB). */
+#define PAR_BUDGET_FLOOR 10000
+
 typedef struct par_job {
     const char *name;
     sync_probe probe;
     size_t order; /* its place in the folder set: ties keep it (qsort is not stable) */
+    bool taken;   /* a connection has it (or had it and finished it) */
 } par_job;
 
 typedef struct par_pass par_pass;
@@ -36,11 +41,13 @@ struct par_pass {
     par_worker *w;
     size_t nw;
     pthread_mutex_t q_lock; /* guards what follows */
+    pthread_cond_t q_moved; /* a folder finished: its messages left the budget */
     par_job *jobs;
-    size_t njobs, next;
-    size_t *back; /* jobs given back by a worker whose link failed, taken first */
-    size_t nback;
-    bool fatal; /* a pass-level error: no worker takes another folder */
+    size_t njobs;
+    size_t left;        /* jobs not taken (a job given back after a link failure counts again) */
+    uint64_t budget;    /* messages of the folders in progress at once, at most */
+    uint64_t in_flight; /* messages of the folders in progress */
+    bool fatal;         /* a pass-level error: no worker takes another folder */
     ofs_error fatal_err;
     ofs_error net_err; /* the first link failure */
 };
@@ -74,17 +81,36 @@ static int cmp_job(const void *a, const void *b)
     return (x->order > y->order) - (x->order < y->order);
 }
 
-/* The next folder for w, or -1: none left, a stop request, or a pass-level error. */
+/* The largest folder not taken that fits in the budget beside those in progress, or -1. With
+ * nothing in progress any folder fits: one bigger than the budget runs, alone. */
+static long fitting_job(const par_pass *p)
+{
+    for (size_t j = 0; j < p->njobs; j++) {
+        const par_job *job = &p->jobs[j];
+        if (!job->taken && (!p->in_flight || p->in_flight + job->probe.weight <= p->budget))
+            return (long)j;
+    }
+    return -1;
+}
+
+/* The next folder for w, or -1: none left, a stop request, or a pass-level error. When the
+ * folders left would bring those in progress over the budget, waits for one to finish. */
 static long take_job(par_worker *w)
 {
     par_pass *p = w->p;
     long j = -1;
     pthread_mutex_lock(&p->q_lock);
-    bool stop = p->fatal || (p->c->stop && p->c->stop(p->c->stop_arg));
-    if (!stop && p->nback)
-        j = (long)p->back[--p->nback];
-    else if (!stop && p->next < p->njobs)
-        j = (long)p->next++;
+    while (p->left && !p->fatal && !(p->c->stop && p->c->stop(p->c->stop_arg))) {
+        j = fitting_job(p);
+        if (j >= 0)
+            break;
+        pthread_cond_wait(&p->q_moved, &p->q_lock);
+    }
+    if (j >= 0) {
+        p->jobs[j].taken = true;
+        p->left--;
+        p->in_flight += p->jobs[j].probe.weight;
+    }
     pthread_mutex_unlock(&p->q_lock);
     return j;
 }
@@ -107,9 +133,12 @@ static int job_done(par_worker *w, long j, int rc, const ofs_error *ferr)
     const char *name = p->jobs[j].name;
     bool report = false;
     pthread_mutex_lock(&p->q_lock);
+    p->in_flight -= p->jobs[j].probe.weight;
+    pthread_cond_broadcast(&p->q_moved);
     if (rc < 0 && ferr->code == OFS_E_NET) {
         /* This connection is gone; the folder resumes from the state on another. */
-        p->back[p->nback++] = (size_t)j;
+        p->jobs[j].taken = false;
+        p->left++;
         if (!p->net_err.code)
             p->net_err = *ferr;
         w->link_failed = true;
@@ -224,7 +253,7 @@ static size_t run_workers(par_pass *p, size_t n)
         sync_disconnect(p->c); /* dead: retry.c makes a new one if folders are left */
     free(p->w);
     p->w = NULL;
-    return p->nback + (p->njobs - p->next);
+    return p->left;
 }
 
 /* Probes the folders not done yet; runs the unchanged ones at once (they cost no round
@@ -248,7 +277,20 @@ static long queue_folders(par_pass *p, const strlist *todo, ofs_error *err)
         busy += job.probe.needs_server;
     }
     qsort(p->jobs, p->njobs, sizeof *p->jobs, cmp_job);
+    p->left = p->njobs;
     return busy;
+}
+
+/* The configured budget, else one that lets the folders beside the largest one add a quarter
+ * to it: with N connections memory stays near one connection's, which must hold the largest
+ * folder anyway. The floor keeps an account of small folders fully parallel. */
+static uint64_t pass_budget(const par_pass *p)
+{
+    if (p->c->acct->parallel_budget)
+        return (uint64_t)p->c->acct->parallel_budget;
+    uint64_t largest = p->njobs ? p->jobs[0].probe.weight : 0;
+    uint64_t derived = largest + largest / 4;
+    return derived > PAR_BUDGET_FLOOR ? derived : PAR_BUDGET_FLOOR;
 }
 
 int sync_pass_parallel(sync_ctx *c, const strlist *todo, ofs_error *err)
@@ -263,17 +305,18 @@ int sync_pass_parallel(sync_ctx *c, const strlist *todo, ofs_error *err)
         for (size_t i = 0; rc == 0 && i < p.njobs && !(c->stop && c->stop(c->stop_arg)); i++)
             rc = sync_pass_folder(c, p.jobs[i].name, err);
     } else if (rc == 0) {
-        p.back = xcalloc(p.njobs, sizeof *p.back);
+        p.budget = pass_budget(&p);
         pthread_mutex_init(&p.ev_lock, NULL);
         pthread_mutex_init(&p.q_lock, NULL);
+        pthread_cond_init(&p.q_moved, NULL);
         size_t left = run_workers(&p, n);
+        pthread_cond_destroy(&p.q_moved);
         pthread_mutex_destroy(&p.ev_lock);
         pthread_mutex_destroy(&p.q_lock);
         if (p.fatal)
             rc = (*err = p.fatal_err, -1);
         else if (left && p.net_err.code)
             rc = (*err = p.net_err, -1);
-        free(p.back);
     }
     free(p.jobs);
     return rc;

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 # Parallel connections in a sync pass (connections = N): folders spread over several logins,
 # the result the same as on one connection, a no-change pass on one connection, and a cut
-# link on one of them converging. Connections are counted by a recording proxy (imapspy).
+# link on one of them converging, and the budget of messages in progress at once.
+# Connections are counted by a recording proxy (imapspy).
+import json
 import os
 import re
 import sys
@@ -28,10 +30,11 @@ def full():
     return T.test_caps() == "full"
 
 
-def configure(ctx, port, connections, local=None, state=None):
+def configure(ctx, port, connections, local=None, state=None, extra=None):
     """The test's account through port, uncompressed so that the proxy reads the commands."""
     T.write_config(ctx.config, ctx.dovecot, ctx.user, local or ctx.local, state or ctx.state,
-                   port=port, extra={"connections": connections, "compress": "no"})
+                   port=port,
+                   extra={"connections": connections, "compress": "no", **(extra or {})})
 
 
 def spied_sync(ctx, connections, expect_rc=0, **kw):
@@ -116,6 +119,61 @@ def cut_connection_converges(ctx):
     srv = ctx.assert_synced()
     check(T.snapshot_count(srv) == sum(SPEC.values()) + 25,
           f"{T.snapshot_count(srv)} messages, expected {sum(SPEC.values()) + 25}")
+
+
+BIG = {"Big1": 150, "Big2": 140, "Big3": 130}
+SMALL = {f"S{i}": 6 for i in range(1, 7)}
+
+
+def json_sync(ctx, budget):
+    configure(ctx, ctx.dovecot.port, 4, extra={"parallel-budget": budget})
+    rc, out, err = ctx.ofsync("--json", "sync")
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def most_at_once(events, names):
+    """The most folders of names that were in progress at the same time."""
+    active, most = set(), 0
+    for e in events:
+        if e.get("folder") not in names:
+            continue
+        if e["type"] == "folder-start":
+            active.add(e["folder"])
+            most = max(most, len(active))
+        elif e["type"] in ("folder-done", "error"):
+            active.discard(e["folder"])
+    return most
+
+
+def check_pass(events, spec, budget_names, at_once):
+    done = {e["folder"] for e in events if e["type"] == "folder-done"}
+    check(set(spec) <= done, f"folders not synced: {sorted(set(spec) - done)}")
+    most = most_at_once(events, budget_names)
+    check(most <= at_once, f"{most} of {sorted(budget_names)} in progress at once")
+
+
+def add_one_each(ctx, spec, start):
+    T.populate(ctx.dovecot, ctx.user, {f: 1 for f in spec}, seed=38, start=start)
+
+
+@T.test
+def budget_keeps_big_folders_apart(ctx):
+    spec = {**BIG, **SMALL}
+    ctx.populate(spec, seed=37)
+    # 200 messages: no two big folders at once, but small ones beside a big one. The first
+    # pass knows the sizes only from CONDSTORE's status; later ones from the record.
+    events = json_sync(ctx, 200)
+    if full():
+        check_pass(events, spec, BIG, 1)
+        check(most_at_once(events, spec) >= 2, "no small folder ran beside a big one")
+    ctx.assert_synced()
+    add_one_each(ctx, spec, 10000)
+    check_pass(json_sync(ctx, 200), spec, BIG, 1)
+    # Every folder over the budget: each runs alone, and none waits for ever.
+    add_one_each(ctx, spec, 20000)
+    check_pass(json_sync(ctx, 1), spec, spec, 1)
+    srv = ctx.assert_synced()
+    check(T.snapshot_count(srv) == sum(spec.values()) + 2 * len(spec), "messages lost or doubled")
 
 
 if __name__ == "__main__":
