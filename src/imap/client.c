@@ -29,8 +29,9 @@
 typedef struct body_fetch {
     const store_sink *sink;
     const store_msg *msgs; /* the caller's messages for this command, uids ascending */
-    const uint32_t *uids;
+    uint32_t *uids;        /* owned */
     size_t n;
+    unsigned tagno;
     bool open; /* a body literal is being streamed to fd */
     int fd;
     uint32_t open_uid; /* UID seen before the literal, 0 if the server put it after */
@@ -67,7 +68,8 @@ struct imap_client {
     char *last_text;
     char last_code[32];
     uint32_t appenduid_validity, appenduid_uid;
-    body_fetch *bf;
+    body_fetch *bodies; /* body FETCHes sent and not yet waited for, oldest first */
+    size_t nbodies, capbodies;
     char verb[24];        /* the command in progress ("UID FETCH"), for imap_doing() */
     uint64_t round_trips; /* waits for the server's answer */
     bool utf8;            /* UTF8=ACCEPT enabled: mailbox names are UTF-8 on the wire */
@@ -323,8 +325,8 @@ void imap_doing(const imap_client *c, const char *mailbox, buf *out)
         buf_adds(out, map[i].text);
         if (map[i].in_mailbox && *mb)
             buf_printf(out, " %s", mb);
-        if (c->bf && doing_uid(c->bf))
-            buf_printf(out, " UID %" PRIu32, doing_uid(c->bf));
+        if (c->nbodies && doing_uid(&c->bodies[0]))
+            buf_printf(out, " UID %" PRIu32, doing_uid(&c->bodies[0]));
         else if (c->nranges)
             buf_printf(out, " UID %" PRIu32, c->ranges[0].r.uid);
         return;
@@ -444,14 +446,46 @@ static int client_range_literal(imap_client *c, const char *atom, ofs_error *err
     return f->r.fd;
 }
 
+/* Position of uid in the ascending array, or SIZE_MAX. */
+static size_t uid_index(const uint32_t *uids, size_t n, uint32_t uid)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (uids[mid] == uid)
+            return mid;
+        if (uids[mid] < uid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return SIZE_MAX;
+}
+
+/* The body FETCH in flight that asked for uid; the oldest when the UID is not known yet (the
+ * server put it after the body). Pipelined FETCHes may be answered interleaved. */
+static body_fetch *client_body_route(imap_client *c, uint32_t uid)
+{
+    for (size_t i = 0; uid && i < c->nbodies; i++)
+        if (uid_index(c->bodies[i].uids, c->bodies[i].n, uid) != SIZE_MAX)
+            return &c->bodies[i];
+    return &c->bodies[0];
+}
+
+static void client_body_pop(imap_client *c)
+{
+    free(c->bodies[0].uids);
+    memmove(c->bodies, c->bodies + 1, --c->nbodies * sizeof *c->bodies);
+}
+
 static int client_literal(void *ctx, const char *atom, uint64_t size, ofs_error *err)
 {
     imap_client *c = ctx;
-    body_fetch *bf = c->bf;
     if (c->nranges && strncasecmp(atom, "BODY[]<", 7) == 0)
         return client_range_literal(c, atom, err);
-    if (!bf || strcasecmp(atom, "BODY[]") != 0)
+    if (!c->nbodies || strcasecmp(atom, "BODY[]") != 0)
         return -1;
+    body_fetch *bf = client_body_route(c, client_hdr_uid(&c->hdr));
     if (bf->open) {
         err_set(err, OFS_E_PROTO, "server %s sent two message bodies in one response", c->host);
         return -2;
@@ -513,7 +547,7 @@ static int client_next(imap_client *c, const imap_response **out, ofs_error *err
     for (;;) {
         if (c->in_pos < c->in_len) {
             size_t avail = c->in_len - c->in_pos;
-            if ((c->bf || c->nranges) && c->hdr.len < CLIENT_HDR_KEEP)
+            if ((c->nbodies || c->nranges) && c->hdr.len < CLIENT_HDR_KEEP)
                 buf_add(&c->hdr, c->in + c->in_pos,
                         avail < CLIENT_HDR_KEEP - c->hdr.len ? avail
                                                              : CLIENT_HDR_KEEP - c->hdr.len);
@@ -1019,6 +1053,9 @@ void imap_client_free(imap_client *c)
     free(c->cmds);
     free(c->batch);
     free(c->ranges);
+    while (c->nbodies)
+        client_body_pop(c);
+    free(c->bodies);
     free(c);
 }
 
@@ -1781,22 +1818,6 @@ int imap_fetch_meta(imap_client *c, uint32_t first, uint32_t last, bool want_siz
     return client_end(c, "UID FETCH", client_on_meta, &m, err);
 }
 
-/* Position of uid in the ascending array, or SIZE_MAX. */
-static size_t uid_index(const uint32_t *uids, size_t n, uint32_t uid)
-{
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (uids[mid] == uid)
-            return mid;
-        if (uids[mid] < uid)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return SIZE_MAX;
-}
-
 /* A body held in memory: written through the sink like a streamed one. */
 static int client_sink_bytes(imap_client *c, const store_sink *sink, store_msg *m, const char *data,
                              size_t len, ofs_error *err)
@@ -1831,9 +1852,20 @@ int imap_body_deliver(imap_client *c, const imap_body *b, const store_msg *m,
     return client_sink_bytes(c, sink, &copy, b->data, b->len, err);
 }
 
+/* The body FETCH a response with a body belongs to: by its UID, else the one streaming. */
+static body_fetch *client_body_owner(imap_client *c, const fetch_items *fi)
+{
+    if (fi->has_uid)
+        return client_body_route(c, fi->uid);
+    for (size_t i = 0; i < c->nbodies; i++)
+        if (c->bodies[i].open)
+            return &c->bodies[i];
+    return &c->bodies[0];
+}
+
 static int client_on_body(imap_client *c, const imap_response *r, void *ctx, ofs_error *err)
 {
-    body_fetch *bf = ctx;
+    (void)ctx;
     fetch_items fi;
     if (strcmp(r->name, "FETCH") != 0)
         return 0;
@@ -1841,6 +1873,7 @@ static int client_on_body(imap_client *c, const imap_response *r, void *ctx, ofs
         return client_broken(c);
     if (!fi.body || fi.body->type == IMAP_V_NIL) /* a flag update, or a vanished message */
         return 0;
+    body_fetch *bf = client_body_owner(c, &fi);
     store_msg m = {.uid = fi.has_uid ? fi.uid : bf->open_uid, .flags = fi.flags};
     if (uid_index(bf->uids, bf->n, m.uid) == SIZE_MAX) {
         err_set(err, OFS_E_PROTO, "server %s sent a body for UID %" PRIu32 ", not asked for",
@@ -1869,15 +1902,55 @@ static int client_on_body(imap_client *c, const imap_response *r, void *ctx, ofs
     return rc < 0 ? client_broken(c) : 0;
 }
 
-static int client_fetch_body_chunk(imap_client *c, body_fetch *bf, ofs_error *err)
+/* Sends UID FETCH (UID FLAGS BODY.PEEK[]) for uids[0..n) (owned from here on). */
+static int client_body_send(imap_client *c, const store_msg *msgs, uint32_t *uids, size_t n,
+                            const store_sink *sink, ofs_error *err)
 {
     client_begin(c, "UID FETCH ");
-    imap_uidset(bf->uids, bf->n, SIZE_MAX, &c->out);
+    imap_uidset(uids, n, SIZE_MAX, &c->out);
     buf_adds(&c->out, " (UID FLAGS BODY.PEEK[])");
-    c->bf = bf;
-    int r = client_end(c, "UID FETCH", client_on_body, bf, err);
-    c->bf = NULL;
-    if (r == 0 && bf->open) {
+    unsigned no = client_send(c, err);
+    if (!no) {
+        free(uids);
+        return -1;
+    }
+    if (c->nbodies == c->capbodies) {
+        c->capbodies = c->capbodies ? c->capbodies * 2 : 4;
+        c->bodies = xrealloc(c->bodies, c->capbodies * sizeof *c->bodies);
+    }
+    c->bodies[c->nbodies++] =
+        (body_fetch){.sink = sink, .msgs = msgs, .uids = uids, .n = n, .tagno = no, .fd = -1};
+    return 0;
+}
+
+int imap_bodies_send(imap_client *c, const store_msg *msgs, size_t n, const store_sink *sink,
+                     ofs_error *err)
+{
+    int sent = 0;
+    for (size_t done = 0; done < n; sent++) {
+        uint32_t *uids = xmalloc((n - done) * sizeof *uids);
+        for (size_t i = done; i < n; i++)
+            uids[i - done] = msgs[i].uid;
+        buf probe;
+        buf_init(&probe);
+        size_t k = imap_uidset(uids, n - done, IMAP_UIDSET_MAX, &probe);
+        buf_free(&probe);
+        if (client_body_send(c, msgs + done, uids, k, sink, err) < 0)
+            return -1;
+        done += k;
+    }
+    return sent;
+}
+
+int imap_bodies_wait(imap_client *c, ofs_error *err)
+{
+    if (!c->nbodies)
+        return err_set(err, OFS_E_STATE, "waiting for message bodies never asked for");
+    int r = client_wait_tag(c, c->bodies[0].tagno, "UID FETCH", client_on_body, NULL, UNTIL_TAGGED,
+                            err);
+    bool open = c->bodies[0].open;
+    client_body_pop(c);
+    if (r == 0 && open) {
         err_set(err, OFS_E_PROTO, "server %s: message body arrived out of step", c->host);
         return client_broken(c);
     }
@@ -1887,23 +1960,22 @@ static int client_fetch_body_chunk(imap_client *c, body_fetch *bf, ofs_error *er
     return r;
 }
 
+void imap_bodies_abandon(imap_client *c)
+{
+    if (c->nbodies)
+        client_broken(c); /* their answers would go to sinks no one holds */
+    while (c->nbodies)
+        client_body_pop(c);
+}
+
 int imap_fetch_bodies(imap_client *c, const store_msg *msgs, size_t n, const store_sink *sink,
                       ofs_error *err)
 {
-    uint32_t *uids = xmalloc((n ? n : 1) * sizeof *uids);
-    for (size_t i = 0; i < n; i++)
-        uids[i] = msgs[i].uid;
-    int r = 0;
-    for (size_t done = 0; done < n && r == 0;) {
-        buf probe;
-        buf_init(&probe);
-        size_t k = imap_uidset(uids + done, n - done, IMAP_UIDSET_MAX, &probe);
-        buf_free(&probe);
-        body_fetch bf = {.sink = sink, .uids = uids + done, .msgs = msgs + done, .n = k, .fd = -1};
-        r = client_fetch_body_chunk(c, &bf, err);
-        done += k;
-    }
-    free(uids);
+    int k = imap_bodies_send(c, msgs, n, sink, err), r = k < 0 ? -1 : 0;
+    for (int i = 0; i < k && r == 0; i++)
+        r = imap_bodies_wait(c, err);
+    if (r < 0)
+        imap_bodies_abandon(c);
     return r;
 }
 

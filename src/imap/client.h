@@ -188,6 +188,17 @@ int imap_fetch_meta(imap_client *c, uint32_t first, uint32_t last, bool want_siz
 int imap_fetch_bodies(imap_client *c, const store_msg *msgs, size_t n, const store_sink *sink,
                       ofs_error *err);
 
+/* The same, pipelined: sends the UID FETCHes for msgs (UIDs strictly ascending; msgs and sink
+ * must outlive the wait) without waiting, and returns how many commands that took (long sets
+ * are split), or -1. Several batches may be in flight; their answers reach each batch's sink
+ * by UID, in whatever order the server sends them. */
+int imap_bodies_send(imap_client *c, const store_msg *msgs, size_t n, const store_sink *sink,
+                     ofs_error *err);
+/* Waits for the oldest body FETCH command sent. */
+int imap_bodies_wait(imap_client *c, ofs_error *err);
+/* Body FETCHes in flight will not be waited for: the connection is given up. */
+void imap_bodies_abandon(imap_client *c);
+
 /* One range of a message, UID FETCH uid (BODY.PEEK[]<offset.len>), for the pipeline below. */
 typedef struct imap_range {
     uint32_t uid;

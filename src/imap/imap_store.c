@@ -516,6 +516,82 @@ static int istore_fetch_messages(store *s, const store_msg *msgs, size_t n, cons
     return 0;
 }
 
+/* A batch asked for: its messages not taken with the listing, in UID order, and how many
+ * FETCH commands carry them. */
+typedef struct body_batch {
+    store_msg *wire;
+    int cmds;
+} body_batch;
+
+static int cmp_msg_uid(const void *a, const void *b)
+{
+    uint32_t x = ((const store_msg *)a)->uid, y = ((const store_msg *)b)->uid;
+    return x < y ? -1 : x > y;
+}
+
+/* Bodies that came with the listing go to the sink now; the rest are asked for. */
+static int istore_batch_ask(imap_store *is, const store_msg *msgs, size_t n, const store_sink *sink,
+                            body_batch *out, ofs_error *err)
+{
+    out->wire = xmalloc((n ? n : 1) * sizeof *out->wire);
+    out->cmds = 0;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const imap_body *b = istore_whole_body(is, msgs[i].uid);
+        if (!b)
+            out->wire[k++] = msgs[i];
+        else if (imap_body_deliver(is->c, b, &msgs[i], sink, err) < 0)
+            return -1;
+    }
+    if (k)
+        qsort(out->wire, k, sizeof *out->wire, cmp_msg_uid);
+    size_t d = 0;
+    for (size_t i = 0; i < k; i++)
+        if (d == 0 || out->wire[i].uid != out->wire[d - 1].uid)
+            out->wire[d++] = out->wire[i];
+    out->cmds = imap_bodies_send(is->c, out->wire, d, sink, err);
+    return out->cmds < 0 ? -1 : 0;
+}
+
+static int istore_batch_wait(imap_store *is, body_batch *b, ofs_error *err)
+{
+    int rc = 0;
+    for (int i = 0; i < b->cmds && rc == 0; i++)
+        rc = imap_bodies_wait(is->c, err);
+    free(b->wire);
+    return rc;
+}
+
+/* One batch streams while the next one's FETCH is on its way: the link does not idle. */
+static int istore_fetch_batches(store *s, store_batch_feed *feed, ofs_error *err)
+{
+    imap_store *is = istore(s);
+    if (istore_need_folder(is, "fetching messages", err) < 0 || istore_begin(is, err) < 0)
+        return -1;
+    body_batch q[2];
+    size_t nq = 0;
+    int rc = 0;
+    bool more = true;
+    while (rc == 0 && (more || nq)) {
+        const store_msg *msgs;
+        size_t n;
+        int got = more && nq < 2 ? feed->next(feed->sink.ctx, &msgs, &n, err) : 0;
+        if (got < 0 || (got && istore_batch_ask(is, msgs, n, &feed->sink, &q[nq++], err) < 0))
+            rc = -1;
+        more = more && got > 0;
+        if (rc == 0 && (nq == 2 || (!more && nq))) {
+            rc = istore_batch_wait(is, &q[0], err);
+            q[0] = q[1];
+            nq--;
+        }
+    }
+    if (rc < 0)
+        imap_bodies_abandon(is->c);
+    for (size_t i = 0; i < nq; i++)
+        free(q[i].wire);
+    return rc < 0 ? err_prefix(err, "folder %s", is->cur) : 0;
+}
+
 /* A range asked for: pre bytes of it came from the listing's prefetched prefix; sent: the rest
  * is on the wire (else the prefix covered it all). */
 typedef struct range_slot {
@@ -760,6 +836,7 @@ static const store_ops imap_store_ops = {
     .list_messages = istore_list_messages,
     .fetch_messages = istore_fetch_messages,
     .fetch_ranges = istore_fetch_ranges,
+    .fetch_batches = istore_fetch_batches,
     .store_message = istore_store_message,
     .store_messages = istore_store_messages,
     .flush = istore_flush,

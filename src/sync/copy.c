@@ -13,8 +13,13 @@
 
 enum {
     DOWNLOAD_BATCH = 256, /* messages made durable together: one flush, two commits */
+    FETCH_BATCHES = 4,    /* of those asked for in one FETCH (two FETCHes in flight) */
     UPLOAD_BATCH = 64,    /* open temp files held at once */
 };
+
+/* Small messages staged and not yet durable, at most; a FETCH asks for FETCH_BATCHES times as
+ * much (listed sizes), so two in flight stay within BIG_BATCH_BYTES. */
+#define SMALL_BATCH_BYTES (4u * 1024 * 1024)
 
 /* Big messages made durable together hold this much twice on disk at most (partial files and
  * their Maildir copies) until their commit. */
@@ -258,11 +263,10 @@ static int union_dedupe_flags(folder_run *r, copy_batch *b, ofs_error *err)
 }
 
 /* Intents committed, files flushed into cur/ and new/, pairs settled: a crash anywhere in
- * between leaves intents that resolve_downloads settles without copying anything twice. */
-static int commit_downloads(folder_run *r, copy_batch *b, ofs_error *err)
+ * between leaves intents that resolve_downloads settles without copying anything twice.
+ * Touches only the local side (it may run while a FETCH streams). */
+static int commit_durable(folder_run *r, copy_batch *b, ofs_error *err)
 {
-    if (!b->n)
-        return 0;
     size_t deduped = 0;
     for (size_t i = 0; i < b->n; i++) {
         b->items[i].p.pending = PENDING_DOWNLOAD;
@@ -274,11 +278,16 @@ static int commit_downloads(folder_run *r, copy_batch *b, ofs_error *err)
         b->items[i].p.pending = PENDING_NONE;
         engine_defer_settle(r, &b->items[i].p);
     }
-    if (union_dedupe_flags(r, b, err) < 0)
-        return -1;
     r->st.downloaded += b->n - deduped;
     r->c->progress++;
     return 0;
+}
+
+static int commit_downloads(folder_run *r, copy_batch *b, ofs_error *err)
+{
+    if (!b->n)
+        return 0;
+    return commit_durable(r, b, err) < 0 ? -1 : union_dedupe_flags(r, b, err);
 }
 
 /* ---- big messages: ranges into partial files, several in flight ---- */
@@ -454,6 +463,101 @@ static int download_big(folder_run *r, const store_msg *msgs, size_t n, ofs_erro
     return rc;
 }
 
+/* Small messages: FETCHes of a few batches each, the next asked for while one streams; what
+ * arrived is made durable a batch at a time, whichever FETCH brought it. */
+typedef struct small_run {
+    copy_batch b;      /* arrived, not yet durable */
+    copy_batch unions; /* durable, paired with a local copy whose flags differ */
+    const store_msg *msgs;
+    size_t n, asked;
+    size_t batch;          /* messages made durable together */
+    uint64_t staged_bytes; /* of b */
+} small_run;
+
+/* The batch size; tests lower it (OFSYNC_TEST_DOWNLOAD_BATCH) to cross batch edges cheaply. */
+static size_t download_batch(void)
+{
+    const char *v = getenv("OFSYNC_TEST_DOWNLOAD_BATCH");
+    long n = v ? strtol(v, NULL, 10) : 0;
+    return n > 0 && n < DOWNLOAD_BATCH ? (size_t)n : DOWNLOAD_BATCH;
+}
+
+static int small_next(void *ctx, const store_msg **msgs, size_t *n, ofs_error *err)
+{
+    (void)err;
+    small_run *sr = ctx;
+    size_t i = sr->asked, max = sr->batch * FETCH_BATCHES;
+    uint64_t bytes = 0;
+    while (i < sr->n && i - sr->asked < max &&
+           (i == sr->asked || bytes + sr->msgs[i].size <= FETCH_BATCHES * SMALL_BATCH_BYTES))
+        bytes += sr->msgs[i++].size;
+    *msgs = sr->msgs + sr->asked;
+    *n = i - sr->asked;
+    sr->asked = i;
+    return *n > 0;
+}
+
+/* Durable now; the union of paired copies' flags waits until the server is not streaming. */
+static int small_commit(small_run *sr, ofs_error *err)
+{
+    int rc = sr->b.n ? commit_durable(sr->b.r, &sr->b, err) : 0;
+    for (size_t i = 0; i < sr->b.n && rc == 0; i++) {
+        copy_item *it = &sr->b.items[i];
+        if (it->deduped && it->srv_flags != it->loc_flags) {
+            *batch_push(&sr->unions) = *it;
+            it->p.key = it->p.msgid = it->p.hash = NULL;
+        }
+    }
+    batch_free(&sr->b);
+    sr->staged_bytes = 0;
+    return rc;
+}
+
+static int small_open(void *ctx, const store_msg *m, uint64_t size, ofs_error *err)
+{
+    return sink_open(&((small_run *)ctx)->b, m, size, err);
+}
+
+static int small_arrived(void *ctx, const store_msg *m, int fd, uint64_t size, ofs_error *err)
+{
+    small_run *sr = ctx;
+    if (download_done(&sr->b, m, fd, size, err) < 0)
+        return -1;
+    sr->staged_bytes += size;
+    if (sr->b.n < sr->batch && sr->staged_bytes < SMALL_BATCH_BYTES)
+        return 0;
+    return small_commit(sr, err);
+}
+
+/* What arrived before a failure is kept: it is complete and staged. */
+static int download_small(folder_run *r, const store_msg *msgs, size_t n, ofs_error *err)
+{
+    small_run sr = {.b = {.r = r, .fd = -1},
+                    .unions = {.r = r, .fd = -1},
+                    .msgs = msgs,
+                    .n = n,
+                    .batch = download_batch()};
+    store *srv = r->c->srv;
+    int rc = 0;
+    if (srv->ops->fetch_batches) {
+        store_batch_feed feed = {small_next, {small_open, small_arrived, &sr}};
+        rc = srv->ops->fetch_batches(srv, &feed, err);
+    } else {
+        store_sink sink = {small_open, small_arrived, &sr};
+        const store_msg *batch;
+        size_t len;
+        while (rc == 0 && small_next(&sr, &batch, &len, err))
+            rc = srv->ops->fetch_messages(srv, batch, len, &sink, err);
+    }
+    ofs_error e2;
+    if (small_commit(&sr, rc < 0 ? &e2 : err) < 0)
+        rc = -1;
+    if (rc == 0)
+        rc = union_dedupe_flags(r, &sr.unions, err);
+    batch_free(&sr.unions);
+    return rc;
+}
+
 int copy_exec_downloads(folder_run *r, const sync_plan *plan, ofs_error *err)
 {
     size_t n = plan->count[ACT_DOWNLOAD];
@@ -475,17 +579,8 @@ int copy_exec_downloads(folder_run *r, const sync_plan *plan, ofs_error *err)
     if (nbig)
         rc = download_big(r, big, nbig, err);
     free(big);
-    copy_batch b = {.r = r, .fd = -1};
-    store_sink sink = {sink_open, download_done, &b};
-    for (size_t i = 0; i < k && rc == 0; i += DOWNLOAD_BATCH) {
-        size_t len = k - i < DOWNLOAD_BATCH ? k - i : DOWNLOAD_BATCH;
-        rc = r->c->srv->ops->fetch_messages(r->c->srv, msgs + i, len, &sink, err);
-        /* What arrived before a failure is kept: it is complete and staged. */
-        ofs_error e2;
-        if (commit_downloads(r, &b, rc < 0 ? &e2 : err) < 0 && rc == 0)
-            rc = -1;
-        batch_free(&b);
-    }
+    if (rc == 0 && k)
+        rc = download_small(r, msgs, k, err);
     free(msgs);
     return rc;
 }

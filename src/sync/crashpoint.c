@@ -88,6 +88,11 @@ static int cs_fetch_ranges(store *s, store_range_feed *feed, ofs_error *err)
     return inner(s)->ops->fetch_ranges(inner(s), feed, err);
 }
 
+static int cs_fetch_batches(store *s, store_batch_feed *feed, ofs_error *err)
+{
+    return inner(s)->ops->fetch_batches(inner(s), feed, err);
+}
+
 static int cs_store_message(store *s, int fd, uint64_t size, unsigned flags, store_msg *out,
                             ofs_error *err)
 {
@@ -201,6 +206,7 @@ store *crashpoint_wrap(store *s)
         .each_key = s->ops->each_key ? cs_each_key : NULL,
         .fetch_messages = cs_fetch_messages,
         .fetch_ranges = s->ops->fetch_ranges ? cs_fetch_ranges : NULL,
+        .fetch_batches = s->ops->fetch_batches ? cs_fetch_batches : NULL,
         .store_message = cs_store_message,
         .store_messages = s->ops->store_messages ? cs_store_messages : NULL,
         .flush = cs_flush,

@@ -130,6 +130,14 @@ typedef struct store_range_feed {
     uint64_t window; /* bytes asked for and not yet answered, at most (read at each refill) */
 } store_range_feed;
 
+/* The caller's side of fetch_batches. */
+typedef struct store_batch_feed {
+    /* 1: *msgs and *n set to the next batch to ask for (valid until the fetch returns); 0: no
+     * more; -1: error. */
+    int (*next)(void *ctx, const store_msg **msgs, size_t *n, ofs_error *err);
+    store_sink sink; /* every batch's messages, in the order they arrive; its ctx is next's */
+} store_batch_feed;
+
 typedef struct store store;
 
 typedef struct store_ops {
@@ -157,6 +165,10 @@ typedef struct store_ops {
      * in flight (feed->window), each appended to its fd as it arrives, so that after a cut
      * every fd holds every byte received; feed->done sees each answered, in the order asked. */
     int (*fetch_ranges)(store *s, store_range_feed *feed, ofs_error *err);
+    /* Optional: fetch_messages for each batch feed->next hands out, the next one asked for
+     * while the one before streams (two in flight at most), so the link does not idle between
+     * them. A message that vanished meanwhile is skipped. */
+    int (*fetch_batches)(store *s, store_batch_feed *feed, ofs_error *err);
     /* Stores size bytes read from fd (positioned at 0) as a new message in the current folder.
      * Fills out->uid (server, 0 when the server does not say: no UIDPLUS) or out->key (local).
      * The local side makes it visible and durable only at flush(). */
