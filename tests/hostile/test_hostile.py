@@ -374,6 +374,45 @@ def failed_select_keeps_the_old_folder(ctx):
     converges(ctx)
 
 
+@case
+def pipelined_fetches_answered_interleaved(ctx):
+    """Small messages' FETCHes are pipelined; a server may answer the second before it ends the
+    first (RFC 3501 5.5). Each body reaches its own batch by UID: none lost, none doubled."""
+    srv = ctx.srv
+    inbox = srv.folders["INBOX"]
+    for n in range(40, 46):
+        inbox.add(T.make_message(n, SEED, size=700), [])
+    held = []
+
+    def fetch(s, tag, a):
+        if b"BODY.PEEK[])" not in a[0] or s.selected is not inbox or held == [None]:
+            return F.Session.cmd_UID_FETCH(s, tag, a)
+        if not held:
+            held.append((tag, a))  # answered after the next one's bodies
+            return
+        first_tag, first_a = held.pop()
+        held.append(None)
+        spec, _, items = a[0].partition(b" ")
+        want = F._uid_set(spec.decode(), inbox.uidnext)
+        for seq, m in enumerate(inbox.msgs, 1):
+            if want(m.uid):
+                s.send(s.fetch_response(seq, m, items))
+        F.Session.cmd_UID_FETCH(s, first_tag, first_a)
+        s.ok(tag)
+    srv.on("UID FETCH", fetch)
+    os.environ["OFSYNC_TEST_DOWNLOAD_BATCH"] = "1"  # four messages per FETCH
+    try:
+        res = ctx.sync()
+    finally:
+        del os.environ["OFSYNC_TEST_DOWNLOAD_BATCH"]
+    assert_outcome(ctx, res, {0}, None)
+    check(held == [None], f"the FETCHes were not pipelined: {held}")
+    check(not srv.errors, f"script failed: {srv.errors}")
+    loc = T.snapshot_local(ctx.local).get("INBOX", {})
+    check(len(loc) == len(inbox.msgs), f"{len(loc)} of {len(inbox.msgs)} messages delivered")
+    converges(ctx)
+
+
 @hostile({0, 1, 6}, needle=None)
 def uids_out_of_range(srv):
     def fetch(s, tag, a):
