@@ -119,6 +119,19 @@ static void test_hash_fd(void **state)
     free(empty);
     free(abc);
     fclose(f);
+    /* FIPS 180-2's million a's: many chunks, the last one partial. */
+    f = tmpfile();
+    fd = fileno(f);
+    char *a = malloc(1000000);
+    assert_non_null(a);
+    memset(a, 'a', 1000000);
+    assert_int_equal(write(fd, a, 1000000), 1000000);
+    char *million = msg_hash_fd(fd);
+    assert_string_equal(million,
+                        "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    free(million);
+    free(a);
+    fclose(f);
 }
 
 int main(void)
