@@ -7,7 +7,7 @@ BUILD_FUZZ ?= build-fuzz
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all deps build build-asan build-fuzz test test-unit demo bench bench-links clean format torture faults fuzz
+.PHONY: all deps build build-asan build-fuzz test test-unit demo bench bench-links bench-rss clean format torture faults fuzz
 
 all: build
 
@@ -68,6 +68,14 @@ bench: deps
 	@command -v mbsync >/dev/null && [ -x /usr/bin/time ] || { echo "installing isync (mbsync) and time"; DEBIAN_FRONTEND=noninteractive apt-get install -y isync time >/dev/null; }
 	@$(MAKE) --no-print-directory build CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Release"
 	@python3 bench/bench.py --ofsync $(BUILD)/ofsync --sizes $(BENCH_SIZES) --pairs $(BENCH_PAIRS)
+
+# ofsync alone, peak RSS per scenario on the 100,000-message bench data (RESULTS.md).
+RSS_SIZE ?= 100000
+RSS_CONNECTIONS ?= 4
+bench-rss: deps
+	@[ -x /usr/bin/time ] || DEBIAN_FRONTEND=noninteractive apt-get install -y time >/dev/null
+	@$(MAKE) --no-print-directory build CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Release"
+	@python3 bench/rss.py --ofsync $(BUILD)/ofsync --size $(RSS_SIZE) --connections $(RSS_CONNECTIONS)
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
