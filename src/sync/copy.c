@@ -391,9 +391,13 @@ static int big_next(void *ctx, store_range *out, ofs_error *err)
             return -1;
         if (big_wants_more(e)) {
             uint64_t len = partial_chunk(br->r->c->link_rate), left = e->m.size - e->asked;
+            /* A tail shorter than half a range rides with this one: it would cost a round
+             * trip of its own for a few bytes. */
+            if (left <= len + len / 2)
+                len = left;
             *out = (store_range){.m = &e->m,
                                  .offset = e->asked,
-                                 .len = len < left ? len : left,
+                                 .len = len,
                                  .fd = e->pf.fd,
                                  .ctx = e,
                                  .asked = copy_now()};
