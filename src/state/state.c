@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "util/arena.h"
 #include "util/err.h"
 
 /* Cached statements; the SQL lives in stmt_sql at the same index. */
@@ -33,7 +34,6 @@ enum {
     S_MARK_GET,
     S_MARK_SET,
     S_MARK_CLEAR,
-    S_PAIRS_KEYS,
     S_FOLDER_RENAME,
     S_INTENT_ADD,
     S_INTENT_DELETE,
@@ -66,8 +66,7 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_PAIRS_LEAN] = "SELECT id, uid, key, flags, size, CASE WHEN pending THEN msgid END, pending,"
                      " uidnext_seen, CASE WHEN pending THEN hash END, target, stamp FROM pairs"
                      " WHERE folder_id = ?1 ORDER BY uid, id",
-    [S_PAIRS_SIZE] = "SELECT count(*), coalesce(sum(length(CAST(key AS BLOB)) + 1), 0) FROM pairs"
-                     " WHERE folder_id = ?1",
+    [S_PAIRS_SIZE] = "SELECT count(*) FROM pairs WHERE folder_id = ?1",
     [S_PAIR_STRINGS] = "SELECT msgid, hash FROM pairs WHERE id = ?1",
     [S_PAIRS_PENDING] = "SELECT EXISTS (SELECT 1 FROM pairs WHERE folder_id = ?1 AND pending != 0)",
     [S_PAIR_ADD] = "INSERT INTO pairs (folder_id, uid, key, flags, size, msgid, pending,"
@@ -84,7 +83,6 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_MARK_SET] = "INSERT OR REPLACE INTO folder_marks (folder_id, messages, local_mark)"
                    " VALUES (?1, ?2, ?3)",
     [S_MARK_CLEAR] = "DELETE FROM folder_marks WHERE folder_id = ?1",
-    [S_PAIRS_KEYS] = "SELECT key, flags, pending, stamp FROM pairs WHERE folder_id = ?1",
     [S_FOLDER_RENAME] = "UPDATE folders SET name = ?2 || substr(name, length(?1) + 1)"
                         " WHERE name = ?1 OR substr(name, 1, length(?1) + 1) = ?1 || '/'",
     [S_INTENT_ADD] = "INSERT INTO intents (op, folder, arg) VALUES (?1, ?2, ?3)",
@@ -393,28 +391,6 @@ void state_folder_free(state_folder *f)
     memset(f, 0, sizeof *f);
 }
 
-/* One block of a lean list's keys; a second one only if rows came after the count. */
-struct state_arena {
-    struct state_arena *next;
-    size_t used, cap;
-    char data[];
-};
-
-static char *arena_strdup(struct state_arena **a, const char *s, size_t len)
-{
-    if (!*a || (*a)->cap - (*a)->used < len + 1) {
-        size_t cap = len + 1 > 4096 ? len + 1 : 4096;
-        struct state_arena *b = xmalloc(sizeof *b + cap);
-        *b = (struct state_arena){.next = *a, .cap = cap};
-        *a = b;
-    }
-    char *d = (*a)->data + (*a)->used;
-    memcpy(d, s, len);
-    d[len] = 0;
-    (*a)->used += len + 1;
-    return d;
-}
-
 void state_pair_list_free(state_pair_list *l)
 {
     if (!l)
@@ -425,11 +401,7 @@ void state_pair_list_free(state_pair_list *l)
         free(l->v[i].msgid);
         free(l->v[i].hash);
     }
-    while (l->arena) {
-        struct state_arena *next = l->arena->next;
-        free(l->arena);
-        l->arena = next;
-    }
+    arena_unref(l->arena);
     free(l->v);
     memset(l, 0, sizeof *l);
 }
@@ -553,8 +525,8 @@ static void state_pair_read(sqlite3_stmt *s, state_pair *p)
     p->key = state_column_text(s, 2);
 }
 
-/* How many pairs a folder has and their keys' bytes, so a lean list is allocated once. */
-static int pairs_size(state *st, int64_t folder_id, size_t *n, size_t *bytes, ofs_error *err)
+/* How many pairs a folder has, so a lean list's vector is allocated once. */
+static int pairs_count(state *st, int64_t folder_id, size_t *n, ofs_error *err)
 {
     sqlite3_stmt *s = state_stmt(st, S_PAIRS_SIZE, err);
     if (!s)
@@ -562,11 +534,18 @@ static int pairs_size(state *st, int64_t folder_id, size_t *n, size_t *bytes, of
     sqlite3_bind_int64(s, 1, folder_id);
     int rc = sqlite3_step(s), ret = 0;
     *n = rc == SQLITE_ROW ? (size_t)sqlite3_column_int64(s, 0) : 0;
-    *bytes = rc == SQLITE_ROW ? (size_t)sqlite3_column_int64(s, 1) : 0;
     if (rc != SQLITE_ROW)
         ret = state_fail(st, err, "cannot count message pairs");
     state_stmt_done(s);
     return ret;
+}
+
+/* A lean list's keys live in its arena, made with its first key. */
+static char *lean_key(state_pair_list *l, const char *key, size_t len)
+{
+    if (!l->arena)
+        l->arena = arena_new();
+    return arena_strndup(l->arena, key, len);
 }
 
 static state_pair *pair_push(state_pair_list *out)
@@ -590,7 +569,7 @@ static void lean_push(state_pair_list *out, sqlite3_stmt *s)
     state_pair *p = pair_push(out);
     state_pair_read_fields(s, p);
     const char *key = (const char *)sqlite3_column_text(s, 2);
-    p->key = key ? arena_strdup(&out->arena, key, (size_t)sqlite3_column_bytes(s, 2)) : NULL;
+    p->key = key ? lean_key(out, key, (size_t)sqlite3_column_bytes(s, 2)) : NULL;
 }
 
 /* A folder's pairs, each row added to out by push. */
@@ -624,20 +603,15 @@ int state_pairs_load(state *st, int64_t folder_id, state_pair_list *out, ofs_err
 int state_pairs_load_lean(state *st, int64_t folder_id, state_pair_list *out, ofs_error *err)
 {
     memset(out, 0, sizeof *out);
-    size_t n, bytes;
-    if (pairs_size(st, folder_id, &n, &bytes, err) < 0)
+    size_t n;
+    if (pairs_count(st, folder_id, &n, err) < 0)
         return -1;
     out->cap = n;
     out->v = xmalloc((n ? n : 1) * sizeof *out->v);
-    if (bytes) {
-        out->arena = xmalloc(sizeof *out->arena + bytes);
-        *out->arena = (struct state_arena){.cap = bytes};
-    }
     return pairs_query(st, S_PAIRS_LEAN, folder_id, out, lean_push, err);
 }
 
-/* A window handed on: its pairs go; its keys' blocks become one, as large as they were, for
- * the next window. */
+/* A window handed on: its pairs and their keys go; the vector stays for the next window. */
 static void window_reset(state_pair_list *w)
 {
     for (size_t i = 0; i < w->n; i++) {
@@ -645,20 +619,8 @@ static void window_reset(state_pair_list *w)
         free(w->v[i].hash);
     }
     w->n = 0;
-    if (!w->arena || !w->arena->next) {
-        if (w->arena)
-            w->arena->used = 0;
-        return;
-    }
-    size_t bytes = 0;
-    while (w->arena) {
-        struct state_arena *next = w->arena->next;
-        bytes += w->arena->used;
-        free(w->arena);
-        w->arena = next;
-    }
-    w->arena = xmalloc(sizeof *w->arena + bytes + bytes / 4);
-    *w->arena = (struct state_arena){.cap = bytes + bytes / 4};
+    arena_unref(w->arena);
+    w->arena = NULL;
 }
 
 int state_pairs_walk(state *st, int64_t folder_id, size_t window, state_window_fn fn, void *arg,
@@ -693,7 +655,7 @@ void state_pair_list_add_copy(state_pair_list *l, const state_pair *p)
 {
     state_pair *d = pair_push(l);
     *d = *p;
-    d->key = p->key ? arena_strdup(&l->arena, p->key, strlen(p->key)) : NULL;
+    d->key = p->key ? lean_key(l, p->key, strlen(p->key)) : NULL;
     d->msgid = p->msgid ? xstrdup(p->msgid) : NULL;
     d->hash = p->hash ? xstrdup(p->hash) : NULL;
 }
@@ -821,22 +783,6 @@ int state_mark_get(state *st, int64_t folder_id, state_mark *m, ofs_error *err)
     } else if (rc != SQLITE_DONE) {
         ret = state_fail(st, err, "cannot read a folder mark");
     }
-    state_stmt_done(s);
-    return ret;
-}
-
-int state_pairs_each_key(state *st, int64_t folder_id, state_key_fn fn, void *arg, ofs_error *err)
-{
-    sqlite3_stmt *s = state_stmt(st, S_PAIRS_KEYS, err);
-    if (!s)
-        return -1;
-    sqlite3_bind_int64(s, 1, folder_id);
-    int rc, ret = 0;
-    while (ret == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW)
-        ret = fn((const char *)sqlite3_column_text(s, 0), (unsigned)sqlite3_column_int64(s, 1),
-                 (int)sqlite3_column_int64(s, 2), (uint64_t)sqlite3_column_int64(s, 3), arg);
-    if (ret == 0 && rc != SQLITE_DONE)
-        ret = state_fail(st, err, "cannot read the pairs of a folder");
     state_stmt_done(s);
     return ret;
 }

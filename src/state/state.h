@@ -46,7 +46,7 @@ typedef struct state_pair {
 typedef struct state_pair_list {
     state_pair *v;
     size_t n, cap;
-    struct state_arena *arena; /* a lean list's keys (never freed one by one); NULL: malloc'd */
+    struct ofs_arena *arena; /* a lean list's keys (never freed one by one); NULL: malloc'd */
 } state_pair_list;
 
 void state_pair_list_free(state_pair_list *l);
@@ -106,13 +106,6 @@ typedef struct state_mark {
 int state_mark_get(state *st, int64_t folder_id, state_mark *m, ofs_error *err); /* 1: absent */
 int state_mark_set(state *st, int64_t folder_id, const state_mark *m, ofs_error *err);
 int state_mark_clear(state *st, int64_t folder_id, ofs_error *err);
-
-/* Calls fn(key, flags, pending, stamp, arg) on each pair of the folder, in no order, one row at
- * a time (nothing is held): key is NULL for a pair without a local copy. fn returns non-zero to
- * stop, which is then the result. */
-typedef int (*state_key_fn)(const char *key, unsigned flags, int pending, uint64_t stamp,
-                            void *arg);
-int state_pairs_each_key(state *st, int64_t folder_id, state_key_fn fn, void *arg, ofs_error *err);
 
 /* Renames a folder and every folder below it (a/b -> c/b), keeping their pairs. */
 int state_folder_rename(state *st, const char *from, const char *to, ofs_error *err);

@@ -5,20 +5,28 @@
 
 #include "sync/engine_int.h"
 
+enum { VERIFY_WINDOW = 1024 };
+
 typedef struct pair_digest {
     store_digest d;
     bool pending;
 } pair_digest;
 
-static int add_pair(const char *key, unsigned flags, int pending, uint64_t stamp, void *arg)
+/* One window of the folder's pairs into the digest; 1 stops at an interrupted step, which only
+ * the full run resolves. */
+static int add_pairs(const state_pair_list *w, void *arg, ofs_error *err)
 {
+    (void)err;
     pair_digest *p = arg;
-    if (pending != PENDING_NONE) {
-        p->pending = true;
-        return 1; /* an interrupted step: only the full run resolves it */
+    for (size_t i = 0; i < w->n; i++) {
+        const state_pair *q = &w->v[i];
+        if (q->pending != PENDING_NONE) {
+            p->pending = true;
+            return 1;
+        }
+        if (q->key)
+            store_digest_add(&p->d, q->key, strlen(q->key), q->flags, q->stamp);
     }
-    if (key)
-        store_digest_add(&p->d, key, strlen(key), flags, stamp);
     return 0;
 }
 
@@ -49,7 +57,7 @@ int verify_local(folder_run *r, ofs_error *err)
     if (busy)
         return 0;
     pair_digest want = {0};
-    int rc = state_pairs_each_key(r->c->st, r->sf.id, add_pair, &want, err);
+    int rc = state_pairs_walk(r->c->st, r->sf.id, VERIFY_WINDOW, add_pairs, &want, err);
     if (rc < 0)
         return -1;
     if (want.pending)
