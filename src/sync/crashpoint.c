@@ -203,7 +203,7 @@ store *crashpoint_wrap(store *s)
         .delete_folder = cs_delete_folder,
         .open_folder = cs_open_folder,
         .list_messages = cs_list_messages,
-        .each_key = s->ops->each_key ? cs_each_key : NULL,
+        .each_key = s->ops->each_key ? cs_each_key : NULL, /* the local store's */
         .fetch_messages = cs_fetch_messages,
         .fetch_ranges = s->ops->fetch_ranges ? cs_fetch_ranges : NULL,
         .fetch_batches = s->ops->fetch_batches ? cs_fetch_batches : NULL,

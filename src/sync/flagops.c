@@ -347,12 +347,6 @@ static void check_key(const char *key, size_t len, void *arg)
     still_there(arg, k);
 }
 
-static void check_listed(absence_check *ac, const store_msg_list *l)
-{
-    for (size_t i = 0; i < l->n; i++)
-        still_there(ac, l->v[i].key);
-}
-
 static int confirm_local_absence(folder_run *r, sync_plan *plan, ofs_error *err)
 {
     if (!plan->count[ACT_EXPUNGE_SERVER])
@@ -363,19 +357,8 @@ static int confirm_local_absence(folder_run *r, sync_plan *plan, ofs_error *err)
         if (plan->v[i].kind == ACT_EXPUNGE_SERVER)
             ac.gone[ac.n++] = (key_idx){r->pairs.v[plan->v[i].pair].key, (long)i};
     engine_sort_keys(ac.gone, ac.n);
-    store *loc = r->c->loc;
-    int rc = 0;
-    if (loc->ops->each_key) { /* names streamed: no second listing of the folder */
-        rc = loc->ops->each_key(loc, check_key, &ac, err);
-    } else {
-        store_msg_list again;
-        store_msg_list_init(&again);
-        store_list_opts lo = {0};
-        rc = loc->ops->list_messages(loc, &lo, &again, err);
-        if (rc == 0)
-            check_listed(&ac, &again);
-        store_msg_list_free(&again);
-    }
+    store *loc = r->c->loc; /* its names streamed: no second listing of the folder */
+    int rc = loc->ops->each_key(loc, check_key, &ac, err);
     free(ac.gone);
     return rc < 0 ? -1 : 0;
 }

@@ -153,8 +153,8 @@ typedef struct store_ops {
     /* Makes name the current folder; the message operations below act on it. */
     int (*open_folder)(store *s, const char *name, store_folder_info *info, ofs_error *err);
     int (*list_messages)(store *s, const store_list_opts *o, store_msg_list *out, ofs_error *err);
-    /* Optional: calls fn with each message key of the current folder as it is now, holding
-     * nothing (a second look without a second listing). */
+    /* The local store's: calls fn with each message key of the current folder as it is now,
+     * holding nothing (a second look without a second listing). */
     int (*each_key)(store *s, void (*fn)(const char *key, size_t len, void *arg), void *arg,
                     ofs_error *err);
     /* Copies messages out, in the order given, through the sink. A message that vanished
