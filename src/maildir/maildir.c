@@ -314,6 +314,7 @@ int maildir_scan(maildir *md, ofs_error *err)
     /* new/ first: a message moved to cur/ between the two passes is then seen twice, not lost. */
     if (md_scan_dir(md, false, err) != 0 || md_scan_dir(md, true, err) != 0)
         return -1;
+    md->scanned = true;
     if (md->cap > md->n + md->n / 8) { /* the slack of growing by half, given back */
         md->cap = md->n ? md->n : 1;
         md->v = xrealloc(md->v, md->cap * sizeof *md->v);
@@ -321,7 +322,7 @@ int maildir_scan(maildir *md, ofs_error *err)
     return 0;
 }
 
-int maildir_open(const char *path, maildir **out, ofs_error *err)
+static int md_open(const char *path, bool scan, maildir **out, ofs_error *err)
 {
     *out = NULL;
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -338,12 +339,22 @@ int maildir_open(const char *path, maildir **out, ofs_error *err)
     maildir *md = xcalloc(1, sizeof *md);
     md->path = xstrdup(path);
     md->dfd = fd;
-    if (maildir_scan(md, err) != 0) {
+    if (scan && maildir_scan(md, err) != 0) {
         maildir_close(md);
         return -1;
     }
     *out = md;
     return 0;
+}
+
+int maildir_open(const char *path, maildir **out, ofs_error *err)
+{
+    return md_open(path, true, out, err);
+}
+
+int maildir_open_unread(const char *path, maildir **out, ofs_error *err)
+{
+    return md_open(path, false, out, err);
 }
 
 void maildir_close(maildir *md)
@@ -428,11 +439,27 @@ uint64_t maildir_entry_stamp(const maildir *md, const maildir_entry *e)
 /* One attempt at an operation on the entry at idx: 0 done, 1 the file was not there, -1 error. */
 typedef int (*md_op)(maildir *md, size_t idx, void *arg, ofs_error *err);
 
+/* In a folder opened unread: the entry of key's file where its flags put it, found by one
+ * stat per place (a bare key in new/ is where a flagless delivery stays), or -1. */
+static long md_probe(maildir *md, const char *key, unsigned flags)
+{
+    char *cur = maildir_name_with_flags(key, flags);
+    bool in_new = !flags && md_exists(md, md_rel(false, key));
+    bool in_cur = !in_new && md_exists(md, md_rel(true, cur));
+    if (in_new || in_cur)
+        md_push(md, in_new ? key : cur, strlen(key), in_new ? 0 : flags, in_cur);
+    free(cur);
+    return in_new || in_cur ? (long)md->n - 1 : -1;
+}
+
 /* Runs op on key; when the file is missing, rescans once to follow a concurrent rename. */
-static int md_with_retry(maildir *md, const char *key, md_op op, void *arg, ofs_error *err)
+static int md_with_retry(maildir *md, const char *key, unsigned flags, md_op op, void *arg,
+                         ofs_error *err)
 {
     for (int attempt = 0;; attempt++) {
         long idx = md_lookup(md, key, strlen(key));
+        if (idx < 0 && !md->scanned)
+            idx = md_probe(md, key, flags);
         if (idx >= 0 && !md->v[idx].gone) {
             int r = op(md, (size_t)idx, arg, err);
             if (r != 1)
@@ -490,10 +517,11 @@ static int md_rename_op(maildir *md, size_t idx, void *arg, ofs_error *err)
     return 0;
 }
 
-int maildir_set_flags(maildir *md, const char *key, unsigned add, unsigned del, ofs_error *err)
+int maildir_set_flags(maildir *md, const char *key, unsigned flags, unsigned add, unsigned del,
+                      ofs_error *err)
 {
     struct md_flag_change fc = {add, del};
-    return md_with_retry(md, key, md_rename_op, &fc, err);
+    return md_with_retry(md, key, flags, md_rename_op, &fc, err);
 }
 
 static int md_unlink_op(maildir *md, size_t idx, void *arg, ofs_error *err)
@@ -514,9 +542,9 @@ static int md_unlink_op(maildir *md, size_t idx, void *arg, ofs_error *err)
     return 0;
 }
 
-int maildir_remove(maildir *md, const char *key, ofs_error *err)
+int maildir_remove(maildir *md, const char *key, unsigned flags, ofs_error *err)
 {
-    return md_with_retry(md, key, md_unlink_op, NULL, err);
+    return md_with_retry(md, key, flags, md_unlink_op, NULL, err);
 }
 
 struct md_open_result {
@@ -542,13 +570,14 @@ static int md_open_op(maildir *md, size_t idx, void *arg, ofs_error *err)
     return 0;
 }
 
-int maildir_open_message(maildir *md, const char *key, int *fd, unsigned *flags, ofs_error *err)
+int maildir_open_message(maildir *md, const char *key, unsigned flags, int *fd, unsigned *got,
+                         ofs_error *err)
 {
     struct md_open_result res = {-1, 0};
-    int r = md_with_retry(md, key, md_open_op, &res, err);
+    int r = md_with_retry(md, key, flags, md_open_op, &res, err);
     *fd = res.fd;
-    if (flags)
-        *flags = res.flags;
+    if (got)
+        *got = res.flags;
     return r;
 }
 

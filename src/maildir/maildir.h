@@ -43,6 +43,7 @@ typedef struct maildir {
     maildir_pending *pend;
     size_t npend, cappend;
     bool dirty_cur, dirty_new; /* renames or unlinks since the last directory fsync */
+    bool scanned;              /* false: opened unread; the table holds only what was found */
     uint64_t last_stamp;       /* the stamp of the file the last maildir_deliver wrote */
     char *iobuf;
 } maildir;
@@ -50,6 +51,10 @@ typedef struct maildir {
 /* Opens the folder at path (which must exist), creating any of cur/ new/ tmp/ it lacks,
  * and scans it. */
 int maildir_open(const char *path, maildir **out, ofs_error *err);
+/* Opens the folder without reading it, for a caller that knows its messages: each operation
+ * finds its file by the name its key and flags give (maildir_name_with_flags, in cur/, or the
+ * bare key in new/), and the first miss reads the folder after all. */
+int maildir_open_unread(const char *path, maildir **out, ofs_error *err);
 /* Frees md; messages stored but never flushed are removed from tmp/. NULL is fine. */
 void maildir_close(maildir *md);
 
@@ -84,11 +89,14 @@ char *maildir_name_with_flags(const char *name, unsigned flags);
 char *maildir_new_key(void);
 
 /* These return 0 when done, 1 when the message vanished (after one rescan to follow a
- * concurrent rename), -1 on error. */
-int maildir_set_flags(maildir *md, const char *key, unsigned add, unsigned del, ofs_error *err);
-int maildir_remove(maildir *md, const char *key, ofs_error *err);
-/* Opens the message for reading; *flags gets its current flags. */
-int maildir_open_message(maildir *md, const char *key, int *fd, unsigned *flags, ofs_error *err);
+ * concurrent rename), -1 on error. flags: what the caller knows the message's flags to be,
+ * which names its file in a folder opened unread (maildir_open_unread). */
+int maildir_set_flags(maildir *md, const char *key, unsigned flags, unsigned add, unsigned del,
+                      ofs_error *err);
+int maildir_remove(maildir *md, const char *key, unsigned flags, ofs_error *err);
+/* Opens the message for reading; *got gets its current flags. */
+int maildir_open_message(maildir *md, const char *key, unsigned flags, int *fd, unsigned *got,
+                         ofs_error *err);
 
 /* Copies size bytes from fd (until EOF when size is 0) into tmp/, without fsync.
  * *key gets the new key (malloc'd); *written the byte count. Visible only after flush. */

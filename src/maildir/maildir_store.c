@@ -204,9 +204,9 @@ static int ms_delete_folder(store *s, const char *name, ofs_error *err)
     return rc;
 }
 
-static int ms_open_folder(store *s, const char *name, store_folder_info *info, ofs_error *err)
+static int ms_open(md_store *ms, const char *name, bool scan, store_folder_info *info,
+                   ofs_error *err)
 {
-    md_store *ms = ms_of(s);
     char *path;
     /* Deliveries the engine forgot to flush are still good mail: publish rather than drop. */
     if (ms->md && maildir_flush(ms->md, err) != 0)
@@ -217,17 +217,27 @@ static int ms_open_folder(store *s, const char *name, store_folder_info *info, o
     ms->name = NULL;
     if (names_to_path(ms->root, ms->layout, name, &path, err) != 0)
         return -1;
-    int rc = maildir_open(path, &ms->md, err);
+    int rc = scan ? maildir_open(path, &ms->md, err) : maildir_open_unread(path, &ms->md, err);
     free(path);
     if (rc != 0)
         return err_prefix(err, "local folder \"%s\"", name);
     ms->name = xstrdup(name);
-    ms->fresh = true;
+    ms->fresh = scan;
     if (info) {
         memset(info, 0, sizeof *info);
         info->exists = (uint32_t)ms->md->live;
     }
     return 0;
+}
+
+static int ms_open_folder(store *s, const char *name, store_folder_info *info, ofs_error *err)
+{
+    return ms_open(ms_of(s), name, true, info, err);
+}
+
+static int ms_open_folder_unread(store *s, const char *name, ofs_error *err)
+{
+    return ms_open(ms_of(s), name, false, NULL, err);
 }
 
 static int ms_list_messages(store *s, const store_list_opts *o, store_msg_list *out, ofs_error *err)
@@ -304,7 +314,7 @@ static int ms_fetch_one(md_store *ms, const store_msg *msg, const store_sink *si
 {
     int in;
     unsigned flags;
-    int r = maildir_open_message(ms->md, msg->key, &in, &flags, err);
+    int r = maildir_open_message(ms->md, msg->key, msg->flags, &in, &flags, err);
     if (r != 0)
         return r;
     struct stat st;
@@ -379,7 +389,8 @@ static int ms_set_flags(store *s, const store_msg *msgs, size_t n, unsigned add,
         if (!msgs[i].key)
             return err_set(err, OFS_E_IO, "local folder %s: message to change has no key",
                            ms->md->path);
-        if (maildir_set_flags(ms->md, msgs[i].key, add & FLAG_ALL, del & FLAG_ALL, err) < 0)
+        if (maildir_set_flags(ms->md, msgs[i].key, msgs[i].flags, add & FLAG_ALL, del & FLAG_ALL,
+                              err) < 0)
             return -1;
     }
     return 0;
@@ -394,7 +405,7 @@ static int ms_remove_messages(store *s, const store_msg *msgs, size_t n, ofs_err
         if (!msgs[i].key)
             return err_set(err, OFS_E_IO, "local folder %s: message to remove has no key",
                            ms->md->path);
-        if (maildir_remove(ms->md, msgs[i].key, err) < 0)
+        if (maildir_remove(ms->md, msgs[i].key, msgs[i].flags, err) < 0)
             return -1;
     }
     return 0;
@@ -504,6 +515,7 @@ static const store_ops ms_ops = {
     .rename_folder = ms_rename_folder,
     .delete_folder = ms_delete_folder,
     .open_folder = ms_open_folder,
+    .open_folder_unread = ms_open_folder_unread,
     .list_messages = ms_list_messages,
     .each_key = ms_each_key,
     .fetch_messages = ms_fetch_messages,

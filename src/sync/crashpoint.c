@@ -71,6 +71,11 @@ static int cs_open_folder(store *s, const char *name, store_folder_info *info, o
     return inner(s)->ops->open_folder(inner(s), name, info, err);
 }
 
+static int cs_open_folder_unread(store *s, const char *name, ofs_error *err)
+{
+    return inner(s)->ops->open_folder_unread(inner(s), name, err);
+}
+
 static int cs_list_messages(store *s, const store_list_opts *o, store_msg_list *out, ofs_error *err)
 {
     return inner(s)->ops->list_messages(inner(s), o, out, err);
@@ -202,6 +207,7 @@ store *crashpoint_wrap(store *s)
         .rename_folder = cs_rename_folder,
         .delete_folder = cs_delete_folder,
         .open_folder = cs_open_folder,
+        .open_folder_unread = s->ops->open_folder_unread ? cs_open_folder_unread : NULL,
         .list_messages = cs_list_messages,
         .each_key = s->ops->each_key ? cs_each_key : NULL, /* the local store's */
         .fetch_messages = cs_fetch_messages,

@@ -259,17 +259,49 @@ static int load_folder_row(folder_run *r, ofs_error *err)
     return 0;
 }
 
-static int list_local(folder_run *r, ofs_error *err)
+static bool local_unchanged(const folder_run *r)
+{
+    return r->has_mark && r->local_mark && r->mark.local_mark &&
+           strcmp(r->local_mark, r->mark.local_mark) == 0;
+}
+
+/* A folder whose directories did not change since the last complete pass holds the files its
+ * pairs name, none replaced: it is opened unread (the pairs stand for its listing, as the
+ * base does for the server's), unless an interrupted pass left intents to resolve by name. */
+static int list_local(folder_run *r, bool pending, ofs_error *err)
 {
     store *loc = r->c->loc;
-    /* A stat per file shows edits in place; a folder whose directories did not change since
-     * the last complete pass had no file replaced, so it is spared. */
-    bool same_dirs = r->has_mark && r->local_mark && r->mark.local_mark &&
-                     strcmp(r->local_mark, r->mark.local_mark) == 0;
+    bool same_dirs = local_unchanged(r);
+    if (same_dirs && !pending && loc->ops->open_folder_unread) {
+        r->loc_base = true;
+        r->st.folders_local_unread++;
+        return loc->ops->open_folder_unread(loc, r->name, err);
+    }
+    /* A stat per file shows edits in place; unchanged directories had no file replaced. */
     store_list_opts lo = {.want_stamp = !same_dirs};
     if (loc->ops->open_folder(loc, r->name, &r->li, err) < 0)
         return -1;
     return loc->ops->list_messages(loc, &lo, &r->loc, err);
+}
+
+int engine_list_local_now(folder_run *r, ofs_error *err)
+{
+    if (!r->loc_base)
+        return 0;
+    store *loc = r->c->loc;
+    store_list_opts lo = {0};
+    store_msg_list_free(&r->loc);
+    store_msg_list_init(&r->loc);
+    r->loc_base = false;
+    return loc->ops->list_messages(loc, &lo, &r->loc, err);
+}
+
+store_msg engine_loc_msg(folder_run *r, const sync_action *a)
+{
+    if (a->loc >= 0)
+        return r->loc.v[a->loc];
+    const state_pair *p = &r->pairs.v[a->pair];
+    return (store_msg){.key = p->key, .flags = p->flags, .size = p->size};
 }
 
 /* The listing stops leaning on the base: it is, or is about to be, the whole folder. */
@@ -557,7 +589,7 @@ static int open_and_list(folder_run *r, ofs_error *err)
         return -1;
     if (r->srv_open && flagops_restore_deleted(r, err) < 0)
         return -1;
-    if (list_local(r, err) < 0)
+    if (list_local(r, pending || r->old_uidvalidity || any_pending(r), err) < 0)
         return -1;
     if (!any_pending(r))
         return 0;
@@ -672,6 +704,7 @@ void sync_stats_add(ofs_sync_stats *to, const ofs_sync_stats *from)
     to->bytes_up += from->bytes_up;
     to->folders_seen += from->folders_seen;
     to->folders_verified += from->folders_verified;
+    to->folders_local_unread += from->folders_local_unread;
     to->folders_removed_local += from->folders_removed_local;
     to->folders_removed_server += from->folders_removed_server;
     to->folders_renamed += from->folders_renamed;
@@ -782,8 +815,12 @@ static int plan_window(const state_pair_list *w, void *arg, ofs_error *err)
 static int plan_folder(folder_run *r, sync_plan *plan, ofs_error *err)
 {
     state_pair_list kept = {0};
-    sync_plan_walk w = {
-        .out = plan, .srv = &r->srv_view, .loc = &r->loc, .kept = &kept, .keep = keep_pair};
+    sync_plan_walk w = {.out = plan,
+                        .srv = &r->srv_view,
+                        .loc = &r->loc,
+                        .loc_base = r->loc_base,
+                        .kept = &kept,
+                        .keep = keep_pair};
     sync_plan_begin(&w);
     int rc = engine_each_pair_window(r, plan_window, &w, err);
     sync_plan_end(&w);

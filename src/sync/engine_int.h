@@ -19,6 +19,7 @@ typedef struct folder_run {
     state_pair_list pairs; /* all the folder's (pairs_whole), or those the plan needs */
     bool pairs_whole;
     store_msg_list srv, loc;
+    bool loc_base;     /* the local folder was not read: it is as the pairs say (LOC_BASE) */
     srv_view srv_view; /* the plan's server side: srv, or srv and the base (srv_from_base) */
     uidset srv_gone;   /* expunged on the server since the last complete pass, when it said */
     ofs_sync_stats st;
@@ -75,6 +76,11 @@ int engine_list_server_full(folder_run *r, ofs_error *err);
 bool engine_srv_in_base(folder_run *r, uint32_t uid);
 /* The server's copy action a concerns (srv not -1): its listing entry, or from the base. */
 store_msg engine_srv_msg(folder_run *r, const sync_action *a);
+/* The local copy action a concerns (loc not -1): its listing entry, or from the pair. */
+store_msg engine_loc_msg(folder_run *r, const sync_action *a);
+/* Reads the local folder after all when it was opened unread (loc_base), for a step that
+ * needs every file's name. */
+int engine_list_local_now(folder_run *r, ofs_error *err);
 int engine_need_server(folder_run *r, ofs_error *err);
 
 int engine_cmp_u32(const void *a, const void *b);

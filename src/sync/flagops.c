@@ -125,11 +125,11 @@ static int exec_flags(folder_run *r, const sync_plan *plan, ofs_error *err)
         const sync_action *a = &plan->v[i];
         if (a->kind != ACT_FLAGS)
             continue;
-        const store_msg s = engine_srv_msg(r, a), *l = &r->loc.v[a->loc];
+        const store_msg s = engine_srv_msg(r, a), l = engine_loc_msg(r, a);
         if (s.flags != a->flags)
             to_srv[ns++] = (flag_op){a->flags & ~s.flags, s.flags & ~a->flags, s};
-        if (l->flags != a->flags)
-            to_loc[nl++] = (flag_op){a->flags & ~l->flags, l->flags & ~a->flags, *l};
+        if (l.flags != a->flags)
+            to_loc[nl++] = (flag_op){a->flags & ~l.flags, l.flags & ~a->flags, l};
     }
     /* The flag intents need no fsync: a pass cut short plans such a pair again from the same
      * base, intent or not, and the three-way merge of a half-applied change gives the same
@@ -255,7 +255,7 @@ static int carry_intent(folder_run *r, const sync_action *a, ofs_error *err)
     if (state_pair_load_strings(r->c->st, p, err) < 0)
         return -1;
     unsigned now =
-        a->kind == ACT_EXPUNGE_SERVER ? engine_srv_msg(r, a).flags : r->loc.v[a->loc].flags;
+        a->kind == ACT_EXPUNGE_SERVER ? engine_srv_msg(r, a).flags : engine_loc_msg(r, a).flags;
     unsigned add = now & ~p->flags, del = p->flags & ~now;
     /* A server removal starts with \Deleted: on a copy still there it may be our own, left by
      * a removal cut short, and is no change of the other side's. */
@@ -311,7 +311,7 @@ static int remove_from(folder_run *r, const sync_plan *plan, int kind, ofs_error
     store_msg *msgs = xmalloc(n * sizeof *msgs);
     for (size_t i = 0; i < plan->n; i++)
         if (plan->v[i].kind == kind)
-            msgs[k++] = server ? engine_srv_msg(r, &plan->v[i]) : r->loc.v[plan->v[i].loc];
+            msgs[k++] = server ? engine_srv_msg(r, &plan->v[i]) : engine_loc_msg(r, &plan->v[i]);
     store *s = server ? r->c->srv : r->c->loc;
     int rc = s->ops->remove_messages(s, msgs, k, err);
     free(msgs);
@@ -372,7 +372,7 @@ static void count_flag_losses(folder_run *r, const sync_plan *plan)
         const state_pair *p = a->pair >= 0 ? &r->pairs.v[a->pair] : NULL;
         if (a->kind == ACT_EXPUNGE_SERVER && engine_srv_msg(r, a).flags != p->flags)
             r->flagged_removed++;
-        else if (a->kind == ACT_EXPUNGE_LOCAL && r->loc.v[a->loc].flags != p->flags)
+        else if (a->kind == ACT_EXPUNGE_LOCAL && engine_loc_msg(r, a).flags != p->flags)
             r->flagged_removed++;
     }
 }

@@ -99,25 +99,24 @@ static long view_find_key(const index_view *v, const char *key)
     return -1;
 }
 
-/* The server side of one pair: its listing entry (s), SRV_BASE, or -1 (absent); sflags its
- * flags there. */
-typedef struct srv_side {
-    long s;
-    unsigned sflags;
-} srv_side;
+/* One side of one pair: its listing entry (at), SRV_BASE or LOC_BASE, or -1 (absent); flags
+ * its flags there. */
+typedef struct pair_side {
+    long at;
+    unsigned flags;
+} pair_side;
 
-static void plan_pair(sync_plan *out, long i, const state_pair *p, srv_side sv,
-                      const store_msg_list *loc, long l)
+static void plan_pair(sync_plan *out, long i, const state_pair *p, pair_side sv, pair_side lv)
 {
-    long s = sv.s;
+    long s = sv.at, l = lv.at;
     uint32_t uid = s != -1 ? p->uid : 0;
     if (!p->uid || !p->key) { /* one copy kept by policy: nothing to carry over */
-        if (s == -1 && l < 0)
+        if (s == -1 && l == -1)
             plan_add(out, ACT_FORGET, i, -1, -1, 0, 0);
         return;
     }
-    if (s != -1 && l >= 0) {
-        unsigned sf = sv.sflags, lf = loc->v[l].flags;
+    if (s != -1 && l != -1) {
+        unsigned sf = sv.flags, lf = lv.flags;
         unsigned merged = sync_merge_flags(p->flags, sf, lf);
         if (merged != sf || merged != lf || merged != p->flags) {
             plan_add(out, ACT_FLAGS, i, s, l, merged, uid);
@@ -126,7 +125,7 @@ static void plan_pair(sync_plan *out, long i, const state_pair *p, srv_side sv,
         }
     } else if (s != -1) {
         plan_add(out, ACT_EXPUNGE_SERVER, i, s, -1, 0, uid);
-    } else if (l >= 0) {
+    } else if (l != -1) {
         plan_add(out, ACT_EXPUNGE_LOCAL, i, -1, l, 0, 0);
     } else {
         plan_add(out, ACT_FORGET, i, -1, -1, 0, 0);
@@ -171,15 +170,18 @@ void sync_plan_window(sync_plan_walk *w, const state_pair_list *pairs)
         const state_pair *p = &pairs->v[i];
         long s = p->uid ? view_find_uid(&x->sv, p->uid) : -1;
         long l = p->key ? view_find_key(&x->lv, p->key) : -1;
-        srv_side side = {s, s >= 0 ? srv->v[s].flags : p->flags};
+        pair_side sside = {s, s >= 0 ? srv->v[s].flags : p->flags};
+        pair_side lside = {l, l >= 0 ? w->loc->v[l].flags : p->flags};
         if (s >= 0)
             x->srv_paired[s] = 1;
         else if (srv_view_covers(w->srv, p->uid))
-            side.s = SRV_BASE;
+            sside.at = SRV_BASE;
         if (l >= 0)
             x->loc_paired[l] = 1;
+        else if (w->loc_base && p->key)
+            lside.at = LOC_BASE;
         size_t before = w->out->n;
-        plan_pair(w->out, w->kept ? (long)w->kept->n : w->seen, p, side, w->loc, l);
+        plan_pair(w->out, w->kept ? (long)w->kept->n : w->seen, p, sside, lside);
         if (w->kept && (w->out->n > before ||
                         (w->keep && w->keep(p, l >= 0 ? &w->loc->v[l] : NULL, w->keep_arg))))
             state_pair_list_add_copy(w->kept, p);

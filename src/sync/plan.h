@@ -29,13 +29,16 @@ enum sync_action_kind {
 /* sync_action.srv of a message the server has unchanged since the last complete pass: the
  * listing has no entry for it, its pair's uid and base flags are what the server has. */
 enum { SRV_BASE = -2 };
+/* sync_action.loc likewise, of a message whose local folder is unchanged since the last
+ * complete pass (sync_plan_walk.loc_base): its pair's key and base flags name its file. */
+enum { LOC_BASE = -2 };
 
 typedef struct sync_action {
     int kind;       /* enum sync_action_kind */
     unsigned flags; /* ACT_FLAGS: the merged flags */
     long pair;      /* index into the state pairs, or -1 */
     long srv;       /* index into the server list, SRV_BASE, or -1 */
-    long loc;       /* index into the local list, or -1 */
+    long loc;       /* index into the local list, LOC_BASE, or -1 */
     uint32_t uid;   /* the server's UID of the message (srv not -1), else 0 */
 } sync_action;
 
@@ -77,6 +80,7 @@ typedef struct sync_plan_walk {
     sync_plan *out;
     const struct srv_view *srv;
     const store_msg_list *loc;
+    bool loc_base; /* the local folder is as the pairs say: loc lists nothing else */
     state_pair_list *kept;
     sync_keep_fn keep;
     void *keep_arg;

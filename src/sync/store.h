@@ -152,6 +152,10 @@ typedef struct store_ops {
     int (*delete_folder)(store *s, const char *name, ofs_error *err);
     /* Makes name the current folder; the message operations below act on it. */
     int (*open_folder)(store *s, const char *name, store_folder_info *info, ofs_error *err);
+    /* Optional (local side): open_folder without reading the folder, for a caller whose state
+     * already says what it holds. The message operations then find each message by the key and
+     * flags they are given; the first that is not where those say reads the folder after all. */
+    int (*open_folder_unread)(store *s, const char *name, ofs_error *err);
     int (*list_messages)(store *s, const store_list_opts *o, store_msg_list *out, ofs_error *err);
     /* The local store's: calls fn with each message key of the current folder as it is now,
      * holding nothing (a second look without a second listing). */

@@ -64,24 +64,19 @@ def unchanged_folders_are_not_opened(ctx):
     ctx.assert_synced()
 
 
-@T.test
-def server_changes_arrive_through_qresync(ctx):
-    ids = ctx.populate(SPEC, seed=6)
-    ctx.sync()
-    settled_sync(ctx)
+def change_archive_on_server(ctx, ids, n):
+    """A flag added, flags removed, a message expunged and one appended, in Archive."""
     s = ctx.server()
     s.add_flags("Archive", ids["Archive"][3], [FLAGGED])
     s.clear_flags("Archive", ids["Archive"][4], [SEEN, FLAGGED, ANSWERED])
     s.delete("Archive", ids["Archive"][5])
-    new = T.make_message(700, 6)
+    new = T.make_message(n, 6)
     s.append("Archive", new, [ANSWERED])
-    with ImapSpy(("127.0.0.1", ctx.dovecot.port)) as spy:
-        lines = ctx.spied_sync(spy)
-    if full():
-        sel = selects(lines)
-        check(len(sel) == 1 and "QRESYNC" in sel[0], f"one QRESYNC SELECT expected: {sel}")
-        check(not [ln for ln in lines if re.search(r"UID FETCH 1:\*", ln)],
-              f"a full listing was fetched: {lines}")
+    return new
+
+
+def check_archive_changes(ctx, ids, new):
+    """Both sides equal, with every change of change_archive_on_server; the local snapshot."""
     srv = ctx.assert_synced()
     loc = ctx.snap_local()
     check(FLAGGED in loc["Archive"][ids["Archive"][3]][0][0], "server flag change lost")
@@ -90,6 +85,23 @@ def server_changes_arrive_through_qresync(ctx):
     check(ids["Archive"][5] not in loc["Archive"], "server expunge not carried over")
     check(T.message_id(new) in loc["Archive"], "new server mail not downloaded")
     check(T.snapshot_count(srv) == sum(SPEC.values()), "message count")
+    return loc
+
+
+@T.test
+def server_changes_arrive_through_qresync(ctx):
+    ids = ctx.populate(SPEC, seed=6)
+    ctx.sync()
+    settled_sync(ctx)
+    new = change_archive_on_server(ctx, ids, 700)
+    with ImapSpy(("127.0.0.1", ctx.dovecot.port)) as spy:
+        lines = ctx.spied_sync(spy)
+    if full():
+        sel = selects(lines)
+        check(len(sel) == 1 and "QRESYNC" in sel[0], f"one QRESYNC SELECT expected: {sel}")
+        check(not [ln for ln in lines if re.search(r"UID FETCH 1:\*", ln)],
+              f"a full listing was fetched: {lines}")
+    check_archive_changes(ctx, ids, new)
     # Our own changes are not mistaken for news, and the next pass opens nothing again.
     settled_sync(ctx)
     with ImapSpy(("127.0.0.1", ctx.dovecot.port)) as spy:
@@ -353,6 +365,41 @@ def an_edit_right_after_a_pass_is_not_hidden(ctx):
         check(s["folders_verified"] <= s["folders"] - 1, f"Sent must be read: {s}")
     srv = ctx.assert_synced()
     check([h for _f, h in srv["Sent"][mid]] == [T.message_hash(new)], "the edit was not sent")
+
+
+@T.test
+def server_changes_leave_the_local_side_unread(ctx):
+    """A folder changed on the server only is planned from the state, its local side not
+    listed: each change goes to the file the state names, in cur/ or, flagless, in new/. A file
+    not where the state says (a keyword letter we do not map) makes the pass read the folder."""
+    ids = ctx.populate(SPEC, seed=15)
+    ctx.sync()
+    def path_of(folder, mid):
+        return T.local_find(ctx.local, ctx.layout, folder, mid)[0]
+    fresh = [m for m in ids["INBOX"] if "/new/" in path_of("INBOX", m)]
+    check(fresh, "no flagless download left in new/ to change")
+    kw = path_of("Archive", ids["Archive"][6])
+    kw_name = os.path.basename(kw).split(":2,")[0] + ":2,Sa"  # "a": a keyword, kept as is
+    os.rename(kw, os.path.join(os.path.dirname(os.path.dirname(kw)), "cur", kw_name))
+    ctx.sync()
+    settled_sync(ctx)  # records both folders' marks
+    new = change_archive_on_server(ctx, ids, 710)
+    s = ctx.server()
+    s.add_flags("INBOX", fresh[0], [FLAGGED])
+    sm = json_summary(ctx)
+    check(sm["folders_local_unread"] >= 2 if not full() else sm["folders_local_unread"] == 2,
+          f"the two folders changed on the server only must not be listed locally: {sm}")
+    loc = check_archive_changes(ctx, ids, new)
+    check(loc["INBOX"][fresh[0]][0][0] == {FLAGGED}, "flag change of a file in new/ lost")
+    # The keyword's file is not where its pair's flags put it: found by reading the folder.
+    settled_sync(ctx)
+    s.add_flags("Archive", ids["Archive"][6], [FLAGGED])
+    sm = json_summary(ctx)
+    ctx.assert_synced()
+    kw_now = os.path.basename(path_of("Archive", ids["Archive"][6]))
+    check(kw_now.endswith(":2,FSa"), f"flag not added to the keyword's file: {kw_now}")
+    check(len(T.local_find(ctx.local, ctx.layout, "Archive", ids["Archive"][6])) == 1,
+          "the keyword's message is there twice")
 
 
 if __name__ == "__main__":

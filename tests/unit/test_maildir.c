@@ -488,27 +488,63 @@ static void test_set_flags(void **state)
     ofs_error err;
     assert_int_equal(maildir_open(dir, &md, &err), 0);
 
-    assert_int_equal(maildir_set_flags(md, "x", FLAG_FLAGGED, 0, &err), 0);
+    assert_int_equal(maildir_set_flags(md, "x", 0, FLAG_FLAGGED, 0, &err), 0);
     assert_true(exists(dir, "cur/x:2,FS"));
     assert_false(exists(dir, "cur/x:2,S"));
-    assert_int_equal(maildir_set_flags(md, "x", 0, FLAG_SEEN, &err), 0);
+    assert_int_equal(maildir_set_flags(md, "x", 0, 0, FLAG_SEEN, &err), 0);
     assert_true(exists(dir, "cur/x:2,F"));
     assert_int_equal(maildir_find(md, "x")->flags, FLAG_FLAGGED);
 
-    assert_int_equal(maildir_set_flags(md, "y", FLAG_SEEN, 0, &err), 0);
+    assert_int_equal(maildir_set_flags(md, "y", 0, FLAG_SEEN, 0, &err), 0);
     assert_true(exists(dir, "cur/y:2,S"));
     assert_false(exists(dir, "new/y"));
 
-    assert_int_equal(maildir_set_flags(md, "z", FLAG_FLAGGED | FLAG_DELETED, 0, &err), 0);
+    assert_int_equal(maildir_set_flags(md, "z", 0, FLAG_FLAGGED | FLAG_DELETED, 0, &err), 0);
     assert_true(exists(dir, "cur/z:2,FPST")); /* unknown P kept, ASCII order */
 
     /* No flag to set: a new/ message stays where it is. */
-    assert_int_equal(maildir_set_flags(md, "w", 0, FLAG_SEEN, &err), 0);
+    assert_int_equal(maildir_set_flags(md, "w", 0, 0, FLAG_SEEN, &err), 0);
     assert_true(exists(dir, "new/w"));
 
     assert_int_equal(maildir_flush(md, &err), 0);
     assert_int_equal(maildir_scan(md, &err), 0);
     assert_int_equal(maildir_find(md, "z")->flags, FLAG_FLAGGED | FLAG_SEEN | FLAG_DELETED);
+    maildir_close(md);
+    rm_rf(dir);
+}
+
+/* A folder opened unread finds each file by the name its key and flags give, one stat each,
+ * without reading the folder; a file elsewhere (a reader's keyword, a move) makes it read. */
+static void test_open_unread(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    make_maildir(dir);
+    put_file(dir, "cur/x:2,S", "X");
+    put_file(dir, "new/y", "Y");
+    put_file(dir, "cur/z:2,Sa", "Z");
+    put_file(dir, "cur/v:2,", "V");
+    maildir *md;
+    ofs_error err;
+    assert_int_equal(maildir_open_unread(dir, &md, &err), 0);
+    assert_int_equal(md->n, 0);
+
+    assert_int_equal(maildir_set_flags(md, "x", FLAG_SEEN, FLAG_FLAGGED, 0, &err), 0);
+    assert_true(exists(dir, "cur/x:2,FS"));
+    assert_int_equal(maildir_set_flags(md, "y", 0, FLAG_SEEN, 0, &err), 0);
+    assert_true(exists(dir, "cur/y:2,S"));
+    assert_int_equal(maildir_remove(md, "v", 0, &err), 0); /* flagless, moved to cur/ */
+    assert_false(exists(dir, "cur/v:2,"));
+    assert_false(md->scanned);
+    assert_int_equal(md->n, 3);
+
+    /* Named by its flags as cur/z:2,S, it is cur/z:2,Sa: found by reading the folder. */
+    assert_int_equal(maildir_set_flags(md, "z", FLAG_SEEN, FLAG_FLAGGED, 0, &err), 0);
+    assert_true(exists(dir, "cur/z:2,FSa"));
+    assert_true(md->scanned);
+    assert_int_equal(md->live, 3);
+    /* Gone under every name: vanished, as with a folder that was read. */
+    assert_int_equal(maildir_remove(md, "gone", 0, &err), 1);
     maildir_close(md);
     rm_rf(dir);
 }
@@ -526,20 +562,20 @@ static void test_concurrent_rename(void **state)
     assert_int_equal(maildir_open(dir, &md, &err), 0);
 
     move(dir, "cur/k:2,S", "cur/k:2,RS"); /* the reader marks it answered */
-    assert_int_equal(maildir_set_flags(md, "k", FLAG_FLAGGED, 0, &err), 0);
+    assert_int_equal(maildir_set_flags(md, "k", 0, FLAG_FLAGGED, 0, &err), 0);
     assert_true(exists(dir, "cur/k:2,FRS"));
     assert_false(exists(dir, "cur/k:2,RS"));
     assert_int_equal(maildir_find(md, "k")->flags, FLAG_FLAGGED | FLAG_ANSWERED | FLAG_SEEN);
 
     move(dir, "new/m", "cur/m:2,S"); /* the reader reads it */
-    assert_int_equal(maildir_set_flags(md, "m", FLAG_FLAGGED, 0, &err), 0);
+    assert_int_equal(maildir_set_flags(md, "m", 0, FLAG_FLAGGED, 0, &err), 0);
     assert_true(exists(dir, "cur/m:2,FS"));
     assert_int_equal(count_entries(dir, "cur"), 2);
     assert_int_equal(count_entries(dir, "new"), 0);
 
     /* A message delivered by someone else after our scan is found too. */
     put_file(dir, "new/late", "L");
-    assert_int_equal(maildir_set_flags(md, "late", FLAG_SEEN, 0, &err), 0);
+    assert_int_equal(maildir_set_flags(md, "late", 0, FLAG_SEEN, 0, &err), 0);
     assert_true(exists(dir, "cur/late:2,S"));
     maildir_close(md);
     rm_rf(dir);
@@ -560,27 +596,27 @@ static void test_vanished_and_remove(void **state)
     char *p = xasprintf("%s/cur/v:2,S", dir);
     unlink(p);
     free(p);
-    assert_int_equal(maildir_set_flags(md, "v", FLAG_FLAGGED, 0, &err), 1);
-    assert_int_equal(maildir_remove(md, "v", &err), 1);
+    assert_int_equal(maildir_set_flags(md, "v", 0, FLAG_FLAGGED, 0, &err), 1);
+    assert_int_equal(maildir_remove(md, "v", 0, &err), 1);
     int fd;
-    assert_int_equal(maildir_open_message(md, "v", &fd, NULL, &err), 1);
+    assert_int_equal(maildir_open_message(md, "v", 0, &fd, NULL, &err), 1);
     assert_int_equal(fd, -1);
-    assert_int_equal(maildir_remove(md, "never", &err), 1);
+    assert_int_equal(maildir_remove(md, "never", 0, &err), 1);
 
     move(dir, "cur/w:2,", "cur/w:2,S");
-    assert_int_equal(maildir_remove(md, "w", &err), 0);
+    assert_int_equal(maildir_remove(md, "w", 0, &err), 0);
     assert_false(exists(dir, "cur/w:2,S"));
     assert_false(exists(dir, "cur/w:2,"));
     assert_null(maildir_find(md, "w"));
 
     unsigned flags = 99;
-    assert_int_equal(maildir_open_message(md, "u", &fd, &flags, &err), 0);
+    assert_int_equal(maildir_open_message(md, "u", 0, &fd, &flags, &err), 0);
     char c;
     assert_int_equal(read(fd, &c, 1), 1);
     assert_int_equal(c, 'U');
     assert_int_equal(flags, 0);
     close(fd);
-    assert_int_equal(maildir_remove(md, "u", &err), 0);
+    assert_int_equal(maildir_remove(md, "u", 0, &err), 0);
     assert_int_equal(md->live, 0);
     assert_int_equal(count_entries(dir, "new") + count_entries(dir, "cur"), 0);
     assert_int_equal(maildir_flush(md, &err), 0);
@@ -1049,6 +1085,7 @@ int main(void)
         cmocka_unit_test(test_deliver_short_and_unflushed),
         cmocka_unit_test(test_deliver_disk_full),
         cmocka_unit_test(test_set_flags),
+        cmocka_unit_test(test_open_unread),
         cmocka_unit_test(test_concurrent_rename),
         cmocka_unit_test(test_vanished_and_remove),
         cmocka_unit_test(test_names_refused),

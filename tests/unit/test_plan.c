@@ -411,6 +411,48 @@ static void test_windows_plan_as_whole(void **st)
     state_pair_list_free(&kept);
 }
 
+/* A local folder unchanged since the last pass is not listed: with loc_base, every keyed pair
+ * stands for its file, and the plan is the one a listing of exactly those files gives. */
+static void test_local_base_plans_as_listing(void **st)
+{
+    fixture *f = *st;
+    char key[8];
+    for (uint32_t uid = 1; uid <= 6; uid++) {
+        snprintf(key, sizeof key, "k%u", uid);
+        pair(f, uid, key, uid == 2 ? S | F : S);
+        loc(f, key, uid == 2 ? S | F : S);
+        if (uid != 3)
+            srv(f, uid, uid == 2 ? S : uid == 5 ? S | R : S); /* 3 expunged, 2 and 5 changed */
+    }
+    pair(f, 7, NULL, S); /* kept on the server only, by policy */
+    srv(f, 7, S);
+    srv(f, 9, 0); /* new on the server */
+    plan(f);
+    sync_plan listed = f->plan;
+
+    store_msg_list none;
+    store_msg_list_init(&none);
+    srv_view v = {.listed = &f->srv};
+    sync_plan_walk w = {.out = &f->plan, .srv = &v, .loc = &none, .loc_base = true};
+    sync_plan_begin(&w);
+    sync_plan_window(&w, &f->pairs);
+    sync_plan_end(&w);
+
+    assert_int_equal(f->plan.n, listed.n);
+    for (size_t i = 0; i < listed.n; i++) {
+        const sync_action *a = &listed.v[i], *b = &f->plan.v[i];
+        assert_int_equal(b->kind, a->kind);
+        assert_int_equal(b->pair, a->pair);
+        assert_int_equal(b->srv, a->srv);
+        assert_int_equal(b->flags, a->flags);
+        assert_true(a->loc >= 0 ? b->loc == LOC_BASE : b->loc == -1);
+    }
+    assert_int_equal(f->plan.count[ACT_EXPUNGE_LOCAL], 1);
+    assert_int_equal(f->plan.count[ACT_DOWNLOAD], 1);
+    assert_int_equal(f->plan.to_local_flags, 2);
+    sync_plan_free(&listed);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -434,6 +476,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unpaired_copy_is_left_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_view_from_base_plans_as_full_listing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_windows_plan_as_whole, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_local_base_plans_as_listing, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
