@@ -127,15 +127,23 @@ int edits_find(folder_run *r, sync_plan *plan, ofs_error *err)
 {
     if (!any_stamp(&r->loc))
         return 0; /* the folder's directories did not change: no file was rewritten */
-    key_idx *by_key = engine_index_keys(&r->loc);
-    stamp_list cand = {0}, found = {0};
+    /* The pairs the plan kept are few, the listing is the folder: index the pairs by key and
+     * walk the listing once against them. */
+    key_idx *by_key = xmalloc((r->pairs.n ? r->pairs.n : 1) * sizeof *by_key);
+    size_t nk = 0;
     for (size_t i = 0; i < r->pairs.n; i++) {
         const state_pair *p = &r->pairs.v[i];
-        const key_idx *k = p->uid && !p->pending ? engine_find_key(by_key, r->loc.n, p->key) : NULL;
-        const store_msg *m = k ? &r->loc.v[k->idx] : NULL;
-        if (!m || !m->stamp || m->stamp == p->stamp)
-            continue;
-        stamp_push(p->stamp ? &cand : &found, (long)i, k->idx, m->stamp);
+        if (p->uid && !p->pending && p->key)
+            by_key[nk++] = (key_idx){p->key, (long)i};
+    }
+    engine_sort_keys(by_key, nk);
+    stamp_list cand = {0}, found = {0};
+    for (size_t j = 0; j < r->loc.n && nk; j++) {
+        const store_msg *m = &r->loc.v[j];
+        const key_idx *k = m->stamp ? engine_find_key(by_key, nk, m->key) : NULL;
+        const state_pair *p = k ? &r->pairs.v[k->idx] : NULL;
+        if (p && m->stamp != p->stamp)
+            stamp_push(p->stamp ? &cand : &found, k->idx, (long)j, m->stamp);
     }
     free(by_key);
     int rc = cand.n ? judge_stamps(r, plan, &cand, &found, err) : 0;
