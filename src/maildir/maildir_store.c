@@ -435,52 +435,6 @@ static char *ms_folder_mark(store *s, const char *name)
     return mark;
 }
 
-typedef struct ms_digest {
-    int dfd;
-    store_digest d;
-} ms_digest;
-
-/* As the scan reads a name (flags live in cur/ names only), with the stamp of the file. */
-static void ms_digest_name(const char *name, bool cur, void *arg)
-{
-    ms_digest *g = arg;
-    const char *info;
-    size_t kl = maildir_key_len(name, &info);
-    if (!kl)
-        return;
-    char rel[PATH_MAX];
-    struct stat st;
-    uint64_t stamp = 0; /* gone meanwhile: no pair has stamp 0, so no match */
-    if (snprintf(rel, sizeof rel, "%s/%s", cur ? "cur" : "new", name) < (int)sizeof rel &&
-        fstatat(g->dfd, rel, &st, 0) == 0)
-        stamp = maildir_stat_stamp(&st);
-    store_digest_add(&g->d, name, kl, cur ? maildir_info_flags(info) : 0, stamp);
-}
-
-/* The mark first, then the names: a change after the mark changes the next mark. */
-static char *ms_folder_digest(store *s, const char *name, store_digest *d)
-{
-    md_store *ms = ms_of(s);
-    char *path, *mark = NULL;
-    ofs_error e;
-    if (names_to_path(ms->root, ms->layout, name, &path, &e) != 0)
-        return NULL;
-    ms_digest g = {.dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
-    if (g.dfd >= 0 && (mark = maildir_mark(path))) {
-        if (maildir_walk(g.dfd, path, false, ms_digest_name, &g, &e) == 0 &&
-            maildir_walk(g.dfd, path, true, ms_digest_name, &g, &e) == 0) {
-            *d = g.d;
-        } else {
-            free(mark);
-            mark = NULL;
-        }
-    }
-    if (g.dfd >= 0)
-        close(g.dfd);
-    free(path);
-    return mark;
-}
-
 typedef struct ms_key_walk {
     void (*fn)(const char *key, size_t len, void *arg);
     void *arg;
@@ -508,6 +462,86 @@ static int ms_each_key(store *s, void (*fn)(const char *key, size_t len, void *a
     return maildir_walk(ms->md->dfd, ms->md->path, true, ms_key_of_name, &w, err);
 }
 
+typedef struct ms_msg_walk {
+    int dfd;
+    const store_list_opts *o;
+    void (*fn)(const store_msg *m, void *arg);
+    void *arg;
+} ms_msg_walk;
+
+static void ms_msg_of_name(const char *name, bool cur, void *arg)
+{
+    const ms_msg_walk *w = arg;
+    const char *info;
+    size_t kl = maildir_key_len(name, &info);
+    char key[NAME_MAX + 1];
+    if (!kl || kl > NAME_MAX)
+        return;
+    memcpy(key, name, kl);
+    key[kl] = '\0';
+    store_msg m = {.key = key, .flags = cur ? maildir_info_flags(info) : 0};
+    char rel[PATH_MAX];
+    struct stat st;
+    bool want_stat = w->o && (w->o->want_stamp || w->o->want_size);
+    if (want_stat &&
+        snprintf(rel, sizeof rel, "%s/%s", cur ? "cur" : "new", name) < (int)sizeof rel &&
+        fstatat(w->dfd, rel, &st, 0) == 0) {
+        m.stamp = w->o->want_stamp ? maildir_stat_stamp(&st) : 0;
+        m.size = w->o->want_size ? (uint64_t)st.st_size : 0;
+    }
+    w->fn(&m, w->arg);
+}
+
+/* new/ first, as the scan: a file moved to cur/ in between is seen twice, not missed. */
+static int ms_walk_messages(int dfd, const char *path, const store_list_opts *o,
+                            void (*fn)(const store_msg *m, void *arg), void *arg, ofs_error *err)
+{
+    ms_msg_walk w = {dfd, o, fn, arg};
+    if (maildir_walk(dfd, path, false, ms_msg_of_name, &w, err) != 0)
+        return -1;
+    return maildir_walk(dfd, path, true, ms_msg_of_name, &w, err);
+}
+
+static int ms_each_message(store *s, const store_list_opts *o,
+                           void (*fn)(const store_msg *m, void *arg), void *arg, ofs_error *err)
+{
+    md_store *ms = ms_of(s);
+    if (ms_need_folder(ms, "read messages", err) != 0)
+        return -1;
+    return ms_walk_messages(ms->md->dfd, ms->md->path, o, fn, arg, err);
+}
+
+static void ms_digest_msg(const store_msg *m, void *arg)
+{
+    /* A file gone meanwhile has stamp 0, which no pair has: no match. */
+    store_digest_add(arg, m->key, strlen(m->key), m->flags, m->stamp);
+}
+
+/* The mark first, then the names: a change after the mark changes the next mark. */
+static char *ms_folder_digest(store *s, const char *name, store_digest *d)
+{
+    md_store *ms = ms_of(s);
+    char *path, *mark = NULL;
+    ofs_error e;
+    if (names_to_path(ms->root, ms->layout, name, &path, &e) != 0)
+        return NULL;
+    int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    store_digest g = {0};
+    store_list_opts o = {.want_stamp = true};
+    if (dfd >= 0 && (mark = maildir_mark(path))) {
+        if (ms_walk_messages(dfd, path, &o, ms_digest_msg, &g, &e) == 0) {
+            *d = g;
+        } else {
+            free(mark);
+            mark = NULL;
+        }
+    }
+    if (dfd >= 0)
+        close(dfd);
+    free(path);
+    return mark;
+}
+
 static const store_ops ms_ops = {
     .side = "local",
     .list_folders = ms_list_folders,
@@ -518,6 +552,7 @@ static const store_ops ms_ops = {
     .open_folder_unread = ms_open_folder_unread,
     .list_messages = ms_list_messages,
     .each_key = ms_each_key,
+    .each_message = ms_each_message,
     .fetch_messages = ms_fetch_messages,
     .store_message = ms_store_message,
     .flush = ms_flush,

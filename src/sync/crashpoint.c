@@ -71,6 +71,12 @@ static int cs_open_folder(store *s, const char *name, store_folder_info *info, o
     return inner(s)->ops->open_folder(inner(s), name, info, err);
 }
 
+static int cs_each_message(store *s, const store_list_opts *o,
+                           void (*fn)(const store_msg *m, void *arg), void *arg, ofs_error *err)
+{
+    return inner(s)->ops->each_message(inner(s), o, fn, arg, err);
+}
+
 static int cs_open_folder_unread(store *s, const char *name, ofs_error *err)
 {
     return inner(s)->ops->open_folder_unread(inner(s), name, err);
@@ -210,6 +216,7 @@ store *crashpoint_wrap(store *s)
         .open_folder_unread = s->ops->open_folder_unread ? cs_open_folder_unread : NULL,
         .list_messages = cs_list_messages,
         .each_key = s->ops->each_key ? cs_each_key : NULL, /* the local store's */
+        .each_message = s->ops->each_message ? cs_each_message : NULL,
         .fetch_messages = cs_fetch_messages,
         .fetch_ranges = s->ops->fetch_ranges ? cs_fetch_ranges : NULL,
         .fetch_batches = s->ops->fetch_batches ? cs_fetch_batches : NULL,

@@ -270,7 +270,7 @@ int edits_replace(folder_run *r, const sync_plan *plan, ofs_error *err)
 {
     if (!r->n_repl)
         return 0;
-    if (engine_reload_pairs(r, err) < 0 || engine_list_local_now(r, err) < 0)
+    if (engine_reload_pairs(r, err) < 0 || engine_list_unpaired(r, err) < 0)
         return -1;
     key_idx *loc = engine_index_keys(&r->loc);
     store_msg *go = xmalloc(r->n_repl * sizeof *go);

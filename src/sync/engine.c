@@ -265,35 +265,53 @@ static bool local_unchanged(const folder_run *r)
            strcmp(r->local_mark, r->mark.local_mark) == 0;
 }
 
-/* A folder whose directories did not change since the last complete pass holds the files its
- * pairs name, none replaced: it is opened unread (the pairs stand for its listing, as the
- * base does for the server's), unless an interrupted pass left intents to resolve by name. */
+/* The pairs stand for the local folder's files, as the base does for the server's: a folder
+ * whose directories did not change since the last complete pass holds the files its pairs
+ * name, none replaced, and is not read at all; a changed one is compared with its pairs file
+ * by file, and only what differs is listed. Intents left by an interrupted pass are resolved
+ * against a whole listing. */
 static int list_local(folder_run *r, bool pending, ofs_error *err)
 {
     store *loc = r->c->loc;
     bool same_dirs = local_unchanged(r);
-    if (same_dirs && !pending && loc->ops->open_folder_unread) {
-        r->loc_base = true;
-        r->st.folders_local_unread++;
-        return loc->ops->open_folder_unread(loc, r->name, err);
+    if (!pending && loc->ops->open_folder_unread) {
+        if (loc->ops->open_folder_unread(loc, r->name, err) < 0)
+            return -1;
+        int rc = 0;
+        if (same_dirs)
+            r->st.folders_local_unread++;
+        else if (loc->ops->each_message)
+            rc = localview_build(r, err);
+        else
+            rc = 1;
+        r->loc_base = rc == 0;
+        r->st.local_listed += r->loc.n;
+        if (rc <= 0)
+            return rc;
+    } else if (loc->ops->open_folder(loc, r->name, &r->li, err) < 0) {
+        return -1;
     }
     /* A stat per file shows edits in place; unchanged directories had no file replaced. */
     store_list_opts lo = {.want_stamp = !same_dirs};
-    if (loc->ops->open_folder(loc, r->name, &r->li, err) < 0)
+    if (loc->ops->list_messages(loc, &lo, &r->loc, err) < 0)
         return -1;
-    return loc->ops->list_messages(loc, &lo, &r->loc, err);
+    r->st.local_listed += r->loc.n;
+    return 0;
 }
 
-int engine_list_local_now(folder_run *r, ofs_error *err)
+int engine_list_unpaired(folder_run *r, ofs_error *err)
 {
-    if (!r->loc_base)
+    if (!r->loc_base || r->lview)
         return 0;
     store *loc = r->c->loc;
     store_list_opts lo = {0};
     store_msg_list_free(&r->loc);
     store_msg_list_init(&r->loc);
     r->loc_base = false;
-    return loc->ops->list_messages(loc, &lo, &r->loc, err);
+    if (loc->ops->list_messages(loc, &lo, &r->loc, err) < 0)
+        return -1;
+    r->st.local_listed += r->loc.n;
+    return 0;
 }
 
 store_msg engine_loc_msg(folder_run *r, const sync_action *a)
@@ -705,6 +723,7 @@ void sync_stats_add(ofs_sync_stats *to, const ofs_sync_stats *from)
     to->folders_seen += from->folders_seen;
     to->folders_verified += from->folders_verified;
     to->folders_local_unread += from->folders_local_unread;
+    to->local_listed += from->local_listed;
     to->folders_removed_local += from->folders_removed_local;
     to->folders_removed_server += from->folders_removed_server;
     to->folders_renamed += from->folders_renamed;
@@ -818,7 +837,8 @@ static int plan_folder(folder_run *r, sync_plan *plan, ofs_error *err)
     sync_plan_walk w = {.out = plan,
                         .srv = &r->srv_view,
                         .loc = &r->loc,
-                        .loc_base = r->loc_base,
+                        .loc_has = r->loc_base ? localview_has : NULL,
+                        .loc_arg = r->lview,
                         .kept = &kept,
                         .keep = keep_pair};
     sync_plan_begin(&w);
@@ -950,6 +970,7 @@ int sync_folder(sync_ctx *c, const char *name, ofs_error *err)
     store_msg_list_free(&r.srv);
     uidset_free(&r.srv_gone);
     store_msg_list_free(&r.loc);
+    localview_free(r.lview);
     state_pair_list_free(&r.deferred);
     buf_free(&r.held);
     state_held_list_free(&r.held_base);

@@ -19,9 +19,11 @@ typedef struct folder_run {
     state_pair_list pairs; /* all the folder's (pairs_whole), or those the plan needs */
     bool pairs_whole;
     store_msg_list srv, loc;
-    bool loc_base;     /* the local folder was not read: it is as the pairs say (LOC_BASE) */
-    srv_view srv_view; /* the plan's server side: srv, or srv and the base (srv_from_base) */
-    uidset srv_gone;   /* expunged on the server since the last complete pass, when it said */
+    bool loc_base;            /* the local listing names only files that differ from the pairs: the
+                                 others are as their pairs say (LOC_BASE; see localview_has) */
+    struct local_view *lview; /* which pairs' files were found unchanged; NULL: all of them */
+    srv_view srv_view;        /* the plan's server side: srv, or srv and the base (srv_from_base) */
+    uidset srv_gone; /* expunged on the server since the last complete pass, when it said */
     ofs_sync_stats st;
     uint64_t done, total;             /* messages copied / to copy */
     uint64_t bytes_done, bytes_total; /* their bytes, as far as the listings said */
@@ -78,9 +80,9 @@ bool engine_srv_in_base(folder_run *r, uint32_t uid);
 store_msg engine_srv_msg(folder_run *r, const sync_action *a);
 /* The local copy action a concerns (loc not -1): its listing entry, or from the pair. */
 store_msg engine_loc_msg(folder_run *r, const sync_action *a);
-/* Reads the local folder after all when it was opened unread (loc_base), for a step that
- * needs every file's name. */
-int engine_list_local_now(folder_run *r, ofs_error *err);
+/* Makes r->loc hold every local file that no pair names: reads the folder after all when it
+ * was opened unread (a local view lists those files already). */
+int engine_list_unpaired(folder_run *r, ofs_error *err);
 int engine_need_server(folder_run *r, ofs_error *err);
 
 int engine_cmp_u32(const void *a, const void *b);
@@ -95,6 +97,17 @@ typedef struct key_idx {
 key_idx *engine_index_keys(const store_msg_list *l);
 void engine_sort_keys(key_idx *v, size_t n);
 const key_idx *engine_find_key(const key_idx *v, size_t n, const char *key);
+
+/* ---- localview.c: a changed local folder, only its differences listed ---- */
+
+/* Compares the local folder (opened unread) with the pairs, one file and one window of pairs
+ * at a time: r->loc gets the files that differ from their pair (flags, stamp) or that no pair
+ * names, r->lview which pairs' files were found as they say. 1 when a file was seen twice (a
+ * reader renaming meanwhile, a copy): list the folder in full. */
+int localview_build(folder_run *r, ofs_error *err);
+/* The plan's loc_has: whether p's file was found unchanged (arg: r->lview; NULL: yes). */
+bool localview_has(const state_pair *p, void *arg);
+void localview_free(struct local_view *v);
 
 /* ---- verify.c: in sync without a listing ---- */
 

@@ -178,7 +178,7 @@ void sync_plan_window(sync_plan_walk *w, const state_pair_list *pairs)
             sside.at = SRV_BASE;
         if (l >= 0)
             x->loc_paired[l] = 1;
-        else if (w->loc_base && p->key)
+        else if (w->loc_has && p->key && w->loc_has(p, w->loc_arg))
             lside.at = LOC_BASE;
         size_t before = w->out->n;
         plan_pair(w->out, w->kept ? (long)w->kept->n : w->seen, p, sside, lside);

@@ -29,8 +29,8 @@ enum sync_action_kind {
 /* sync_action.srv of a message the server has unchanged since the last complete pass: the
  * listing has no entry for it, its pair's uid and base flags are what the server has. */
 enum { SRV_BASE = -2 };
-/* sync_action.loc likewise, of a message whose local folder is unchanged since the last
- * complete pass (sync_plan_walk.loc_base): its pair's key and base flags name its file. */
+/* sync_action.loc likewise, of a local file found as its pair says (sync_plan_walk.loc_has):
+ * the pair's key and base flags name it. */
 enum { LOC_BASE = -2 };
 
 typedef struct sync_action {
@@ -80,7 +80,10 @@ typedef struct sync_plan_walk {
     sync_plan *out;
     const struct srv_view *srv;
     const store_msg_list *loc;
-    bool loc_base; /* the local folder is as the pairs say: loc lists nothing else */
+    /* Whether a pair loc does not list has its local file as it says (LOC_BASE), when loc
+     * lists only what differs; NULL: loc is the whole folder. */
+    bool (*loc_has)(const state_pair *p, void *arg);
+    void *loc_arg;
     state_pair_list *kept;
     sync_keep_fn keep;
     void *keep_arg;

@@ -161,6 +161,11 @@ typedef struct store_ops {
      * holding nothing (a second look without a second listing). */
     int (*each_key)(store *s, void (*fn)(const char *key, size_t len, void *arg), void *arg,
                     ofs_error *err);
+    /* Optional (local side): calls fn with each message of the current folder as the listing
+     * gives it (key, flags, stamp; size with want_size), one at a time, holding nothing. The
+     * message and its key are valid during the call only. */
+    int (*each_message)(store *s, const store_list_opts *o,
+                        void (*fn)(const store_msg *m, void *arg), void *arg, ofs_error *err);
     /* Copies messages out, in the order given, through the sink. A message that vanished
      * meanwhile is skipped (sink not called) rather than failing the batch. */
     int (*fetch_messages)(store *s, const store_msg *msgs, size_t n, const store_sink *sink,

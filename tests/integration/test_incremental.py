@@ -402,5 +402,52 @@ def server_changes_leave_the_local_side_unread(ctx):
           "the keyword's message is there twice")
 
 
+@T.test
+def local_changes_list_only_what_differs(ctx):
+    """A changed local folder is compared with the state file by file: only the files that
+    differ (flags, an edit in place, new mail) are held in memory, not the folder, and every
+    change of every kind still reaches the server."""
+    ids = ctx.populate(SPEC, seed=16)
+    ctx.sync()
+    settled_sync(ctx)
+    inbox = ids["INBOX"]
+    T.local_set_flags(ctx.local, ctx.layout, "INBOX", inbox[0], "FS")
+    T.local_set_flags(ctx.local, ctx.layout, "INBOX", inbox[1], "R")
+    T.local_delete(ctx.local, ctx.layout, "INBOX", inbox[2])
+    edited = T.local_edit(ctx.local, ctx.layout, "INBOX", inbox[3], b"edited offline\n")
+    extra = T.make_message(720, 16)
+    T.local_add(ctx.local, ctx.layout, "INBOX", extra, "S")
+    time.sleep(0.25)
+    sm = json_summary(ctx)
+    check(sm["local_listed"] <= 4, f"only the 4 changed or new files should be listed: {sm}")
+    srv = ctx.assert_synced()
+    check(srv["INBOX"][inbox[0]][0][0] == {FLAGGED, SEEN}, "flags lost")
+    check(srv["INBOX"][inbox[1]][0][0] == {ANSWERED}, "flags lost")
+    check(inbox[2] not in srv["INBOX"], "local deletion not pushed")
+    check([h for _f, h in srv["INBOX"][inbox[3]]] == [T.message_hash(edited)], "edit not sent")
+    check(len(srv["INBOX"].get(T.message_id(extra), [])) == 1, "new local mail not uploaded")
+    # The state learned the new stamps: the next change lists only itself again.
+    T.local_set_flags(ctx.local, ctx.layout, "INBOX", inbox[4], "T")
+    T.local_set_flags(ctx.local, ctx.layout, "INBOX", inbox[5], "FS")
+    time.sleep(0.25)
+    sm = json_summary(ctx)
+    check(sm["local_listed"] == 2, f"two changed files, two listed: {sm}")
+    ctx.assert_synced()
+    # A key seen twice (a copy in new/ beside the file in cur/) is for the full listing, which
+    # keeps the cur/ file: compared file by file, the flagless copy would clear its flags.
+    before = ctx.snap_server()["INBOX"][inbox[5]]
+    path = T.local_find(ctx.local, ctx.layout, "INBOX", inbox[5])[0]
+    dup = os.path.join(os.path.dirname(os.path.dirname(path)), "new",
+                       os.path.basename(path).split(":2,")[0])
+    shutil.copy(path, dup)
+    time.sleep(0.25)
+    sm = json_summary(ctx)
+    check(sm["local_listed"] >= 39, f"a key seen twice must have the folder listed: {sm}")
+    check(ctx.snap_server()["INBOX"][inbox[5]] == before, "the copy changed the server's flags")
+    os.unlink(dup)
+    ctx.sync()
+    ctx.assert_synced()
+
+
 if __name__ == "__main__":
     sys.exit(T.main())

@@ -411,8 +411,15 @@ static void test_windows_plan_as_whole(void **st)
     state_pair_list_free(&kept);
 }
 
-/* A local folder unchanged since the last pass is not listed: with loc_base, every keyed pair
- * stands for its file, and the plan is the one a listing of exactly those files gives. */
+static bool always(const state_pair *p, void *arg)
+{
+    (void)p;
+    (void)arg;
+    return true;
+}
+
+/* A local folder unchanged since the last pass is not listed: with loc_has saying yes, every
+ * keyed pair stands for its file, and the plan is the one a listing of those files gives. */
 static void test_local_base_plans_as_listing(void **st)
 {
     fixture *f = *st;
@@ -433,7 +440,7 @@ static void test_local_base_plans_as_listing(void **st)
     store_msg_list none;
     store_msg_list_init(&none);
     srv_view v = {.listed = &f->srv};
-    sync_plan_walk w = {.out = &f->plan, .srv = &v, .loc = &none, .loc_base = true};
+    sync_plan_walk w = {.out = &f->plan, .srv = &v, .loc = &none, .loc_has = always};
     sync_plan_begin(&w);
     sync_plan_window(&w, &f->pairs);
     sync_plan_end(&w);
