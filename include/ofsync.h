@@ -46,6 +46,7 @@ typedef struct ofs_sync_stats {
     uint64_t folders_verified;     /* proven in sync by their names alone, not listed */
     uint64_t folders_local_unread; /* changed on the server only: planned from the state alone */
     uint64_t local_listed; /* local files held in memory: those that differ from the state */
+    uint64_t edited;       /* local files edited in place whose new version went to the server */
     uint64_t folders_removed_local, folders_removed_server; /* folders deleted on that side */
     uint64_t folders_renamed;                               /* renames carried to the other side */
     uint64_t held_back, held_back_bytes; /* messages kept on the server (max-size), their bytes */

@@ -724,6 +724,7 @@ void sync_stats_add(ofs_sync_stats *to, const ofs_sync_stats *from)
     to->folders_verified += from->folders_verified;
     to->folders_local_unread += from->folders_local_unread;
     to->local_listed += from->local_listed;
+    to->edited += from->edited;
     to->folders_removed_local += from->folders_removed_local;
     to->folders_removed_server += from->folders_removed_server;
     to->folders_renamed += from->folders_renamed;
@@ -962,6 +963,7 @@ int sync_folder(sync_ctx *c, const char *name, ofs_error *err)
     c->run = NULL;
     if (rc < 0)
         err_prefix(err, "%s", name);
+    r.st.edited = r.edited + r.edited_gone;
     sync_stats_add(&c->stats, &r.st);
     state_folder_free(&r.sf);
     free(r.mark.local_mark);

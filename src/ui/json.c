@@ -124,6 +124,7 @@ static void summary(buf *b, const ofs_event *ev)
     key_u64(b, "folders_verified", s->folders_verified);
     key_u64(b, "folders_local_unread", s->folders_local_unread);
     key_u64(b, "local_listed", s->local_listed);
+    key_u64(b, "edited", s->edited);
     key_u64(b, "folders_renamed", s->folders_renamed);
     key_u64(b, "held_back", s->held_back);
     key_u64(b, "held_back_bytes", s->held_back_bytes);

@@ -420,6 +420,7 @@ def local_changes_list_only_what_differs(ctx):
     time.sleep(0.25)
     sm = json_summary(ctx)
     check(sm["local_listed"] <= 4, f"only the 4 changed or new files should be listed: {sm}")
+    check(sm["edited"] == 1 and sm["server"]["added"] == 2, f"one edit, two uploads: {sm}")
     srv = ctx.assert_synced()
     check(srv["INBOX"][inbox[0]][0][0] == {FLAGGED, SEEN}, "flags lost")
     check(srv["INBOX"][inbox[1]][0][0] == {ANSWERED}, "flags lost")
