@@ -35,6 +35,7 @@ enum {
     S_MARK_SET,
     S_MARK_CLEAR,
     S_FOLDER_RENAME,
+    S_INTENT_FOLDER_RENAME,
     S_INTENT_ADD,
     S_INTENT_DELETE,
     S_INTENTS_LOAD,
@@ -85,6 +86,12 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_MARK_CLEAR] = "DELETE FROM folder_marks WHERE folder_id = ?1",
     [S_FOLDER_RENAME] = "UPDATE folders SET name = ?2 || substr(name, length(?1) + 1)"
                         " WHERE name = ?1 OR substr(name, 1, length(?1) + 1) = ?1 || '/'",
+    /* The intents of a renamed folder (and of those below it) go with it; a rename's own
+     * intent names the folder as it was, which is what resuming the rename needs. */
+    [S_INTENT_FOLDER_RENAME] =
+        "UPDATE intents SET folder = ?2 || substr(folder, length(?1) + 1)"
+        " WHERE (folder = ?1 OR substr(folder, 1, length(?1) + 1) = ?1 || '/')"
+        " AND op NOT LIKE 'rename-%'",
     [S_INTENT_ADD] = "INSERT INTO intents (op, folder, arg) VALUES (?1, ?2, ?3)",
     [S_INTENT_DELETE] = "DELETE FROM intents WHERE id = ?1",
     [S_INTENTS_LOAD] = "SELECT id, op, folder, arg FROM intents ORDER BY id",
@@ -830,12 +837,17 @@ int state_set_durable(state *st, bool durable, ofs_error *err)
 
 int state_folder_rename(state *st, const char *from, const char *to, ofs_error *err)
 {
-    sqlite3_stmt *s = state_stmt(st, S_FOLDER_RENAME, err);
-    if (!s)
-        return -1;
-    sqlite3_bind_text(s, 1, from, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, to, -1, SQLITE_STATIC);
-    return state_step_done(st, s, err, "cannot rename folder '%s' to '%s'", from, to);
+    static const int which[] = {S_FOLDER_RENAME, S_INTENT_FOLDER_RENAME};
+    for (size_t i = 0; i < sizeof which / sizeof *which; i++) {
+        sqlite3_stmt *s = state_stmt(st, which[i], err);
+        if (!s)
+            return -1;
+        sqlite3_bind_text(s, 1, from, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, to, -1, SQLITE_STATIC);
+        if (state_step_done(st, s, err, "cannot rename folder '%s' to '%s'", from, to) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 void state_intent_list_free(state_intent_list *l)

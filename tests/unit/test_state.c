@@ -807,6 +807,19 @@ static void test_folder_rename_and_intents(void **ctx)
     assert_int_equal(il.n, 1);
     assert_int_equal(il.v[0].id, b);
     state_intent_list_free(&il);
+
+    /* A folder's intents follow it, and those of the folders below it; a rename's own does not. */
+    assert_int_equal(state_intent_add(st, "restore-deleted", "Old", "4 5 @7", &a, &err), 0);
+    assert_int_equal(state_intent_add(st, "replace-edited", "Old/2022", "7 9 k", &a, &err), 0);
+    assert_int_equal(state_intent_add(st, "rename-server", "Old", "Older", &a, &err), 0);
+    assert_int_equal(state_folder_rename(st, "Old", "Older", &err), 0);
+    assert_int_equal(state_intents_load(st, &il, &err), 0);
+    assert_int_equal(il.n, 4);
+    assert_string_equal(il.v[0].folder, "X");
+    assert_string_equal(il.v[1].folder, "Older");
+    assert_string_equal(il.v[2].folder, "Older/2022");
+    assert_string_equal(il.v[3].folder, "Old");
+    state_intent_list_free(&il);
     state_close(st);
 }
 
