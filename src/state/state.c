@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -301,6 +302,20 @@ static int state_migrate(state *st, int from, ofs_error *err)
 
 static int state_generation_load(state *st, ofs_error *err);
 
+/* 512 KiB of page cache (SQLite's default is 2 MiB) for the whole process: reads go by index to
+ * pages the OS caches anyway, and each handle's cache fills to its limit during a download. */
+#define STATE_CACHE_KIB 512
+#define STATE_CACHE_MIN_KIB 128
+
+int state_set_cache_share(state *st, size_t handles, ofs_error *err)
+{
+    size_t kib = STATE_CACHE_KIB / (handles ? handles : 1);
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA cache_size = -%zu",
+             kib > STATE_CACHE_MIN_KIB ? kib : (size_t)STATE_CACHE_MIN_KIB);
+    return state_exec(st, sql, "cannot set the page cache size", err);
+}
+
 static int state_setup(state *st, ofs_error *err)
 {
     int version = 0;
@@ -313,12 +328,10 @@ static int state_setup(state *st, ofs_error *err)
                        "state database %s was written by a newer ofsync (schema %d, this one "
                        "knows %d)",
                        st->path, version, STATE_SCHEMA_VERSION);
-    /* A 512 KiB page cache (SQLite's default is 2 MiB) per handle: a parallel pass has one
-     * handle per connection, and reads go by index to pages the OS caches anyway. */
     if (state_exec(st, "PRAGMA journal_mode = WAL", "cannot enable WAL", err) < 0 ||
         state_exec(st, "PRAGMA synchronous = FULL", "cannot set synchronous", err) < 0 ||
         state_exec(st, "PRAGMA foreign_keys = ON", "cannot enable foreign keys", err) < 0 ||
-        state_exec(st, "PRAGMA cache_size = -512", "cannot set the page cache size", err) < 0)
+        state_set_cache_share(st, 1, err) < 0)
         return -1;
     if (state_migrate(st, version, err) < 0)
         return -1;

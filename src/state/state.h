@@ -56,6 +56,9 @@ void state_folder_free(state_folder *f);
  * A database from a newer ofsync is refused. */
 int state_open(const char *path, state **out, ofs_error *err);
 void state_close(state *st);
+/* The handle's page cache becomes its share of the process's when handles are open at once
+ * (one per connection of a parallel pass); 1 gives it the whole again. */
+int state_set_cache_share(state *st, size_t handles, ofs_error *err);
 int state_schema_version(state *st);
 
 int state_begin(state *st, ofs_error *err);

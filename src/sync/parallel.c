@@ -191,7 +191,8 @@ static int worker_open(par_worker *w, ofs_error *err)
                         .password = m->password, /* borrowed: the pass wipes it */
                         .link_rate = m->link_rate};
     w->c = &w->own;
-    if (state_open(m->acct->state, &w->own.st, err) < 0 || sync_open_local(&w->own, err) < 0)
+    if (state_open(m->acct->state, &w->own.st, err) < 0 ||
+        state_set_cache_share(w->own.st, w->p->nw, err) < 0 || sync_open_local(&w->own, err) < 0)
         return -1;
     return sync_connect(&w->own, err);
 }
@@ -304,12 +305,15 @@ int sync_pass_parallel(sync_ctx *c, const strlist *todo, ofs_error *err)
     if (rc == 0 && n < 2) {
         for (size_t i = 0; rc == 0 && i < p.njobs && !(c->stop && c->stop(c->stop_arg)); i++)
             rc = sync_pass_folder(c, p.jobs[i].name, err);
-    } else if (rc == 0) {
+    } else if (rc == 0 && (rc = state_set_cache_share(c->st, n, err)) == 0) {
+        /* The connections share one connection's page cache, as they share the budget. */
         p.budget = pass_budget(&p);
         pthread_mutex_init(&p.ev_lock, NULL);
         pthread_mutex_init(&p.q_lock, NULL);
         pthread_cond_init(&p.q_moved, NULL);
         size_t left = run_workers(&p, n);
+        ofs_error cache_err;
+        (void)state_set_cache_share(c->st, 1, &cache_err); /* a smaller cache does no harm */
         pthread_cond_destroy(&p.q_moved);
         pthread_mutex_destroy(&p.ev_lock);
         pthread_mutex_destroy(&p.q_lock);
