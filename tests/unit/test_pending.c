@@ -1,6 +1,7 @@
-/* test_pending.c: what the layers under the IMAP client hold while the socket is quiet.
- * A poll loop (watch's push connections) sleeps on the socket unless imap_transport_pending says
- * a response waits in a layer: it must say so exactly, or a wake-up is lost or a read hangs. */
+/* test_pending.c: what the layers under the IMAP client hold while the socket is quiet, and
+ * what the COMPRESS layer hands the server. A poll loop (watch's push connections) sleeps on the
+ * socket unless imap_transport_pending says a response waits in a layer: it must say so exactly,
+ * or a wake-up is lost or a read hangs. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,8 +27,24 @@ typedef struct pipe_pair {
     z_stream def;      /* the peer's compressor */
 } pipe_pair;
 
-static void pair_open(pipe_pair *pp)
+/* The peer's compressor starts first: what it sends before the client's layer exists is
+ * handed to imap_compress_start, as the IMAP client does with what it read past the OK. */
+static void pair_open_after(pipe_pair *pp, const char *early, size_t early_len)
 {
+    memset(&pp->def, 0, sizeof pp->def);
+    assert_int_equal(
+        deflateInit2(&pp->def, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY),
+        Z_OK);
+    static unsigned char first[1 << 18];
+    size_t first_len = 0;
+    if (early_len) {
+        pp->def.next_in = (unsigned char *)early;
+        pp->def.avail_in = (uInt)early_len;
+        pp->def.next_out = first;
+        pp->def.avail_out = sizeof first;
+        assert_int_equal(deflate(&pp->def, Z_SYNC_FLUSH), Z_OK);
+        first_len = sizeof first - pp->def.avail_out;
+    }
     int l = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t al = sizeof a;
@@ -39,11 +56,12 @@ static void pair_open(pipe_pair *pp)
     pp->server = accept(l, NULL, NULL);
     assert_true(pp->server >= 0);
     close(l);
-    assert_int_equal(imap_compress_start(pp->t, "", 0, &err), 0);
-    memset(&pp->def, 0, sizeof pp->def);
-    assert_int_equal(
-        deflateInit2(&pp->def, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY),
-        Z_OK);
+    assert_int_equal(imap_compress_start(pp->t, first, first_len, &err), 0);
+}
+
+static void pair_open(pipe_pair *pp)
+{
+    pair_open_after(pp, "", 0);
 }
 
 static void pair_close(pipe_pair *pp)
@@ -76,7 +94,7 @@ static bool socket_quiet(const pipe_pair *pp)
 /* Reads exactly len bytes (a layer may hand them up in pieces) and compares them. */
 static void read_expect(pipe_pair *pp, const char *want, size_t len)
 {
-    static char got[PBUF + 64];
+    static char got[2 * PBUF];
     size_t have = 0;
     ofs_error err = {0};
     while (have < len) {
@@ -163,12 +181,88 @@ static void test_compress_small_reads(void **st)
     pair_close(&pp);
 }
 
+/* Inflates what the peer received with a window of wbits, a few bytes of output at a time
+ * (as a server does: a match may reach back only into the window, not into a large output
+ * buffer); true when it is want, exactly. */
+static bool inflates_to(const unsigned char *z, size_t zlen, int wbits, const char *want,
+                        size_t len)
+{
+    z_stream inf = {0};
+    assert_int_equal(inflateInit2(&inf, -wbits), Z_OK);
+    char *out = malloc(len + 1);
+    inf.next_in = (unsigned char *)z;
+    inf.avail_in = (uInt)zlen;
+    inf.next_out = (unsigned char *)out;
+    int rc = Z_OK;
+    while (rc == Z_OK && inf.total_out <= len) {
+        inf.avail_out = 512 < len + 1 - inf.total_out ? 512 : (uInt)(len + 1 - inf.total_out);
+        rc = inflate(&inf, Z_SYNC_FLUSH);
+    }
+    bool same = rc == Z_BUF_ERROR && inf.total_out == len && inf.avail_in == 0 &&
+                memcmp(out, want, len) == 0;
+    inflateEnd(&inf);
+    free(out);
+    return same;
+}
+
+/* Commands and APPENDs leave through a 4 KiB window (the client's zlib state stays small):
+ * a server inflating with the usual 15 bits reads them, and so would one with 12 bits, which
+ * a 32 KiB window breaks as soon as a match reaches further back (here: 6,000 bytes). */
+static void test_compress_sends_a_small_window(void **st)
+{
+    (void)st;
+    pipe_pair pp;
+    pair_open(&pp);
+    enum { BLOCK = 6000, LEN = 100000 };
+    char *data = malloc(LEN);
+    uint32_t x = 12345;
+    for (size_t i = 0; i < LEN; i++) {
+        x = x * 1103515245u + 12345u;
+        data[i] = (char)('a' + (x >> 16) % 26);
+    }
+    for (size_t i = BLOCK; i < LEN; i++)
+        data[i] = data[i % BLOCK];
+    ofs_error err = {0};
+    assert_int_equal(imap_transport_write(pp.t, data, LEN, &err), 0);
+    static unsigned char z[1 << 18];
+    size_t zlen = 0;
+    while (!inflates_to(z, zlen, 15, data, LEN)) {
+        ssize_t n = read(pp.server, z + zlen, sizeof z - zlen);
+        assert_true(n > 0);
+        zlen += (size_t)n;
+    }
+    assert_true(inflates_to(z, zlen, 12, data, LEN));
+    free(data);
+    pair_close(&pp);
+}
+
+/* More compressed bytes than the layer reads at once may come before it starts: all count. */
+static void test_compress_takes_a_long_start(void **st)
+{
+    (void)st;
+    enum { LEN = 70000 }; /* past the 64 KiB a fixed buffer once took */
+    char *early = malloc(LEN);
+    uint32_t x = 777;
+    for (size_t i = 0; i < LEN; i++) {
+        x = x * 1103515245u + 12345u;
+        early[i] = (char)(x >> 16);
+    }
+    pipe_pair pp;
+    pair_open_after(&pp, early, LEN);
+    read_expect(&pp, early, LEN);
+    assert_false(imap_transport_pending(pp.t));
+    free(early);
+    pair_close(&pp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_compress_response_behind_a_full_buffer),
         cmocka_unit_test(test_compress_flush_marker_is_not_pending),
         cmocka_unit_test(test_compress_small_reads),
+        cmocka_unit_test(test_compress_sends_a_small_window),
+        cmocka_unit_test(test_compress_takes_a_long_start),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
