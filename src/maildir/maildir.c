@@ -17,7 +17,8 @@
 #include "util/err.h"
 #include "util/mem.h"
 
-#define MD_IOBUF (64 * 1024)
+/* Each connection holds two of these (read, converted); 16 KiB takes most mail in one read. */
+#define MD_IOBUF (16 * 1024)
 /* Up to this many delivered files keep their fd for a per-file fsync; a bigger batch is made
  * durable with one syncfs(), which costs one journal commit instead of one per file. */
 #define MD_OPEN_PENDING 16

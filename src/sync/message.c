@@ -21,7 +21,7 @@
 
 /* Headers are read in growing steps up to HEADER_MAX: most fit the first step, and every
  * connection of a parallel pass holds these buffers at once. */
-enum { HEADER_STEP = 16 * 1024, HEADER_MAX = 256 * 1024, HASH_CHUNK = 64 * 1024 };
+enum { HEADER_STEP = 16 * 1024, HEADER_MAX = 256 * 1024, HASH_CHUNK = 16 * 1024 };
 
 /* Length of the line starting at p, including its line ending. */
 static size_t line_len(const char *p, const char *end)
