@@ -472,8 +472,9 @@ static int download_big(folder_run *r, const store_msg *msgs, size_t n, ofs_erro
 typedef struct small_run {
     copy_batch b;      /* arrived, not yet durable */
     copy_batch unions; /* durable, paired with a local copy whose flags differ */
-    const store_msg *msgs;
-    size_t n, asked;
+    const sync_plan *plan;
+    size_t next;           /* the plan's first action not asked for yet */
+    store_msg *ask;        /* the messages asked for by one FETCH, copied from the listing */
     size_t batch;          /* messages made durable together */
     uint64_t staged_bytes; /* of b */
 } small_run;
@@ -486,19 +487,37 @@ static size_t download_batch(void)
     return n > 0 && n < DOWNLOAD_BATCH ? (size_t)n : DOWNLOAD_BATCH;
 }
 
+/* The listing's entry of the plan's next small download from sr->next on (sr->next moves to
+ * it), or NULL: none left. */
+static const store_msg *small_peek(small_run *sr)
+{
+    const folder_run *r = sr->b.r;
+    for (; sr->next < sr->plan->n; sr->next++) {
+        const sync_action *a = &sr->plan->v[sr->next];
+        if (a->kind == ACT_DOWNLOAD && !partial_wanted(r->c->srv, &r->srv.v[a->srv]))
+            return &r->srv.v[a->srv];
+    }
+    return NULL;
+}
+
+/* The next FETCH's messages, taken from the plan as they are asked for: one FETCH's worth is
+ * held, not every download of the folder. */
 static int small_next(void *ctx, const store_msg **msgs, size_t *n, ofs_error *err)
 {
     (void)err;
     small_run *sr = ctx;
-    size_t i = sr->asked, max = sr->batch * FETCH_BATCHES;
+    size_t k = 0, max = sr->batch * FETCH_BATCHES;
     uint64_t bytes = 0;
-    while (i < sr->n && i - sr->asked < max &&
-           (i == sr->asked || bytes + sr->msgs[i].size <= FETCH_BATCHES * SMALL_BATCH_BYTES))
-        bytes += sr->msgs[i++].size;
-    *msgs = sr->msgs + sr->asked;
-    *n = i - sr->asked;
-    sr->asked = i;
-    return *n > 0;
+    const store_msg *m;
+    while (k < max && (m = small_peek(sr)) &&
+           (k == 0 || bytes + m->size <= FETCH_BATCHES * SMALL_BATCH_BYTES)) {
+        bytes += m->size;
+        sr->ask[k++] = *m;
+        sr->next++;
+    }
+    *msgs = sr->ask;
+    *n = k;
+    return k > 0;
 }
 
 /* Durable now; the union of paired copies' flags waits until the server is not streaming. */
@@ -534,13 +553,13 @@ static int small_arrived(void *ctx, const store_msg *m, int fd, uint64_t size, o
 }
 
 /* What arrived before a failure is kept: it is complete and staged. */
-static int download_small(folder_run *r, const store_msg *msgs, size_t n, ofs_error *err)
+static int download_small(folder_run *r, const sync_plan *plan, ofs_error *err)
 {
     small_run sr = {.b = {.r = r, .fd = -1},
                     .unions = {.r = r, .fd = -1},
-                    .msgs = msgs,
-                    .n = n,
+                    .plan = plan,
                     .batch = download_batch()};
+    sr.ask = xmalloc(sr.batch * FETCH_BATCHES * sizeof *sr.ask);
     store *srv = r->c->srv;
     int rc = 0;
     if (srv->ops->fetch_batches) {
@@ -559,6 +578,7 @@ static int download_small(folder_run *r, const store_msg *msgs, size_t n, ofs_er
     if (rc == 0)
         rc = union_dedupe_flags(r, &sr.unions, err);
     batch_free(&sr.unions);
+    free(sr.ask);
     return rc;
 }
 
@@ -567,8 +587,8 @@ int copy_exec_downloads(folder_run *r, const sync_plan *plan, ofs_error *err)
     size_t n = plan->count[ACT_DOWNLOAD];
     if (!n)
         return 0;
-    store_msg *msgs = xmalloc(n * sizeof *msgs), *big = xmalloc(n * sizeof *big);
-    size_t k = 0, nbig = 0;
+    store_msg *big = xmalloc(n * sizeof *big);
+    size_t nbig = 0;
     int rc = 0;
     /* Big messages first, in resumable ranges; the rest in batches. */
     for (size_t i = 0; i < plan->n; i++) {
@@ -577,15 +597,12 @@ int copy_exec_downloads(folder_run *r, const sync_plan *plan, ofs_error *err)
         const store_msg *m = &r->srv.v[plan->v[i].srv];
         if (partial_wanted(r->c->srv, m))
             big[nbig++] = *m;
-        else
-            msgs[k++] = *m;
     }
     if (nbig)
         rc = download_big(r, big, nbig, err);
     free(big);
-    if (rc == 0 && k)
-        rc = download_small(r, msgs, k, err);
-    free(msgs);
+    if (rc == 0 && nbig < n)
+        rc = download_small(r, plan, err);
     return rc;
 }
 

@@ -132,8 +132,8 @@ typedef struct store_range_feed {
 
 /* The caller's side of fetch_batches. */
 typedef struct store_batch_feed {
-    /* 1: *msgs and *n set to the next batch to ask for (valid until the fetch returns); 0: no
-     * more; -1: error. */
+    /* 1: *msgs and *n set to the next batch to ask for (valid until next is called again: the
+     * store copies what it keeps); 0: no more; -1: error. */
     int (*next)(void *ctx, const store_msg **msgs, size_t *n, ofs_error *err);
     store_sink sink; /* every batch's messages, in the order they arrive; its ctx is next's */
 } store_batch_feed;
