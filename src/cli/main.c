@@ -56,6 +56,14 @@ int main(int argc, char **argv)
      * thread synced (at 100,000 messages and connections = 4: 2.4 MiB of peak RSS). */
     mallopt(M_ARENA_MAX, 1);
 #endif
+#ifdef M_MMAP_THRESHOLD
+    /* Arrays of 128 KiB and more (a folder's listing, plan, Maildir table) stay in mappings of
+     * their own: freed, they leave at once, and the slack of one that grew is never touched.
+     * glibc would raise the threshold to the largest such block freed, after which they land
+     * in the heap and its high-water mark stays resident (100,000 messages, connections = 4:
+     * 0.8 MiB of peak RSS). Setting it keeps it. */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+#endif
     /* '+': stop at the command name; the command parses the rest, common options included. */
     while ((ch = getopt_long(argc, argv, "+" CLI_COMMON_SHORTOPTS "V", longopts, NULL)) != -1) {
         int r = cli_common_option(&o, ch, optarg);
