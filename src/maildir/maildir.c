@@ -749,7 +749,10 @@ static int md_publish_one(maildir *md, maildir_pending *p, ofs_error *err)
     }
     free(from);
     *(cur ? &md->dirty_cur : &md->dirty_new) = true;
-    md_push(md, name, strlen(p->key), cur ? p->flags : 0, cur);
+    /* A folder opened unread finds the file by the name just given it: remembering every
+     * delivery would hold the table a listing does (a 20,000-message download: 2 MB). */
+    if (md->scanned)
+        md_push(md, name, strlen(p->key), cur ? p->flags : 0, cur);
     free(name);
     free(p->key);
     return 0;

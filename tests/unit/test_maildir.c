@@ -546,6 +546,28 @@ static void test_open_unread(void **state)
     /* Gone under every name: vanished, as with a folder that was read. */
     assert_int_equal(maildir_remove(md, "gone", 0, &err), 1);
     maildir_close(md);
+
+    /* Deliveries into a folder opened unread are not remembered, and found by name. */
+    assert_int_equal(maildir_open_unread(dir, &md, &err), 0);
+    char *keys[2];
+    for (int i = 0; i < 2; i++) {
+        int fd = memfd_with("From: a@example.org\r\n\r\nbody\r\n");
+        assert_int_equal(maildir_deliver(md, fd, 0, i ? FLAG_SEEN : 0, &keys[i], NULL, &err), 0);
+        close(fd);
+    }
+    assert_int_equal(maildir_flush(md, &err), 0);
+    assert_int_equal(md->n, 0);
+    assert_int_equal(maildir_set_flags(md, keys[0], 0, FLAG_FLAGGED, 0, &err), 0);
+    assert_int_equal(maildir_set_flags(md, keys[1], FLAG_SEEN, FLAG_ANSWERED, 0, &err), 0);
+    assert_false(md->scanned);
+    char *want = maildir_name_with_flags(keys[1], FLAG_SEEN | FLAG_ANSWERED), *rel;
+    rel = xasprintf("cur/%s", want);
+    assert_true(exists(dir, rel));
+    for (int i = 0; i < 2; i++)
+        free(keys[i]);
+    free(want);
+    free(rel);
+    maildir_close(md);
     rm_rf(dir);
 }
 
