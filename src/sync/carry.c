@@ -97,7 +97,7 @@ static int carry_apply(sync_ctx *c, const removal *v, size_t n, state_pair *p, c
         return rc < 0 ? -1 : 0;
     const removal *k = changed(v, n);
     store_folder_info si, li;
-    store_msg s = {.uid = p->uid}, l = {.key = p->key};
+    store_msg s = {.uid = p->uid}, l = {.key = p->key, .flags = p->flags};
     rc = c->srv->ops->open_folder(c->srv, folder, &si, err);
     if (rc == 0 && si.uidvalidity == sf.uidvalidity) {
         rc = c->loc->ops->open_folder(c->loc, folder, &li, err);

@@ -251,7 +251,7 @@ static int union_dedupe_flags(folder_run *r, copy_batch *b, ofs_error *err)
         copy_item *it = &b->items[i];
         if (!it->deduped || it->srv_flags == it->loc_flags)
             continue;
-        store_msg s = {.uid = it->p.uid}, l = {.key = it->p.key};
+        store_msg s = {.uid = it->p.uid}, l = {.key = it->p.key, .flags = it->loc_flags};
         unsigned u = it->srv_flags | it->loc_flags;
         if (u != it->srv_flags)
             rc = r->c->srv->ops->set_flags(r->c->srv, &s, 1, u & ~it->srv_flags, 0, err);
