@@ -435,33 +435,6 @@ static char *ms_folder_mark(store *s, const char *name)
     return mark;
 }
 
-typedef struct ms_key_walk {
-    void (*fn)(const char *key, size_t len, void *arg);
-    void *arg;
-} ms_key_walk;
-
-static void ms_key_of_name(const char *name, bool cur, void *arg)
-{
-    (void)cur;
-    const ms_key_walk *w = arg;
-    size_t kl = maildir_key_len(name, NULL);
-    if (kl)
-        w->fn(name, kl, w->arg);
-}
-
-/* new/ first, as the scan: a file moved to cur/ in between is seen twice, not missed. */
-static int ms_each_key(store *s, void (*fn)(const char *key, size_t len, void *arg), void *arg,
-                       ofs_error *err)
-{
-    md_store *ms = ms_of(s);
-    ms_key_walk w = {fn, arg};
-    if (ms_need_folder(ms, "read message names", err) != 0)
-        return -1;
-    if (maildir_walk(ms->md->dfd, ms->md->path, false, ms_key_of_name, &w, err) != 0)
-        return -1;
-    return maildir_walk(ms->md->dfd, ms->md->path, true, ms_key_of_name, &w, err);
-}
-
 typedef struct ms_msg_walk {
     int dfd;
     const store_list_opts *o;
@@ -500,6 +473,27 @@ static int ms_walk_messages(int dfd, const char *path, const store_list_opts *o,
     if (maildir_walk(dfd, path, false, ms_msg_of_name, &w, err) != 0)
         return -1;
     return maildir_walk(dfd, path, true, ms_msg_of_name, &w, err);
+}
+
+typedef struct ms_key_walk {
+    void (*fn)(const char *key, size_t len, void *arg);
+    void *arg;
+} ms_key_walk;
+
+static void ms_key_of_msg(const store_msg *m, void *arg)
+{
+    const ms_key_walk *w = arg;
+    w->fn(m->key, strlen(m->key), w->arg);
+}
+
+static int ms_each_key(store *s, void (*fn)(const char *key, size_t len, void *arg), void *arg,
+                       ofs_error *err)
+{
+    md_store *ms = ms_of(s);
+    ms_key_walk w = {fn, arg};
+    if (ms_need_folder(ms, "read message names", err) != 0)
+        return -1;
+    return ms_walk_messages(ms->md->dfd, ms->md->path, NULL, ms_key_of_msg, &w, err);
 }
 
 static int ms_each_message(store *s, const store_list_opts *o,

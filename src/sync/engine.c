@@ -270,6 +270,20 @@ static bool local_unchanged(const folder_run *r)
  * name, none replaced, and is not read at all; a changed one is compared with its pairs file
  * by file, and only what differs is listed. Intents left by an interrupted pass are resolved
  * against a whole listing. */
+/* The whole local folder into r->loc, in place of what it held. */
+static int list_local_whole(folder_run *r, bool want_stamp, ofs_error *err)
+{
+    store *loc = r->c->loc;
+    store_list_opts lo = {.want_stamp = want_stamp};
+    store_msg_list_free(&r->loc);
+    store_msg_list_init(&r->loc);
+    r->loc_base = false;
+    if (loc->ops->list_messages(loc, &lo, &r->loc, err) < 0)
+        return -1;
+    r->st.local_listed += r->loc.n;
+    return 0;
+}
+
 static int list_local(folder_run *r, bool pending, ofs_error *err)
 {
     store *loc = r->c->loc;
@@ -288,30 +302,16 @@ static int list_local(folder_run *r, bool pending, ofs_error *err)
         r->st.local_listed += r->loc.n;
         if (rc <= 0)
             return rc;
-    } else if (loc->ops->open_folder(loc, r->name, &r->li, err) < 0) {
+    } else if (loc->ops->open_folder(loc, r->name, NULL, err) < 0) {
         return -1;
     }
     /* A stat per file shows edits in place; unchanged directories had no file replaced. */
-    store_list_opts lo = {.want_stamp = !same_dirs};
-    if (loc->ops->list_messages(loc, &lo, &r->loc, err) < 0)
-        return -1;
-    r->st.local_listed += r->loc.n;
-    return 0;
+    return list_local_whole(r, !same_dirs, err);
 }
 
 int engine_list_unpaired(folder_run *r, ofs_error *err)
 {
-    if (!r->loc_base || r->lview)
-        return 0;
-    store *loc = r->c->loc;
-    store_list_opts lo = {0};
-    store_msg_list_free(&r->loc);
-    store_msg_list_init(&r->loc);
-    r->loc_base = false;
-    if (loc->ops->list_messages(loc, &lo, &r->loc, err) < 0)
-        return -1;
-    r->st.local_listed += r->loc.n;
-    return 0;
+    return r->loc_base && !r->lview ? list_local_whole(r, false, err) : 0;
 }
 
 store_msg engine_loc_msg(folder_run *r, const sync_action *a)

@@ -15,7 +15,7 @@ typedef struct folder_run {
     sync_ctx *c;
     const char *name;
     state_folder sf;
-    store_folder_info si, li;
+    store_folder_info si;
     state_pair_list pairs; /* all the folder's (pairs_whole), or those the plan needs */
     bool pairs_whole;
     store_msg_list srv, loc;
